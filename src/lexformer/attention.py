@@ -1,0 +1,255 @@
+"""Causal self-attention in three modes, with position schemes applied inside.
+
+Modes (SPEC §2):
+
+* ``full``       every query sees every earlier key (ordinary causal attention);
+* ``blockwise``  the paper's blockwise causal attention: blocks of ``h`` tokens (L/2); a query
+  in block b sees the keys of blocks b−1 and b, causally, so it never looks L or more back;
+* ``sliding``    a query sees the last ``window`` keys (itself included).
+
+Two implementations of every mode:
+
+* a fast path for a whole sequence (training, evaluation, cache prefill) built on
+  ``scaled_dot_product_attention``; the windowed modes never materialise an n×n matrix:
+  queries are cut into blocks of c and each block attends, through one batched SDPA call with
+  one shared (c, w) mask, to an unfolded window of w keys, which is O(n·L);
+* a general path over explicit query/key positions (KV-cache decoding), which can also run
+  eagerly and return the pre-softmax scores and probabilities that the analysis needs.
+
+Rotary schemes (XPOS, RoPE) are applied here, with positions re-centred for every window or
+chunk of queries: only n − m matters, and re-centring keeps the XPOS factors ζ^(±n/B) bounded
+at any length (a naive centred table overflows fp32 near 72k tokens, SPEC §1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .errors import LexformerError
+from .positions import BIAS, ROTARY, PositionScheme
+
+ATTENTION_MODES = ("full", "blockwise", "sliding")
+
+#: full attention over more tokens than this runs in query chunks (bounded XPOS factors and
+#: O(chunk·n) mask memory instead of O(n²)); at 8192 centred XPOS factors reach ζ_0^(−8) ≈ 2e4
+FULL_CHUNK_THRESHOLD = 8192
+FULL_CHUNK = 1024
+
+
+@dataclass(frozen=True)
+class AttentionSpec:
+    """Which keys a query may see. ``block`` is h of blockwise, ``window`` W of sliding."""
+
+    mode: str = "full"
+    block: int = 128
+    window: int = 256
+
+    def __post_init__(self) -> None:
+        if self.mode not in ATTENTION_MODES:
+            raise LexformerError(
+                f"unknown attention mode {self.mode!r}; choose one of {', '.join(ATTENTION_MODES)}"
+            )
+        if self.block <= 0 or self.window <= 0:
+            raise LexformerError("attention block and window must be positive")
+
+    def visible(self, q_pos: torch.Tensor, k_pos: torch.Tensor) -> torch.Tensor:
+        """Boolean (Tq, Tk): may the query at q_pos[i] see the key at k_pos[j]?"""
+        qp = q_pos.to(torch.int64)[:, None]
+        kp = k_pos.to(torch.int64)[None, :]
+        mask = kp <= qp
+        if self.mode == "blockwise":
+            mask = mask & (torch.div(kp, self.block, rounding_mode="floor")
+                           >= torch.div(qp, self.block, rounding_mode="floor") - 1)
+        elif self.mode == "sliding":
+            mask = mask & (qp - kp < self.window)
+        return mask
+
+    def first_visible(self, pos: int) -> int:
+        """Smallest key position a query at ``pos`` (or any later query) can see."""
+        if self.mode == "blockwise":
+            return max(0, (pos // self.block - 1) * self.block)
+        if self.mode == "sliding":
+            return max(0, pos - self.window + 1)
+        return 0
+
+    def window_layout(self) -> tuple[int, int]:
+        """(c, nprev) of the fast windowed path: query blocks of c, windows of (nprev+1)·c keys.
+
+        Blockwise: c = h and one previous block. Sliding: c = W/2 and two previous blocks
+        (1.5·W keys per query instead of 2·W with c = W); odd W falls back to c = W.
+        """
+        if self.mode == "blockwise":
+            return self.block, 1
+        if self.window % 2 == 0 and self.window >= 2:
+            return self.window // 2, 2
+        return self.window, 1
+
+
+def _centred(pos: torch.Tensor, centre: int) -> torch.Tensor:
+    return pos.to(torch.int64).cpu() - centre
+
+
+def _sdpa(q, k, v, attn_mask=None, is_causal=False, dropout_p=0.0, scale=None):
+    return F.scaled_dot_product_attention(
+        q, k, v, attn_mask=attn_mask, is_causal=is_causal, dropout_p=dropout_p, scale=scale
+    )
+
+
+def _bias_mask(bias: torch.Tensor | None, visible: torch.Tensor, dtype: torch.dtype):
+    """An SDPA mask: the boolean mask alone, or the float bias with −inf where hidden."""
+    if bias is None:
+        return visible
+    return bias.to(dtype).masked_fill(~visible, float("-inf"))
+
+
+# --------------------------------------------------------------------------- fast paths
+def causal_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    scheme: PositionScheme,
+    spec: AttentionSpec,
+    dropout_p: float = 0.0,
+) -> torch.Tensor:
+    """Self-attention over a whole sequence at positions 0..T−1.
+
+    q, k, v: (B, H, T, D) before any rotary transform. Returns (B, H, T, D).
+    """
+    T = q.shape[-2]
+    if spec.mode == "full":
+        if T > FULL_CHUNK_THRESHOLD:
+            return _full_chunked(q, k, v, scheme, dropout_p)
+        return _full(q, k, v, scheme, dropout_p)
+    c, nprev = spec.window_layout()
+    if T <= (nprev + 1) * c:
+        # Short input: windows cover it; one dense pass with the exact mask is cheapest.
+        pos = torch.arange(T)
+        return attend(q, k, v, pos, pos, scheme, spec, dropout_p=dropout_p)
+    return _windowed(q, k, v, scheme, spec, dropout_p)
+
+
+def _full(q, k, v, scheme, dropout_p):
+    T = q.shape[-2]
+    pos = torch.arange(T)
+    if scheme.kind == ROTARY:
+        rel = _centred(pos, T // 2)
+        q, k = scheme.rotate_queries(q, rel), scheme.rotate_keys(k, rel)
+    if scheme.kind == BIAS:
+        visible = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
+        mask = _bias_mask(scheme(pos, pos), visible, q.dtype)
+        return _sdpa(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+    return _sdpa(q, k, v, is_causal=True, dropout_p=dropout_p)
+
+
+def _full_chunked(q, k, v, scheme, dropout_p):
+    """Full causal attention in chunks of queries, each against all keys up to its end.
+
+    Positions are centred on each chunk's last query: query factors ζ^((n−c)/B) are at most
+    ζ_0^(−chunk/B) and key factors ζ^((c−m)/B) ≤ 1, decaying (harmlessly) to 0 far back.
+    """
+    T = q.shape[-2]
+    outs = []
+    for start in range(0, T, FULL_CHUNK):
+        end = min(start + FULL_CHUNK, T)
+        qc, kc, vc = q[..., start:end, :], k[..., :end, :], v[..., :end, :]
+        q_pos, k_pos = torch.arange(start, end), torch.arange(end)
+        if scheme.kind == ROTARY:
+            qc = scheme.rotate_queries(qc, _centred(q_pos, end - 1))
+            kc = scheme.rotate_keys(kc, _centred(k_pos, end - 1))
+        visible = (k_pos[None, :] <= q_pos[:, None]).to(q.device)
+        bias = scheme(q_pos, k_pos) if scheme.kind == BIAS else None
+        outs.append(_sdpa(qc, kc, vc, attn_mask=_bias_mask(bias, visible, q.dtype),
+                          dropout_p=dropout_p))
+    return torch.cat(outs, dim=-2)
+
+
+def _windowed(q, k, v, scheme, spec, dropout_p):
+    """Blockwise or sliding attention in O(n·w): query blocks against unfolded key windows.
+
+    The first nprev blocks see only keys from position 0 up to themselves, which is plain
+    causal attention; every later block b sees the window of blocks b−nprev..b under one
+    shared (c, w) mask, so a single SDPA call covers them all.
+    """
+    B, H, T, D = q.shape
+    c, nprev = spec.window_layout()
+    w = (nprev + 1) * c
+    head_len = nprev * c
+    pad = (-T) % c
+    if pad:
+        q, k, v = (F.pad(x, (0, 0, 0, pad)) for x in (q, k, v))
+    n_win = (T + pad) // c - nprev  # query blocks that have a full window behind them
+
+    # Head: the first nprev blocks, ordinary causal attention.
+    head = _full(q[..., :head_len, :], k[..., :head_len, :], v[..., :head_len, :],
+                 scheme, dropout_p)
+
+    # Window-local positions: keys 0..w−1, queries (w−c)..w−1 in every window, re-centred.
+    local_k = _centred(torch.arange(w), w // 2)
+    local_q = local_k[head_len:]
+
+    def windows(x):  # (B, H, T', D) → (B·n_win, H, w, D)
+        win = x.unfold(2, w, c)  # (B, H, n_win, D, w)
+        return win.permute(0, 2, 1, 4, 3).reshape(B * n_win, H, w, D)
+
+    qb = q[..., head_len:, :].reshape(B, H, n_win, c, D).transpose(1, 2).reshape(
+        B * n_win, H, c, D)  # (B·n_win, H, c, D)
+    kw, vw = windows(k), windows(v)
+    if scheme.kind == ROTARY:
+        qb, kw = scheme.rotate_queries(qb, local_q), scheme.rotate_keys(kw, local_k)
+
+    qi = torch.arange(c)[:, None] + head_len  # local query positions
+    kj = torch.arange(w)[None, :]
+    visible = kj <= qi
+    if spec.mode == "sliding":
+        visible = visible & (qi - kj < spec.window)
+    visible = visible.to(q.device)
+    bias = scheme(local_q + w // 2, local_k + w // 2) if scheme.kind == BIAS else None
+    mask = _bias_mask(bias, visible, q.dtype)  # (c, w) or (H, c, w): shared by all windows
+    out = _sdpa(qb, kw, vw, attn_mask=mask, dropout_p=dropout_p)  # (B·n_win, H, c, D)
+    out = out.reshape(B, n_win, H, c, D).transpose(1, 2).reshape(B, H, n_win * c, D)
+    return torch.cat((head, out), dim=-2)[..., :T, :]
+
+
+# --------------------------------------------------------------------------- general path
+def attend(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    q_pos: torch.Tensor,
+    k_pos: torch.Tensor,
+    scheme: PositionScheme,
+    spec: AttentionSpec,
+    dropout_p: float = 0.0,
+    return_weights: bool = False,
+):
+    """Attention of queries at ``q_pos`` over keys at ``k_pos`` (any positions, e.g. a cache).
+
+    q: (B, H, Tq, D), k and v: (B, H, Tk, D), all before the rotary transform. Visibility
+    follows ``spec`` from the positions alone. Positions are re-centred on the queries, so
+    past keys get XPOS factors ≤ 1 however long the cache is.
+
+    With ``return_weights`` the attention runs eagerly and returns
+    ``(out, scores, probs)``: pre-softmax scores (hidden pairs −inf) and probabilities,
+    both (B, H, Tq, Tk) in float32.
+    """
+    q_pos = q_pos.to(torch.int64).cpu()
+    k_pos = k_pos.to(torch.int64).cpu()
+    if scheme.kind == ROTARY:
+        centre = (int(q_pos.min()) + int(q_pos.max())) // 2
+        q = scheme.rotate_queries(q, q_pos - centre)
+        k = scheme.rotate_keys(k, k_pos - centre)
+    visible = spec.visible(q_pos, k_pos).to(q.device)
+    bias = scheme(q_pos, k_pos) if scheme.kind == BIAS else None
+    if not return_weights:
+        return _sdpa(q, k, v, attn_mask=_bias_mask(bias, visible, q.dtype), dropout_p=dropout_p)
+    scale = q.shape[-1] ** -0.5
+    scores = (q.float() @ k.float().transpose(-1, -2)) * scale
+    if bias is not None:
+        scores = scores + bias.float()
+    scores = scores.masked_fill(~visible, float("-inf"))
+    probs = torch.softmax(scores, dim=-1)
+    out = (probs @ v.float()).to(v.dtype)
+    return out, scores, probs

@@ -1,0 +1,169 @@
+"""The LeX language model: a decoder-only pre-LayerNorm Transformer (SPEC §4).
+
+``TransformerLM(config)(input_ids, attention="full"|"blockwise"|"sliding")`` → logits
+(B, T, vocab). The position scheme comes from the registry by ``config.position``; the
+attention mode is chosen per call, so one trained model is evaluated with and without
+blockwise attention.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .attention import AttentionSpec, attend, causal_attention
+from .cache import KVCache
+from .config import ModelConfig
+from .positions import ADDITIVE, PositionScheme, build_position_scheme
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, config: ModelConfig, scheme: PositionScheme) -> None:
+        super().__init__()
+        self.n_head = config.n_head
+        self.head_dim = config.head_dim
+        self.qkv = nn.Linear(config.d_model, 3 * config.d_model)
+        self.proj = nn.Linear(config.d_model, config.d_model)
+        self.dropout = config.dropout
+        # Shared by all layers; kept out of the module tree so it is not registered n_layer
+        # times (its tables are caches, not parameters).
+        self._scheme = (scheme,)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        spec: AttentionSpec,
+        positions: torch.Tensor,
+        cache: KVCache | None = None,
+        layer: int = 0,
+        record: list | None = None,
+    ) -> torch.Tensor:
+        B, T, C = x.shape
+        scheme = self._scheme[0]
+        qkv = self.qkv(x).view(B, T, 3, self.n_head, self.head_dim)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, T, D)
+        dropout_p = self.dropout if self.training else 0.0
+
+        if record is not None:
+            # Eager path for analysis: same maths as the fast path, plus scores/probs.
+            k_all, v_all, k_pos = (k, v, positions) if cache is None else cache.extend(
+                layer, k, v, positions)
+            out, scores, probs = attend(q, k_all, v_all, positions, k_pos, scheme, spec,
+                                        return_weights=True)
+            record.append((scores, probs))
+        elif cache is None or cache.is_empty(layer):
+            out = causal_attention(q, k, v, scheme, spec, dropout_p)
+            if cache is not None:
+                cache.extend(layer, k, v, positions)
+        else:
+            k_all, v_all, k_pos = cache.extend(layer, k, v, positions)
+            out = attend(q, k_all, v_all, positions, k_pos, scheme, spec, dropout_p)
+        out = out.transpose(1, 2).reshape(B, T, C)
+        return self.proj(out)
+
+
+class FeedForward(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.up = nn.Linear(config.d_model, config.d_ff)
+        self.down = nn.Linear(config.d_ff, config.d_model)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down(F.gelu(self.up(x)))
+
+
+class Block(nn.Module):
+    """Pre-LN block: x + Attn(LN(x)), then x + FFN(LN(x))."""
+
+    def __init__(self, config: ModelConfig, scheme: PositionScheme) -> None:
+        super().__init__()
+        self.ln_attn = nn.LayerNorm(config.d_model, eps=config.norm_eps)
+        self.attn = SelfAttention(config, scheme)
+        self.ln_ffn = nn.LayerNorm(config.d_model, eps=config.norm_eps)
+        self.ffn = FeedForward(config)
+        self.drop = nn.Dropout(config.dropout)
+
+    def forward(self, x, spec, positions, cache=None, layer=0, record=None):
+        x = x + self.drop(self.attn(self.ln_attn(x), spec, positions, cache, layer, record))
+        return x + self.drop(self.ffn(self.ln_ffn(x)))
+
+
+class TransformerLM(nn.Module):
+    """Decoder-only language model with a pluggable position scheme."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.position = build_position_scheme(config)
+        self.tok_emb = nn.Embedding(config.vocab_size, config.d_model)
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(Block(config, self.position) for _ in range(config.n_layer))
+        self.ln_f = nn.LayerNorm(config.d_model, eps=config.norm_eps)
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        self.apply(self._init_weights)
+        # GPT-2: residual projections scaled down with depth so the residual stream's variance
+        # does not grow with n_layer.
+        for name, p in self.named_parameters():
+            if name.endswith(("attn.proj.weight", "ffn.down.weight")):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+        if config.tie_embeddings:
+            self.lm_head.weight = self.tok_emb.weight
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def attention_spec(self, attention: str) -> AttentionSpec:
+        c = self.config
+        return AttentionSpec(attention, block=c.attention_block, window=c.attention_window)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention: str = "full",
+        cache: KVCache | None = None,
+        record: list | None = None,
+    ) -> torch.Tensor:
+        """input_ids (B, T) → logits (B, T, vocab).
+
+        With a ``cache`` (see :meth:`new_cache`) the tokens continue the cached sequence and
+        the cache is updated. With a ``record`` list, attention runs eagerly and appends
+        ``(scores, probs)`` per layer, each (B, H, T, Tk).
+        """
+        spec = self.attention_spec(attention)
+        if cache is not None and cache.spec != spec:
+            raise ValueError(f"this cache was made for {cache.spec}, not {spec}")
+        T = input_ids.shape[1]
+        start = 0 if cache is None else cache.next_pos
+        positions = torch.arange(start, start + T)
+        x = self.tok_emb(input_ids)
+        if self.position.kind == ADDITIVE:
+            x = x + self.position(positions).to(x.dtype)
+        x = self.drop(x)
+        for i, block in enumerate(self.blocks):
+            x = block(x, spec, positions, cache, i, record)
+        if cache is not None:
+            cache.advance(T)
+        return self.lm_head(self.ln_f(x))
+
+    def new_cache(self, attention: str = "full") -> KVCache:
+        """An empty KV cache for incremental decoding in the given attention mode."""
+        return KVCache(self.config.n_layer, self.attention_spec(attention))
+
+    @torch.no_grad()
+    def attention_scores(self, input_ids: torch.Tensor, attention: str = "full") -> list:
+        """Per-layer ``(scores, probs)``, each (B, H, T, T), from the eager attention path."""
+        record: list = []
+        self(input_ids, attention=attention, record=record)
+        return record

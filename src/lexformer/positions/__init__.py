@@ -1,0 +1,50 @@
+"""Position schemes: one file each, one registry.
+
+``POSITION_SCHEMES`` maps the name used in configs and on the command line to a builder
+taking the model config. Use :func:`build_position_scheme` rather than the classes when you
+start from a config.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable
+
+from .absolute import SinusoidalPosition
+from .alibi import ALiBi, alibi_slopes
+from .base import ADDITIVE, BIAS, NONE, ROTARY, PositionScheme
+from .learned import LearnedPosition
+from .none import NoPosition
+from .rope import RoPE
+from .rotary import RotaryEmbedding
+from .xpos import XPos
+
+if TYPE_CHECKING:
+    from ..config import ModelConfig
+
+POSITION_SCHEMES: dict[str, Callable[["ModelConfig"], PositionScheme]] = {
+    "xpos": lambda c: XPos(c.head_dim, gamma=c.xpos_gamma, scale_base=c.xpos_scale_base,
+                           base=c.rope_base),
+    "rope": lambda c: RoPE(c.head_dim, base=c.rope_base),
+    "alibi": lambda c: ALiBi(c.n_head),
+    "absolute": lambda c: SinusoidalPosition(c.d_model),
+    "learned": lambda c: LearnedPosition(c.train_length, c.d_model),
+    "none": lambda c: NoPosition(),
+}
+
+#: the kind of each registered scheme, known without building it (for config validation)
+SCHEME_KINDS = {
+    "xpos": ROTARY, "rope": ROTARY, "alibi": BIAS,
+    "absolute": ADDITIVE, "learned": ADDITIVE, "none": NONE,
+}
+
+
+def build_position_scheme(config: "ModelConfig") -> PositionScheme:
+    """The position scheme named by ``config.position``, built for that config."""
+    return POSITION_SCHEMES[config.position](config)
+
+
+__all__ = [
+    "ADDITIVE", "BIAS", "NONE", "ROTARY", "POSITION_SCHEMES", "SCHEME_KINDS",
+    "ALiBi", "LearnedPosition", "NoPosition", "PositionScheme", "RoPE", "RotaryEmbedding",
+    "SinusoidalPosition", "XPos", "alibi_slopes", "build_position_scheme",
+]

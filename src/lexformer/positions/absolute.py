@@ -1,0 +1,34 @@
+"""Absolute sinusoidal position embedding (Vaswani et al.), added to token embeddings."""
+
+from __future__ import annotations
+
+import torch
+
+from .base import ADDITIVE, PositionScheme
+
+
+class SinusoidalPosition(PositionScheme):
+    """``emb = SinusoidalPosition(d_model)(pos)`` → (T, d_model), float32.
+
+    Computed in float64 from the integer positions, so large positions stay exact.
+    """
+
+    kind = ADDITIVE
+
+    def __init__(self, d_model: int, base: float = 10000.0) -> None:
+        super().__init__()
+        if d_model % 2:
+            raise ValueError(f"sinusoidal embeddings need an even d_model, got {d_model}")
+        self.d_model = d_model
+        self.base = float(base)
+        inv_freq = self.base ** (-torch.arange(0, d_model, 2, dtype=torch.float64) / d_model)
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+
+    def forward(self, pos: torch.Tensor) -> torch.Tensor:
+        self._check_positions(pos, "pos")
+        angle = pos.to(self.inv_freq.device, torch.float64)[:, None] * self.inv_freq[None, :]
+        emb = torch.stack((angle.sin(), angle.cos()), dim=-1).flatten(-2)  # sin/cos interleaved
+        return emb.to(torch.float32)
+
+    def extra_repr(self) -> str:
+        return f"d_model={self.d_model}"

@@ -1,0 +1,41 @@
+"""The contract every position scheme follows.
+
+Schemes come in four kinds, because they enter the model at different places:
+
+* ``rotary``   transforms queries and keys (XPOS, RoPE): ``q2, k2 = scheme(q, k, q_pos, k_pos)``;
+* ``bias``     returns an additive logit bias (ALiBi): ``bias = scheme(q_pos, k_pos)``;
+* ``additive`` returns a vector added to the token embeddings (sinusoidal, learned):
+  ``emb = scheme(pos)``;
+* ``none``     does nothing; the causal mask is the only source of order (NoPE).
+
+All of them take explicit integer position tensors, never "a length", so that offsets, KV
+caches and window-local positions under blockwise attention share one code path.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+ROTARY = "rotary"
+BIAS = "bias"
+ADDITIVE = "additive"
+NONE = "none"
+
+
+class PositionScheme(nn.Module):
+    """Base class; subclasses set ``kind`` and implement ``forward``."""
+
+    kind: ClassVar[str]
+    #: whether positions beyond the training length can be represented at all
+    extrapolates: ClassVar[bool] = True
+
+    @staticmethod
+    def _check_positions(pos: torch.Tensor, name: str) -> None:
+        if pos.dim() != 1 or pos.dtype not in (torch.int64, torch.int32):
+            raise ValueError(
+                f"{name} must be a 1-D integer tensor of positions, got shape "
+                f"{tuple(pos.shape)} and dtype {pos.dtype}"
+            )
