@@ -14,4 +14,4 @@ from .model import TransformerLM
 
 __version__ = "0.1.0"
 
-__all__ = ["LexformerError", "ModelConfig", "TransformerLM", "generate", "__version__"]
+__all__ = ["LexformerError", "ModelConfig", "TransformerLM", "__version__", "generate"]

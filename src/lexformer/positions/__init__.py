@@ -7,7 +7,8 @@ start from a config.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from .absolute import SinusoidalPosition
 from .alibi import ALiBi, alibi_slopes
@@ -21,7 +22,7 @@ from .xpos import XPos
 if TYPE_CHECKING:
     from ..config import ModelConfig
 
-POSITION_SCHEMES: dict[str, Callable[["ModelConfig"], PositionScheme]] = {
+POSITION_SCHEMES: dict[str, Callable[[ModelConfig], PositionScheme]] = {
     "xpos": lambda c: XPos(c.head_dim, gamma=c.xpos_gamma, scale_base=c.xpos_scale_base,
                            base=c.rope_base),
     "rope": lambda c: RoPE(c.head_dim, base=c.rope_base),
@@ -38,13 +39,26 @@ SCHEME_KINDS = {
 }
 
 
-def build_position_scheme(config: "ModelConfig") -> PositionScheme:
+def build_position_scheme(config: ModelConfig) -> PositionScheme:
     """The position scheme named by ``config.position``, built for that config."""
     return POSITION_SCHEMES[config.position](config)
 
 
 __all__ = [
-    "ADDITIVE", "BIAS", "NONE", "ROTARY", "POSITION_SCHEMES", "SCHEME_KINDS",
-    "ALiBi", "LearnedPosition", "NoPosition", "PositionScheme", "RoPE", "RotaryEmbedding",
-    "SinusoidalPosition", "XPos", "alibi_slopes", "build_position_scheme",
+    "ADDITIVE",
+    "BIAS",
+    "NONE",
+    "POSITION_SCHEMES",
+    "ROTARY",
+    "SCHEME_KINDS",
+    "ALiBi",
+    "LearnedPosition",
+    "NoPosition",
+    "PositionScheme",
+    "RoPE",
+    "RotaryEmbedding",
+    "SinusoidalPosition",
+    "XPos",
+    "alibi_slopes",
+    "build_position_scheme",
 ]
