@@ -33,8 +33,10 @@ from .positions import BIAS, ROTARY, PositionScheme
 
 ATTENTION_MODES = ("full", "blockwise", "sliding")
 
-#: full attention over more tokens than this runs in query chunks (bounded XPOS factors and
-#: O(chunk·n) mask memory instead of O(n²)); at 8192 centred XPOS factors reach ζ_0^(−8) ≈ 2e4
+#: full attention over more tokens than this runs in query chunks of FULL_CHUNK, for
+#: O(chunk·n) mask memory instead of O(n²). XPOS switches earlier where its factors demand it
+#: (``RotaryEmbedding.max_safe_span``: ~8k tokens in fp32/bf16 at B = 512, less in fp16 or for
+#: a smaller scale base).
 FULL_CHUNK_THRESHOLD = 8192
 FULL_CHUNK = 1024
 
@@ -120,8 +122,9 @@ def causal_attention(
     """
     T = q.shape[-2]
     if spec.mode == "full":
-        if T > FULL_CHUNK_THRESHOLD:
-            return _full_chunked(q, k, v, scheme, dropout_p)
+        span = scheme.max_safe_span(q.dtype) if scheme.kind == ROTARY else FULL_CHUNK_THRESHOLD
+        if T > min(span, FULL_CHUNK_THRESHOLD):
+            return _full_chunked(q, k, v, scheme, dropout_p, max(1, min(FULL_CHUNK, span // 2)))
         return _full(q, k, v, scheme, dropout_p)
     c, nprev = spec.window_layout()
     if T <= (nprev + 1) * c:
@@ -144,7 +147,7 @@ def _full(q, k, v, scheme, dropout_p):
     return _sdpa(q, k, v, is_causal=True, dropout_p=dropout_p)
 
 
-def _full_chunked(q, k, v, scheme, dropout_p):
+def _full_chunked(q, k, v, scheme, dropout_p, chunk=FULL_CHUNK):
     """Full causal attention in chunks of queries, each against all keys up to its end.
 
     Positions are centred on each chunk's last query: query factors ζ^((n−c)/B) are at most
@@ -152,8 +155,8 @@ def _full_chunked(q, k, v, scheme, dropout_p):
     """
     T = q.shape[-2]
     outs = []
-    for start in range(0, T, FULL_CHUNK):
-        end = min(start + FULL_CHUNK, T)
+    for start in range(0, T, chunk):
+        end = min(start + chunk, T)
         qc, kc, vc = q[..., start:end, :], k[..., :end, :], v[..., :end, :]
         q_pos, k_pos = torch.arange(start, end), torch.arange(end)
         if scheme.kind == ROTARY:
@@ -246,10 +249,11 @@ def attend(
     if not return_weights:
         return _sdpa(q, k, v, attn_mask=_bias_mask(bias, visible, q.dtype), dropout_p=dropout_p)
     scale = q.shape[-1] ** -0.5
-    scores = (q.float() @ k.float().transpose(-1, -2)) * scale
-    if bias is not None:
-        scores = scores + bias.float()
-    scores = scores.masked_fill(~visible, float("-inf"))
-    probs = torch.softmax(scores, dim=-1)
-    out = (probs @ v.float()).to(v.dtype)
+    with torch.autocast(q.device.type, enabled=False):  # scores stay fp32 under autocast
+        scores = (q.float() @ k.float().transpose(-1, -2)) * scale
+        if bias is not None:
+            scores = scores + bias.float()
+        scores = scores.masked_fill(~visible, float("-inf"))
+        probs = torch.softmax(scores, dim=-1)
+        out = (probs @ v.float()).to(v.dtype)
     return out, scores, probs

@@ -15,6 +15,8 @@ the logits unchanged up to fp32 rounding, and the XPOS factors stay within
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .base import ROTARY, PositionScheme
@@ -57,6 +59,18 @@ class RotaryEmbedding(PositionScheme):
     def has_decay(self) -> bool:
         return self.gamma is not None
 
+    def max_safe_span(self, dtype: torch.dtype = torch.float32) -> int:
+        """Longest span of positions whose centred XPOS factors stay below a safe bound.
+
+        Centred on the middle of a span S, the largest factor is ζ_0^(−S/2B). It is kept under
+        2.5e4 for fp32/bf16 (so q'·k' products stay far from overflow) and under 128 for fp16
+        (max 65504). RoPE has no decay: any span is safe.
+        """
+        if not self.has_decay:
+            return 1 << 62
+        bound = 128.0 if dtype == torch.float16 else 2.5e4
+        return max(2, int(2 * self.scale_base * math.log(bound) / -float(self._log_zeta[0])))
+
     def zeta(self) -> torch.Tensor:
         """ζ_j per pair, float64 (all ones for RoPE)."""
         return torch.exp(self._log_zeta)
@@ -65,7 +79,9 @@ class RotaryEmbedding(PositionScheme):
         """θ_j per pair, float64."""
         return self._theta.clone()
 
-    def _ensure_radius(self, radius: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    def _ensure_radius(
+        self, radius: int, device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         if radius > self._radius:
             # Grow geometrically so that a slowly lengthening input rebuilds rarely.
             self._radius = max(radius, 2 * self._radius, 1024)
@@ -84,7 +100,9 @@ class RotaryEmbedding(PositionScheme):
             self._tables[device] = tables
         return tables
 
-    def tables(self, rel_pos: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    def tables(
+        self, rel_pos: torch.Tensor, device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Complex (len(rel_pos), d/2) tables for queries and keys at relative positions."""
         radius = int(rel_pos.abs().max()) if rel_pos.numel() else 0
         q_table, k_table = self._ensure_radius(radius, device)

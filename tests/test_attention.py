@@ -1,0 +1,229 @@
+"""Attention modes (full, blockwise, sliding) × position schemes vs the fp64 dense reference."""
+
+from __future__ import annotations
+
+import resource
+
+import pytest
+import reference as ref
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from lexformer import LexformerError
+from lexformer.attention import AttentionSpec, attend, causal_attention
+from lexformer.positions import ALiBi, NoPosition, RoPE, XPos
+
+L = 16          # training length of these tests: block h = L/2, window W = L
+H, D = 2, 8
+LENGTHS = [L // 2, L, L + 1, 3 * L + 5, 8 * L]
+
+
+def make_scheme(name: str, heads: int = H, head_dim: int = D):
+    return {"xpos": lambda: XPos(head_dim), "rope": lambda: RoPE(head_dim),
+            "alibi": lambda: ALiBi(heads), "none": NoPosition}[name]()
+
+
+def qkv(T, B=2, heads=H, d=D, dtype=torch.float32, scale=1.0):
+    return tuple(torch.randn(B, heads, T, d, dtype=dtype) * s for s in (scale, scale, 1.0))
+
+
+def spec_for(mode, block=L // 2, window=L):
+    return AttentionSpec(mode, block=block, window=window)
+
+
+def reference(q, k, v, scheme, spec, **kw):
+    return ref.attention_ref(q, k, v, scheme, spec.mode, spec.block, spec.window, **kw)
+
+
+# --------------------------------------------------------------------------- fast path
+@pytest.mark.parametrize("T", LENGTHS)
+@pytest.mark.parametrize("mode", ref.MODES)
+@pytest.mark.parametrize("scheme", ref.SCHEMES)
+def test_fast_path_matches_dense_reference(scheme, mode, T):
+    q, k, v = qkv(T, scale=2.0)  # scale 2: sharp attention, positions matter
+    spec = spec_for(mode)
+    out = causal_attention(q, k, v, make_scheme(scheme), spec)
+    assert out.shape == q.shape and out.dtype == q.dtype
+    torch.testing.assert_close(out.double(), reference(q, k, v, scheme, spec),
+                               rtol=1e-4, atol=2e-5)
+
+
+@pytest.mark.parametrize("block,window", [(5, 7), (3, 5), (8, 9), (1, 1), (4, 2)])
+@pytest.mark.parametrize("scheme", ["xpos", "alibi"])
+def test_fast_path_odd_blocks_and_windows(scheme, block, window):
+    """Blocks that do not divide T, odd windows (layout fallback c = W), tiny ones."""
+    T = 41
+    q, k, v = qkv(T, scale=2.0)
+    for mode in ("blockwise", "sliding"):
+        spec = AttentionSpec(mode, block=block, window=window)
+        out = causal_attention(q, k, v, make_scheme(scheme), spec)
+        torch.testing.assert_close(out.double(), reference(q, k, v, scheme, spec),
+                                   rtol=1e-4, atol=2e-5)
+
+
+@given(T=st.integers(1, 70), block=st.integers(1, 12), window=st.integers(1, 20),
+       scheme=st.sampled_from(ref.SCHEMES), mode=st.sampled_from(ref.MODES))
+def test_fast_path_matches_reference_property(T, block, window, scheme, mode):
+    torch.manual_seed(T)
+    q, k, v = qkv(T, B=1, scale=2.0)
+    spec = AttentionSpec(mode, block=block, window=window)
+    out = causal_attention(q, k, v, make_scheme(scheme), spec)
+    torch.testing.assert_close(out.double(), reference(q, k, v, scheme, spec),
+                               rtol=1e-4, atol=2e-5)
+
+
+@pytest.mark.parametrize("scheme", ref.SCHEMES)
+def test_blockwise_equals_full_up_to_training_length(scheme):
+    for T in (1, 2, L // 2, L - 1, L):
+        q, k, v = qkv(T, scale=2.0)
+        s = make_scheme(scheme)
+        full = causal_attention(q, k, v, s, spec_for("full"))
+        block = causal_attention(q, k, v, s, spec_for("blockwise"))
+        slide = causal_attention(q, k, v, s, spec_for("sliding"))
+        torch.testing.assert_close(block, full, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(slide, full, rtol=1e-5, atol=1e-6)
+    # ... and they really differ beyond it
+    q, k, v = qkv(3 * L, scale=2.0)
+    s = make_scheme(scheme)
+    full = causal_attention(q, k, v, s, spec_for("full"))
+    for mode in ("blockwise", "sliding"):
+        other = causal_attention(q, k, v, s, spec_for(mode))
+        assert (other[..., L:, :] - full[..., L:, :]).abs().max() > 1e-3
+
+
+# --------------------------------------------------------------------------- masks
+@pytest.mark.parametrize("mode", ref.MODES)
+@pytest.mark.parametrize("block,window", [(8, 16), (5, 7), (1, 1)])
+def test_spec_visibility_matches_definition(mode, block, window):
+    spec = AttentionSpec(mode, block=block, window=window)
+    pos = torch.arange(60)
+    assert torch.equal(spec.visible(pos, pos), ref.mask_ref(pos, pos, mode, block, window))
+    # rectangular: a few queries late in a long sequence against a cache-like key set
+    q_pos, k_pos = torch.arange(1000, 1004), torch.arange(950, 1004)
+    assert torch.equal(spec.visible(q_pos, k_pos),
+                       ref.mask_ref(q_pos, k_pos, mode, block, window))
+
+
+@pytest.mark.parametrize("mode", ref.MODES)
+def test_first_visible_is_the_tight_cache_bound(mode):
+    """first_visible(p) is the earliest key any query ≥ p can see (so the cache may drop
+    everything before it), and the query at p does see it."""
+    block, window = 8, 16
+    spec = AttentionSpec(mode, block=block, window=window)
+    for p in range(0, 100):
+        earliest = min(m for m in range(p + 1) if ref.visible_ref(p, m, mode, block, window))
+        later = min(min(m for m in range(r + 1) if ref.visible_ref(r, m, mode, block, window))
+                    for r in range(p, p + 3 * block))
+        assert spec.first_visible(p) == earliest <= later
+
+
+def test_spec_refuses_unknown_mode_and_bad_sizes():
+    with pytest.raises(LexformerError, match="full, blockwise, sliding"):
+        AttentionSpec("dense")
+    with pytest.raises(LexformerError):
+        AttentionSpec("blockwise", block=0)
+    with pytest.raises(LexformerError):
+        AttentionSpec("sliding", window=-1)
+
+
+# --------------------------------------------------------------------------- eager path
+@pytest.mark.parametrize("T", [L, 3 * L + 5])
+@pytest.mark.parametrize("mode", ref.MODES)
+@pytest.mark.parametrize("scheme", ref.SCHEMES)
+def test_eager_path_scores_and_probs(scheme, mode, T):
+    q, k, v = qkv(T, scale=2.0)
+    s, spec = make_scheme(scheme), spec_for(mode)
+    pos = torch.arange(T)
+    out, scores, probs = attend(q, k, v, pos, pos, s, spec, return_weights=True)
+    assert scores.shape == probs.shape == (2, H, T, T)
+    assert scores.dtype == probs.dtype == torch.float32
+    fast = causal_attention(q, k, v, s, spec)
+    torch.testing.assert_close(out, fast, rtol=1e-4, atol=2e-5)
+
+    want_out, want_scores, want_probs = reference(q, k, v, scheme, spec, return_weights=True)
+    visible = ref.mask_ref(pos, pos, mode, spec.block, spec.window)
+    torch.testing.assert_close(out.double(), want_out, rtol=1e-4, atol=2e-5)
+    # pre-softmax q'·k'/√d (+ bias) on visible pairs, −inf on hidden ones
+    torch.testing.assert_close(scores[..., visible].double(), want_scores[..., visible],
+                               rtol=1e-4, atol=1e-4)
+    assert torch.isneginf(scores[..., ~visible]).all()
+    assert (probs[..., ~visible] == 0).all()
+    torch.testing.assert_close(probs.sum(-1), torch.ones(2, H, T), rtol=0, atol=1e-5)
+    torch.testing.assert_close(probs.double(), want_probs, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ref.MODES)
+@pytest.mark.parametrize("scheme", ref.SCHEMES)
+def test_attend_on_a_query_subset_is_those_rows(scheme, mode):
+    """The decoding path: a few queries at the end against (a window of) past keys."""
+    T = 5 * L + 3
+    q, k, v = qkv(T, scale=2.0)
+    s, spec = make_scheme(scheme), spec_for(mode)
+    fast = causal_attention(q, k, v, s, spec)
+    for n_q in (1, 3, 11):
+        first = spec.first_visible(T - n_q)
+        q_pos, k_pos = torch.arange(T - n_q, T), torch.arange(first, T)
+        out = attend(q[..., T - n_q:, :], k[..., first:, :], v[..., first:, :], q_pos, k_pos,
+                     s, spec)
+        torch.testing.assert_close(out, fast[..., T - n_q:, :], rtol=1e-4, atol=2e-5)
+
+
+# --------------------------------------------------------------------------- bf16
+@pytest.mark.parametrize("mode", ref.MODES)
+@pytest.mark.parametrize("scheme", ref.SCHEMES)
+def test_bf16_autocast_close_to_reference(scheme, mode):
+    T = 3 * L + 5
+    q, k, v = qkv(T)
+    s, spec = make_scheme(scheme), spec_for(mode)
+    want = reference(q, k, v, scheme, spec)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = causal_attention(q, k, v, s, spec)
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out.double(), want, rtol=5e-2, atol=8e-2)
+    # bf16 tensors without autocast: bf16 out, same tolerance
+    out = causal_attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), s, spec)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.double(), want, rtol=5e-2, atol=8e-2)
+
+
+def test_eager_scores_are_float32_under_autocast():
+    q, k, v = qkv(20)
+    pos = torch.arange(20)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        _, scores, probs = attend(q, k, v, pos, pos, XPos(D), spec_for("full"),
+                                  return_weights=True)
+    assert scores.dtype == torch.float32 and probs.dtype == torch.float32
+
+
+# --------------------------------------------------------------------------- no n×n
+def _maxrss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+@pytest.mark.parametrize("mode", ["blockwise", "sliding"])
+def test_windowed_path_is_linear_memory(mode):
+    """T = 32768 with L = 64: an n×n fp32 matrix would be 4 GiB; the windowed path must
+    stay far below that, and sampled rows must match the row-wise fp64 reference."""
+    T, Lm = 32768, 64
+    spec = AttentionSpec(mode, block=Lm // 2, window=Lm)
+    q, k, v = qkv(T, B=1, heads=1, scale=2.0)
+    before = _maxrss_mib()
+    out = causal_attention(q, k, v, XPos(D), spec)
+    grown = _maxrss_mib() - before
+    assert grown < 1024, f"peak RSS grew by {grown:.0f} MiB"
+    assert torch.isfinite(out).all()
+    rows = [0, 31, 32, 63, 64, 95, 12345, T // 2 + 17, T - 33, T - 32, T - 1]
+    want = ref.attention_rows_ref(q, k, v, rows, "xpos", mode, spec.block, spec.window)
+    torch.testing.assert_close(out[..., rows, :].double(), want, rtol=1e-4, atol=2e-5)
+
+
+def test_windowed_path_runs_where_n_by_n_cannot_exist():
+    """2^20 tokens: an n×n bool mask alone would be 1 TiB."""
+    T = 2**20
+    q, k, v = qkv(T, B=1, heads=1, d=2)
+    out = causal_attention(q, k, v, XPos(2), AttentionSpec("blockwise", block=16, window=32))
+    assert out.shape == (1, 1, T, 2) and torch.isfinite(out).all()
+    rows = [T - 1, T // 3]
+    want = ref.attention_rows_ref(q, k, v, rows, "xpos", "blockwise", 16, 32)
+    torch.testing.assert_close(out[..., rows, :].double(), want, rtol=1e-4, atol=2e-5)
