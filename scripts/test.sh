@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# The test suite (CPU, a few minutes). Extra arguments go to pytest.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
+cd "$ROOT"
+exec python -m pytest "$@"
