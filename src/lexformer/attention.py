@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from .errors import LexformerError
 from .positions import BIAS, ROTARY, PositionScheme
+from .positions.base import positions_on
 
 ATTENTION_MODES = ("full", "blockwise", "sliding")
 
@@ -104,7 +105,7 @@ def _bias_mask(bias: torch.Tensor | None, visible: torch.Tensor, dtype: torch.dt
     """An SDPA mask: the boolean mask alone, or the float bias with −inf where hidden."""
     if bias is None:
         return visible
-    return bias.to(dtype).masked_fill(~visible, float("-inf"))
+    return bias.to(visible.device, dtype).masked_fill(~visible, float("-inf"))
 
 
 # --------------------------------------------------------------------------- fast paths
@@ -162,7 +163,8 @@ def _full_chunked(q, k, v, scheme, dropout_p, chunk=FULL_CHUNK):
         if scheme.kind == ROTARY:
             qc = scheme.rotate_queries(qc, _centred(q_pos, end - 1))
             kc = scheme.rotate_keys(kc, _centred(k_pos, end - 1))
-        visible = (k_pos[None, :] <= q_pos[:, None]).to(q.device)
+        visible = (torch.arange(end, device=q.device)[None, :]
+                   <= torch.arange(start, end, device=q.device)[:, None])
         bias = scheme(q_pos, k_pos) if scheme.kind == BIAS else None
         outs.append(_sdpa(qc, kc, vc, attn_mask=_bias_mask(bias, visible, q.dtype),
                           dropout_p=dropout_p))
@@ -203,12 +205,11 @@ def _windowed(q, k, v, scheme, spec, dropout_p):
     if scheme.kind == ROTARY:
         qb, kw = scheme.rotate_queries(qb, local_q), scheme.rotate_keys(kw, local_k)
 
-    qi = torch.arange(c)[:, None] + head_len  # local query positions
-    kj = torch.arange(w)[None, :]
+    qi = torch.arange(c, device=q.device)[:, None] + head_len  # local query positions
+    kj = torch.arange(w, device=q.device)[None, :]
     visible = kj <= qi
     if spec.mode == "sliding":
         visible = visible & (qi - kj < spec.window)
-    visible = visible.to(q.device)
     bias = scheme(local_q + w // 2, local_k + w // 2) if scheme.kind == BIAS else None
     mask = _bias_mask(bias, visible, q.dtype)  # (c, w) or (H, c, w): shared by all windows
     out = _sdpa(qb, kw, vw, attn_mask=mask, dropout_p=dropout_p)  # (B·n_win, H, c, D)
@@ -244,7 +245,7 @@ def attend(
         centre = (int(q_pos.min()) + int(q_pos.max())) // 2
         q = scheme.rotate_queries(q, q_pos - centre)
         k = scheme.rotate_keys(k, k_pos - centre)
-    visible = spec.visible(q_pos, k_pos).to(q.device)
+    visible = spec.visible(positions_on(q_pos, q.device), positions_on(k_pos, q.device))
     bias = scheme(q_pos, k_pos) if scheme.kind == BIAS else None
     if not return_weights:
         return _sdpa(q, k, v, attn_mask=_bias_mask(bias, visible, q.dtype), dropout_p=dropout_p)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import ADDITIVE, PositionScheme
+from .base import ADDITIVE, PositionScheme, positions_on
 
 
 class SinusoidalPosition(PositionScheme):
@@ -26,7 +26,8 @@ class SinusoidalPosition(PositionScheme):
 
     def forward(self, pos: torch.Tensor) -> torch.Tensor:
         self._check_positions(pos, "pos")
-        angle = pos.to(self.inv_freq.device, torch.float64)[:, None] * self.inv_freq[None, :]
+        angle = (positions_on(pos, self.inv_freq.device).to(torch.float64)[:, None]
+                 * self.inv_freq[None, :])
         emb = torch.stack((angle.sin(), angle.cos()), dim=-1).flatten(-2)  # sin/cos interleaved
         return emb.to(torch.float32)
 

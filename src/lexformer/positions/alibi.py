@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from .base import BIAS, PositionScheme
+from .base import BIAS, PositionScheme, positions_on
 
 
 def alibi_slopes(num_heads: int) -> torch.Tensor:
@@ -45,10 +45,11 @@ class ALiBi(PositionScheme):
     def forward(self, q_pos: torch.Tensor, k_pos: torch.Tensor) -> torch.Tensor:
         self._check_positions(q_pos, "q_pos")
         self._check_positions(k_pos, "k_pos")
-        # Distances in int64 first: exact for any offset, then a small float.
-        distance = (q_pos.to(torch.int64)[:, None] - k_pos.to(torch.int64)[None, :]).to(
-            self.slopes.device, torch.float32
-        )
+        # Distances in int64 first (exact for any offset), then a small float; built on the
+        # slopes' device so that no (Tq, Tk) matrix crosses from host to GPU.
+        dev = self.slopes.device
+        distance = (positions_on(q_pos, dev)[:, None] - positions_on(k_pos, dev)[None, :]).to(
+            torch.float32)
         return -self.slopes[:, None, None] * distance[None]
 
     def extra_repr(self) -> str:

@@ -25,6 +25,35 @@ ADDITIVE = "additive"
 NONE = "none"
 
 
+def contiguous_start(pos: torch.Tensor) -> int | None:
+    """First position if ``pos`` (a CPU tensor) is a contiguous ascending range, else None."""
+    n = pos.numel()
+    if n == 0 or pos.device.type != "cpu":
+        return None
+    start = int(pos[0])
+    if int(pos[-1]) - start != n - 1:
+        return None
+    if n > 2 and not bool((pos[1:] - pos[:-1] == 1).all()):
+        return None
+    return start
+
+
+def positions_on(pos: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """``pos`` as int64 on ``device``.
+
+    Positions are host-side metadata (their min/max decide centring); copying them to a GPU
+    would block the host on every layer. A contiguous range, the common case, is therefore
+    rebuilt on the device with ``arange`` instead of copied.
+    """
+    device = torch.device(device)
+    if pos.device == device:
+        return pos.to(torch.int64)
+    start = contiguous_start(pos)
+    if start is not None:
+        return torch.arange(start, start + pos.numel(), device=device)
+    return pos.to(device, torch.int64)
+
+
 class PositionScheme(nn.Module):
     """Base class; subclasses set ``kind`` and implement ``forward``."""
 

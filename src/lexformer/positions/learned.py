@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from ..errors import LexformerError
-from .base import ADDITIVE, PositionScheme
+from .base import ADDITIVE, PositionScheme, positions_on
 
 
 class LearnedPosition(PositionScheme):
@@ -29,4 +29,4 @@ class LearnedPosition(PositionScheme):
                 f"(its training length), got position {int(pos.max())}; use a shorter input "
                 "or a scheme that extrapolates (xpos, rope, alibi, absolute, none)"
             )
-        return self.embedding(pos.to(self.embedding.weight.device))
+        return self.embedding(positions_on(pos, self.embedding.weight.device))

@@ -19,7 +19,7 @@ import math
 
 import torch
 
-from .base import ROTARY, PositionScheme
+from .base import ROTARY, PositionScheme, contiguous_start, positions_on
 
 
 class RotaryEmbedding(PositionScheme):
@@ -106,7 +106,11 @@ class RotaryEmbedding(PositionScheme):
         """Complex (len(rel_pos), d/2) tables for queries and keys at relative positions."""
         radius = int(rel_pos.abs().max()) if rel_pos.numel() else 0
         q_table, k_table = self._ensure_radius(radius, device)
-        idx = (rel_pos + self._radius).to(device)
+        start = contiguous_start(rel_pos)
+        if start is not None:  # a range: slice the tables (a view, no copy, no transfer)
+            lo = start + self._radius
+            return q_table[lo: lo + rel_pos.numel()], k_table[lo: lo + rel_pos.numel()]
+        idx = positions_on(rel_pos + self._radius, device)
         return q_table.index_select(0, idx), k_table.index_select(0, idx)
 
     # ------------------------------------------------------------------ apply
