@@ -343,7 +343,11 @@ def test_1024_positions_give_1024_distinct_rotations(dtype, offset):
 def test_sinusoidal_equals_closed_form():
     d = 16
     pos = torch.tensor([0, 1, 2, 7, 100, 1023, 10**6, 2**31 - 1])
-    got = SinusoidalPosition(d)(pos)
+    scheme = SinusoidalPosition(d)
+    assert scheme.scale.item() == pytest.approx(d ** -0.5)  # learned, starts at d^(-1/2)
+    with torch.no_grad():
+        scheme.scale.fill_(1.0)
+    got = scheme(pos)
     assert got.shape == (len(pos), d) and got.dtype == torch.float32
     want = torch.empty(len(pos), d, dtype=torch.float64)
     for r, n in enumerate(pos.tolist()):

@@ -110,4 +110,6 @@ class ModelConfig:
             total += self.vocab_size * d * (1 if self.tie_embeddings else 2)
             if self.position == "learned":
                 total += self.train_length * d
+        if self.position == "absolute":
+            total += 1  # the sinusoids' learned scale
         return total

@@ -80,7 +80,16 @@ def reproduce(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    timings: dict[str, float] = {}
+    # Seconds per stage, kept across invocations so a resumed run still reports the time
+    # each stage took when it actually ran.
+    timings_path = out / "timings.json"
+    timings: dict[str, float] = (json.loads(timings_path.read_text())
+                                 if timings_path.exists() else {})
+
+    def record(stage_name: str, seconds: float) -> None:
+        timings[stage_name] = round(seconds, 1)
+        timings_path.write_text(json.dumps(timings, indent=2))
+
     cfgs = {s: TrainConfig.from_preset(preset, position=s, corpus=corpus, tokens=tokens,
                                        seed=seed, dtype=dtype) for s in schemes}
     L = next(iter(cfgs.values())).train_length
@@ -98,16 +107,18 @@ def reproduce(
         stage += 1
         elapsed = time.time() - started
         eta = ""
-        if "train_each" in timings and stage <= 1 + len(schemes):
+        done = [v for k, v in timings.items() if k.startswith("train/")]
+        if done and stage <= 1 + len(schemes):
             left = sum(1 for s in schemes if not _trained(out / "models" / s,
                                                           cfgs[s].total_steps()))
-            eta = f" (ETA for training ~{_fmt_eta(left * timings['train_each'])})"
+            eta = f" (ETA for training ~{_fmt_eta(left * sum(done) / len(done))})"
         _say(f"[{stage}/{n_stages}] {text}  — {_fmt_eta(elapsed)} elapsed{eta}")
 
     stage_msg(f"data: corpus {corpus!r}, tokenizer, token cache")
     t0 = time.time()
-    _corpus_obj, _tokenizer, _tokenized = prepare_data(next(iter(cfgs.values())))
-    timings["data"] = time.time() - t0
+    prepare_data(next(iter(cfgs.values())))
+    if "data" not in timings:
+        record("data", time.time() - t0)
 
     train_summaries: dict[str, dict[str, Any]] = {}
     for s in schemes:
@@ -118,10 +129,13 @@ def reproduce(
         if _trained(run_dir, cfg.total_steps()):
             _say(f"    {s}: already trained, skipped")
         else:
+            # a (re)trained model invalidates its evaluation and the resolution analysis
+            (out / "eval" / f"{s}.json").unlink(missing_ok=True)
+            (out / "analysis.json").unlink(missing_ok=True)
             summary = train(cfg, run_dir, resume=has_checkpoint(run_dir), progress=progress)
             if summary["stopped_early"]:
                 raise KeyboardInterrupt
-            timings["train_each"] = time.time() - t0
+            record(f"train/{s}", time.time() - t0)
         train_summaries[s] = _training_record(run_dir)
 
     docs = None
@@ -143,17 +157,23 @@ def reproduce(
         res = evaluate_perplexity(ckpt.model, docs, lengths, ATTENTIONS, progress=progress)
         eval_results[s] = res
         path.parent.mkdir(parents=True, exist_ok=True)
+        record(f"eval/{s}", time.time() - t0)
         path.write_text(json.dumps({"lengths": lengths, "seconds": time.time() - t0,
                                     "results": {a: {str(n): v for n, v in per.items()}
                                                 for a, per in res.items()}}, indent=2))
 
     stage_msg("attention resolution (analytic and per model at L and 2L)")
+    t0 = time.time()
+    fresh = not (out / "analysis.json").exists()
     analysis = _analysis(out, schemes, L, corpus, docs_source=(corpus, "test"))
+    if fresh or "analysis" not in timings:
+        record("analysis", time.time() - t0)
 
     stage_msg("report and plots")
     report = write_report(out, preset=preset, corpus=corpus, schemes=schemes, L=L,
                           lengths=lengths, eval_results=eval_results, analysis=analysis,
                           train_summaries=train_summaries, wall=time.time() - started,
+                          timings=timings,
                           command=" ".join(["lexformer"] + sys.argv[1:]) if sys.argv else "")
     _say(f"done in {_fmt_eta(time.time() - started)}: {report}")
     return report
@@ -212,7 +232,7 @@ def _cell(v: float | None) -> str:
 
 
 def write_report(out: Path, *, preset, corpus, schemes, L, lengths, eval_results, analysis,
-                 train_summaries, wall, command) -> Path:
+                 train_summaries, wall, command, timings=None) -> Path:
     from .plots import plot_expectation_curves, plot_expected_scores, plot_perplexity_vs_length
 
     plots = out / "plots"
@@ -334,8 +354,12 @@ def write_report(out: Path, *, preset, corpus, schemes, L, lengths, eval_results
     add("## Provenance")
     add("")
     add(f"- command: `{command}`")
-    add(f"- wall-clock: {_fmt_eta(wall)} (this invocation; stages already on disk were "
+    add(f"- wall-clock of this invocation: {_fmt_eta(wall)} (stages already on disk are "
         "skipped)")
+    if timings:
+        total = sum(timings.values())
+        add(f"- time of every stage when it ran: {_fmt_eta(total)} in all — "
+            + ", ".join(f"{k} {_fmt_eta(v)}" for k, v in timings.items()))
     add(f"- lexformer {__version__}, torch {torch.__version__}, Python "
         f"{platform.python_version()}, numpy {np.__version__}")
     add(f"- machine: {platform.machine()}, {platform.system()} {platform.release()}, "
