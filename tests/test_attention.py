@@ -227,3 +227,24 @@ def test_windowed_path_runs_where_n_by_n_cannot_exist():
     rows = [T - 1, T // 3]
     want = ref.attention_rows_ref(q, k, v, rows, "xpos", "blockwise", 16, 32)
     torch.testing.assert_close(out[..., rows, :].double(), want, rtol=1e-4, atol=2e-5)
+
+
+# --------------------------------------------------------------------------- packed path
+@pytest.mark.parametrize("scheme_name", ["xpos", "rope", "alibi", "none"])
+@pytest.mark.parametrize("mode", ["full", "blockwise"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_packed_projection_path_equals_unpacked(scheme_name, mode, dtype):
+    """The model's one-pass rotation of a packed (B, T, 3, H, D) projection is the same
+    attention as rotating q and k separately."""
+    from lexformer.attention import causal_attention_packed
+
+    scheme = {"xpos": XPos(D), "rope": RoPE(D), "alibi": ALiBi(2),
+              "none": NoPosition()}[scheme_name]
+    qkv = torch.randn(2, 53, 3, 2, D).to(dtype)
+    spec = AttentionSpec(mode, block=8, window=16)
+    packed = causal_attention_packed(qkv, scheme, spec)
+    q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+    unpacked = causal_attention(q, k, v, scheme, spec)
+    assert packed.dtype == dtype and packed.shape == unpacked.shape
+    tol = 1e-6 if dtype == torch.float32 else 2e-2
+    torch.testing.assert_close(packed.float(), unpacked.float(), rtol=tol, atol=tol)

@@ -135,6 +135,24 @@ def causal_attention(
     return _windowed(q, k, v, scheme, spec, dropout_p)
 
 
+def causal_attention_packed(
+    qkv: torch.Tensor, scheme: PositionScheme, spec: AttentionSpec, dropout_p: float = 0.0
+) -> torch.Tensor:
+    """:func:`causal_attention` on a packed (B, T, 3, H, D) projection.
+
+    Same result; in full mode with a rotary scheme it rotates q and k in one pass over the
+    packed tensor (:meth:`RotaryEmbedding.rotate_packed_qk`) instead of one per tensor.
+    """
+    T = qkv.shape[1]
+    if (spec.mode == "full" and scheme.kind == ROTARY
+            and T <= min(scheme.max_safe_span(qkv.dtype), FULL_CHUNK_THRESHOLD)):
+        q, k = scheme.rotate_packed_qk(qkv, _centred(torch.arange(T), T // 2))
+        v = qkv[:, :, 2].transpose(1, 2)
+        return _sdpa(q, k, v, is_causal=True, dropout_p=dropout_p)
+    q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+    return causal_attention(q, k, v, scheme, spec, dropout_p)
+
+
 def _full(q, k, v, scheme, dropout_p):
     T = q.shape[-2]
     pos = torch.arange(T)

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attention import AttentionSpec, attend, causal_attention
+from .attention import AttentionSpec, attend, causal_attention, causal_attention_packed
 from .cache import KVCache
 from .config import ModelConfig
 from .positions import ADDITIVE, PositionScheme, build_position_scheme
@@ -54,10 +54,11 @@ class SelfAttention(nn.Module):
             out, scores, probs = attend(q, k_all, v_all, positions, k_pos, scheme, spec,
                                         return_weights=True)
             record.append((scores, probs))
-        elif cache is None or cache.is_empty(layer):
+        elif cache is None:
+            out = causal_attention_packed(qkv, scheme, spec, dropout_p)
+        elif cache.is_empty(layer):
             out = causal_attention(q, k, v, scheme, spec, dropout_p)
-            if cache is not None:
-                cache.extend(layer, k, v, positions)
+            cache.extend(layer, k, v, positions)
         else:
             k_all, v_all, k_pos = cache.extend(layer, k, v, positions)
             out = attend(q, k_all, v_all, positions, k_pos, scheme, spec, dropout_p)

@@ -122,6 +122,26 @@ class RotaryEmbedding(PositionScheme):
         out = torch.view_as_real(xc * table).flatten(-2)
         return out.to(dtype)
 
+    def rotate_packed_qk(
+        self, qkv: torch.Tensor, rel_pos: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rotate q and k straight out of a packed projection, in one complex multiply.
+
+        qkv: (B, T, 3, H, D) as the attention projection lays it out; both q and k are at
+        positions ``rel_pos`` (T,). Returns q', k' as (B, H, T, D) views. In fp32 the complex
+        view of the q/k slice needs no copy, so the rotation costs one read and one write of
+        q and k: the whole price of XPOS (and RoPE) over absolute positions in the model.
+        """
+        q_table, k_table = self.tables(rel_pos, qkv.device)
+        # (T, 2, 1, D/2): queries and keys take different tables (ζ^(+n/B) and ζ^(−n/B))
+        table = torch.stack((q_table, k_table), dim=1)[:, :, None, :]
+        qk = qkv[:, :, :2]
+        if qk.dtype != torch.float32:
+            qk = qk.float()
+        rotated = torch.view_as_real(torch.view_as_complex(qk.unflatten(-1, (-1, 2))) * table)
+        rotated = rotated.flatten(-2).to(qkv.dtype)  # (B, T, 2, H, D)
+        return rotated[:, :, 0].transpose(1, 2), rotated[:, :, 1].transpose(1, 2)
+
     def rotate_queries(self, q: torch.Tensor, rel_pos: torch.Tensor) -> torch.Tensor:
         q_table, _ = self.tables(rel_pos, q.device)
         return self._rotate(q, q_table)
