@@ -15,8 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from lexformer import LexformerError
-from lexformer.checkpoint import load
+from lexformer import LexformerError, load
 from lexformer.train import TrainConfig, lr_at, train
 
 WORDS = ("the king queen lord lady sword crown night day love death speak hear come go "
