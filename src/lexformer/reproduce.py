@@ -309,7 +309,8 @@ def write_report(out: Path, *, preset, corpus, schemes, L, lengths, eval_results
     add("")
     add("R(ŝ) as defined in SPEC §3 / the paper's Eq. 3 (at most 1). The paper reports "
         "values above 1 (LeX 1.08 at 2048), so it must have normalised differently; compare "
-        "orderings, not magnitudes.")
+        "orderings, not magnitudes. On a trained model's ŝ the sums run over hundreds of "
+        "distances of nearly equal weight, so R is small (of order 1/N).")
     add("")
     add(f"| model | full @ {L} | full @ {2 * L} | blockwise @ {L} | blockwise @ {2 * L} | "
         "paper @ 1024 / 2048 |")
@@ -320,7 +321,7 @@ def write_report(out: Path, *, preset, corpus, schemes, L, lengths, eval_results
         if s == "xpos":
             paper = TABLE3["xpos (no BCA)"]
         add(f"| {s} | " + " | ".join(
-            f"{m[f'{a}@{n}']['resolution']:.3f}" for a in ATTENTIONS for n in (L, 2 * L))
+            f"{m[f'{a}@{n}']['resolution']:.3g}" for a in ATTENTIONS for n in (L, 2 * L))
             + " | " + (f"{paper[0]} / {paper[1]}" if paper else "–") + " |")
     add("")
     an = analysis["analytic"]
