@@ -442,6 +442,7 @@ def _findings(schemes, L, lengths, eval_results, analysis) -> list[str]:
 
 # --------------------------------------------------------------------------- CLI
 def add_cli(sub) -> None:
+    from .cli import _ints
     from .presets import PRESETS
 
     p = sub.add_parser(
@@ -456,7 +457,8 @@ def add_cli(sub) -> None:
     p.add_argument("--out", default="runs/reproduce")
     p.add_argument("--schemes", default=",".join(DEFAULT_SCHEMES),
                    help="comma-separated position schemes")
-    p.add_argument("--lengths", help="comma-separated evaluation lengths (default L/4 … 16·L)")
+    p.add_argument("--lengths", type=_ints,
+                   help="comma-separated evaluation lengths (default L/4 … 16·L)")
     p.add_argument("--tokens", type=int, help="training budget per model in tokens")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dtype", choices=["auto", "fp32", "bf16"])
@@ -465,15 +467,8 @@ def add_cli(sub) -> None:
 
 
 def _cmd(args) -> int:
-    lengths = None
-    if args.lengths:
-        try:
-            lengths = [int(x) for x in args.lengths.split(",")]
-        except ValueError:
-            raise LexformerError(f"--lengths must be comma-separated integers, got "
-                                 f"{args.lengths!r}") from None
     reproduce(preset=args.preset, corpus=args.corpus, out=args.out,
               schemes=[s.strip() for s in args.schemes.split(",") if s.strip()],
-              lengths=lengths, tokens=args.tokens, seed=args.seed, dtype=args.dtype,
+              lengths=args.lengths, tokens=args.tokens, seed=args.seed, dtype=args.dtype,
               progress=not args.no_progress)
     return 0
