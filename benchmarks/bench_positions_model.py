@@ -50,7 +50,7 @@ def main() -> None:
     args = ap.parse_args()
     C.setup(args.threads)
     tokens = args.tokens or (1024 if args.quick else 8192)
-    rounds = {"inference": args.rounds_infer or (7 if args.quick else 5),
+    rounds = {"inference": args.rounds_infer or 5,
               "train step": args.rounds_train or 3}
     # wall-time caps per pass: past them no new round starts (at least 3 rounds always run)
     budgets = {"inference": 6.0 if args.quick else 40.0,
