@@ -370,3 +370,17 @@ def test_learned_positions_beyond_train_length_raise():
     with pytest.raises(LexformerError):
         lp(torch.tensor([-1]))
     assert not LearnedPosition.extrapolates and XPos.extrapolates
+
+
+@pytest.mark.parametrize("cls", [XPos, RoPE])
+def test_tables_first_built_under_inference_mode_still_train(cls):
+    """Evaluating under torch.inference_mode() first must not poison the cached tables."""
+    scheme = cls(D)
+    q = torch.randn(1, 2, 10, D)
+    pos = torch.arange(10)
+    with torch.inference_mode():
+        scheme(q, q, pos, pos)
+    q2 = q.clone().requires_grad_()
+    a, b = scheme(q2, q2, pos, pos)
+    (a.sum() + b.sum()).backward()
+    assert q2.grad is not None and torch.isfinite(q2.grad).all()

@@ -88,17 +88,23 @@ class RotaryEmbedding(PositionScheme):
             self._tables.clear()
         tables = self._tables.get(device)
         if tables is None:
-            n = torch.arange(-self._radius, self._radius + 1, dtype=torch.float64)
-            angle = n[:, None] * self._theta[None, :]
-            log_scale = (n[:, None] / self.scale_base) * self._log_zeta[None, :]
-            # q: ζ^(n/B) e^{inθ};  k: ζ^(−n/B) e^{inθ}. exp in float64, then complex64:
-            # entries far from the centre may over/underflow, and are only ever looked up
-            # where the attention code keeps them bounded (see module docstring).
-            q_table = torch.polar(torch.exp(log_scale), angle).to(torch.complex64)
-            k_table = torch.polar(torch.exp(-log_scale), angle).to(torch.complex64)
-            tables = (q_table.to(device), k_table.to(device))
+            # Built outside inference mode: tables first made under torch.inference_mode()
+            # would be inference tensors, unusable by a later training forward.
+            with torch.inference_mode(False), torch.no_grad():
+                tables = self._build_tables(device)
             self._tables[device] = tables
         return tables
+
+    def _build_tables(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        n = torch.arange(-self._radius, self._radius + 1, dtype=torch.float64)
+        angle = n[:, None] * self._theta[None, :]
+        log_scale = (n[:, None] / self.scale_base) * self._log_zeta[None, :]
+        # q: ζ^(n/B) e^{inθ};  k: ζ^(−n/B) e^{inθ}. exp in float64, then complex64: entries
+        # far from the centre may over/underflow, and are only ever looked up where the
+        # attention code keeps them bounded (see module docstring).
+        q_table = torch.polar(torch.exp(log_scale), angle).to(torch.complex64)
+        k_table = torch.polar(torch.exp(-log_scale), angle).to(torch.complex64)
+        return q_table.to(device), k_table.to(device)
 
     def tables(
         self, rel_pos: torch.Tensor, device: torch.device
