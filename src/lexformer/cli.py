@@ -37,6 +37,24 @@ def _names(text: str) -> list[str]:
     return [x.strip() for x in text.split(",") if x.strip()]
 
 
+def _modes(text: str) -> list[str]:
+    """Comma-separated attention modes, checked at parse time (before any work)."""
+    from .attention import ATTENTION_MODES
+
+    modes = _names(text)
+    bad = [m for m in modes if m not in ATTENTION_MODES]
+    if bad or not modes:
+        raise argparse.ArgumentTypeError(
+            f"unknown attention mode(s) {', '.join(bad) or '(none)'}; choose from "
+            + ", ".join(ATTENTION_MODES))
+    return modes
+
+
+def _checkpoint_corpus(ckpt, override: str | None) -> str:
+    """The corpus to evaluate on: --corpus, else the one the checkpoint was trained on."""
+    return override or ckpt.meta.get("corpus", {}).get("name", "shakespeare")
+
+
 def _add_train(sub) -> None:
     from .positions import POSITION_SCHEMES
     from .presets import PRESETS
@@ -109,7 +127,7 @@ def _add_eval(sub) -> None:
     p.add_argument("--split", default="test", choices=["train", "validation", "test"])
     p.add_argument("--lengths", type=_ints, help="comma-separated lengths "
                    "(default: L/4 … 16·L in powers of two)")
-    p.add_argument("--attention", type=_names, default=["full", "blockwise"],
+    p.add_argument("--attention", type=_modes, default=["full", "blockwise"],
                    help="attention modes: full, blockwise, sliding")
     p.add_argument("--max-docs", type=int, help="use at most this many documents")
     p.add_argument("--json", help="write the results as JSON here")
@@ -129,12 +147,8 @@ def _cmd_eval(args) -> int:
     ckpt = load(args.checkpoint)
     lengths = check_lengths(args.lengths or default_lengths(ckpt.config.train_length),
                             ckpt.model)
-    corpus = args.corpus or ckpt.meta.get("corpus", {}).get("name", "shakespeare")
+    corpus = _checkpoint_corpus(ckpt, args.corpus)
     docs = evaluation_documents(corpus, ckpt.tokenizer, args.split, lengths[-1], args.max_docs)
-    from .attention import AttentionSpec
-
-    for a in args.attention:
-        AttentionSpec(a)  # validates the name before any work
     results = evaluate_perplexity(ckpt.model, docs, lengths, args.attention,
                                   progress=not args.no_progress)
     print(format_table(results, title=ckpt.config.position))
@@ -189,7 +203,7 @@ def _add_analyze(sub) -> None:
     p.add_argument("--out", required=True, help="folder for analysis.json and the plots")
     p.add_argument("--corpus", help="text to measure on (default: the training corpus)")
     p.add_argument("--split", default="test", choices=["train", "validation", "test"])
-    p.add_argument("--attention", type=_names, default=["full", "blockwise"])
+    p.add_argument("--attention", type=_modes, default=["full", "blockwise"])
     p.add_argument("--lengths", type=_ints, help="default: L,2L")
     p.add_argument("--max-docs", type=int, default=8)
 
@@ -198,17 +212,14 @@ def _cmd_analyze(args) -> int:
     import numpy as np
 
     from .analysis import analytic_resolution, model_resolution
-    from .attention import AttentionSpec
     from .checkpoint import load
     from .plots import plot_expectation_curves, plot_expected_scores
     from .reproduce import evaluation_documents
 
-    for a in args.attention:
-        AttentionSpec(a)
     ckpt = load(args.checkpoint)
     L = ckpt.config.train_length
     lengths = args.lengths or [L, 2 * L]
-    corpus = args.corpus or ckpt.meta.get("corpus", {}).get("name", "shakespeare")
+    corpus = _checkpoint_corpus(ckpt, args.corpus)
     docs = evaluation_documents(corpus, ckpt.tokenizer, args.split, max(lengths), args.max_docs)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
