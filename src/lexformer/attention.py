@@ -28,11 +28,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .config import ATTENTION_MODES
 from .errors import LexformerError
 from .positions import BIAS, ROTARY, PositionScheme
 from .positions.base import positions_on
-
-ATTENTION_MODES = ("full", "blockwise", "sliding")
 
 #: full attention over more tokens than this runs in query chunks of FULL_CHUNK, for
 #: O(chunk·n) mask memory instead of O(n²). XPOS switches earlier where its factors demand it

@@ -4,12 +4,23 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 from .errors import LexformerError
 from .positions import ROTARY, SCHEME_KINDS
 
-ATTENTION_MODES = ("full", "blockwise", "sliding")
+# The allowed values of every enumerated option, once. Everything else (argparse choices,
+# validation, docs) derives its list from these.
+AttentionMode = Literal["full", "blockwise", "sliding"]
+ATTENTION_MODES: tuple[str, ...] = get_args(AttentionMode)
+Split = Literal["train", "validation", "test"]
+SPLITS: tuple[str, ...] = get_args(Split)
+Schedule = Literal["cosine", "linear", "polynomial"]
+SCHEDULES: tuple[str, ...] = get_args(Schedule)
+DType = Literal["auto", "fp32", "bf16"]
+DTYPES: tuple[str, ...] = get_args(DType)
+TokenizerKind = Literal["bpe", "bytes"]
+TOKENIZER_KINDS: tuple[str, ...] = get_args(TokenizerKind)
 
 
 @dataclass

@@ -124,3 +124,19 @@ def format_table(results: dict[str, dict[int, dict[str, Any]]], title: str = "")
         rows.append(f"{attention:<12}" + "".join(
             f"{per[n]['perplexity']:>10.2f}" if n in per else f"{'-':>10}" for n in lengths))
     return "\n".join(rows)
+
+
+def default_lengths(train_length: int) -> list[int]:
+    """L/4, L/2, L, 2L, 4L, 8L, 16L."""
+    return [train_length * 2 ** k // 4 for k in range(7) if train_length * 2 ** k // 4 >= 2]
+
+
+def evaluation_documents(corpus_name: str, tokenizer, split: str, max_length: int,
+                         max_docs: int | None = None, cache_dir: str | None = None):
+    """The first ``max_length`` tokens of each document of ``split`` long enough to hold them."""
+    from .data import eval_documents, load_corpus, tokenize_corpus
+
+    corpus = load_corpus(corpus_name, cache_dir=cache_dir)
+    tokens = tokenize_corpus(corpus, tokenizer, cache_dir=cache_dir)
+    docs = eval_documents(tokens.splits[split], max_length)
+    return docs[:max_docs] if max_docs else docs

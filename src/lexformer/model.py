@@ -19,6 +19,25 @@ from .cache import KVCache
 from .config import ModelConfig
 from .positions import ADDITIVE, PositionScheme, build_position_scheme
 
+#: target id that is not scored (as in ``torch.nn.functional.cross_entropy``)
+IGNORE_INDEX = -100
+
+
+def lm_loss(logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Next-token cross-entropy in float32: logits (B, T, V), targets (B, T).
+
+    The one place where the library computes a language-model loss. ``reduction`` is
+    ``mean`` (over scored tokens), ``sum``, or ``none`` (per-token NLL, (B, T)). Logits are
+    upcast so that bf16 autocast never reduces in bf16; targets equal to ``IGNORE_INDEX``
+    are not scored (0 under ``none``).
+    """
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    B, T, V = logits.shape
+    loss = F.cross_entropy(logits.float().reshape(B * T, V), targets.reshape(B * T),
+                           ignore_index=IGNORE_INDEX, reduction=reduction)
+    return loss.view(B, T) if reduction == "none" else loss
+
 
 class SelfAttention(nn.Module):
     def __init__(self, config: ModelConfig, scheme: PositionScheme) -> None:
@@ -135,8 +154,15 @@ class TransformerLM(nn.Module):
         attention: str = "full",
         cache: KVCache | None = None,
         record: list | None = None,
+        targets: torch.Tensor | None = None,
+        reduction: str = "mean",
     ) -> torch.Tensor:
-        """input_ids (B, T) → logits (B, T, vocab).
+        """input_ids (B, T) → logits (B, T, vocab); with ``targets`` (B, T) → the loss.
+
+        ``targets[b, t]`` is the token that should follow ``input_ids[b, t]`` (``IGNORE_INDEX``
+        where nothing is scored); ``reduction`` is ``mean`` (over scored tokens), ``sum`` or
+        ``none`` (per-token float32 NLL, (B, T)). Passing targets through ``forward`` rather
+        than a separate method keeps DDP and torch.compile wrappers in the loop.
 
         With a ``cache`` (see :meth:`new_cache`) the tokens continue the cached sequence and
         the cache is updated. With a ``record`` list, attention runs eagerly and appends
@@ -156,7 +182,10 @@ class TransformerLM(nn.Module):
             x = block(x, spec, positions, cache, i, record)
         if cache is not None:
             cache.advance(T)
-        return self.lm_head(self.ln_f(x))
+        logits = self.lm_head(self.ln_f(x))
+        if targets is None:
+            return logits
+        return lm_loss(logits, targets, reduction)
 
     def new_cache(self, attention: str = "full") -> KVCache:
         """An empty KV cache for incremental decoding in the given attention mode."""

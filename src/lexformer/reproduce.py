@@ -11,7 +11,6 @@ Stages, each resumable (a re-run skips what is already on disk):
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import platform
@@ -27,23 +26,12 @@ import torch
 from . import __version__
 from .checkpoint import has_checkpoint, load, read_meta
 from .errors import LexformerError
-from .evaluate import check_lengths, evaluate_perplexity
+from .evaluate import check_lengths, default_lengths, evaluate_perplexity, evaluation_documents
 from .paper import PAPER_TRAIN_LENGTH, TABLE2, TABLE3, TABLE5
 from .train import TrainConfig, prepare_data, train
 
 DEFAULT_SCHEMES = ("absolute", "alibi", "rope", "xpos", "none")
 ATTENTIONS = ("full", "blockwise")
-
-
-def evaluation_documents(corpus_name: str, tokenizer, split: str, max_length: int,
-                         max_docs: int | None = None, cache_dir: str | None = None):
-    """The first ``max_length`` tokens of each document of ``split`` long enough to hold them."""
-    from .data import eval_documents, load_corpus, tokenize_corpus
-
-    corpus = load_corpus(corpus_name, cache_dir=cache_dir)
-    tokens = tokenize_corpus(corpus, tokenizer, cache_dir=cache_dir)
-    docs = eval_documents(tokens.splits[split], max_length)
-    return docs[:max_docs] if max_docs else docs
 
 
 def _say(msg: str) -> None:
@@ -93,8 +81,6 @@ def reproduce(
     cfgs = {s: TrainConfig.from_preset(preset, position=s, corpus=corpus, tokens=tokens,
                                        seed=seed, dtype=dtype) for s in schemes}
     L = next(iter(cfgs.values())).train_length
-    from .cli import default_lengths
-
     lengths = check_lengths(lengths or default_lengths(L))
     if "learned" in schemes and lengths[-1] > L:
         raise LexformerError("the 'learned' scheme cannot be evaluated past L; leave it out")
@@ -438,37 +424,3 @@ def _findings(schemes, L, lengths, eval_results, analysis) -> list[str]:
     out.append("The models are small and trained briefly (see Training): absolute numbers "
                "are far from the paper's and only the shapes of the curves are comparable.")
     return out
-
-
-# --------------------------------------------------------------------------- CLI
-def add_cli(sub) -> None:
-    from .cli import _ints
-    from .presets import PRESETS
-
-    p = sub.add_parser(
-        "reproduce", help="the paper's experiment in one command (train, eval, analyze, report)",
-        description="Train every position scheme with the same data and token budget at "
-                    "length L, evaluate each at L/4 … 16·L with full and blockwise attention, "
-                    "measure attention resolution, and write report.md with plots beside the "
-                    "paper's numbers. Re-running resumes: finished stages are skipped.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--preset", default="tiny", choices=sorted(PRESETS))
-    p.add_argument("--corpus", default="shakespeare")
-    p.add_argument("--out", default="runs/reproduce")
-    p.add_argument("--schemes", default=",".join(DEFAULT_SCHEMES),
-                   help="comma-separated position schemes")
-    p.add_argument("--lengths", type=_ints,
-                   help="comma-separated evaluation lengths (default L/4 … 16·L)")
-    p.add_argument("--tokens", type=int, help="training budget per model in tokens")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--dtype", choices=["auto", "fp32", "bf16"])
-    p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(handler=_cmd)
-
-
-def _cmd(args) -> int:
-    reproduce(preset=args.preset, corpus=args.corpus, out=args.out,
-              schemes=[s.strip() for s in args.schemes.split(",") if s.strip()],
-              lengths=args.lengths, tokens=args.tokens, seed=args.seed, dtype=args.dtype,
-              progress=not args.no_progress)
-    return 0

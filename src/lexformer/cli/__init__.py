@@ -1,0 +1,64 @@
+"""``lexformer`` command line: a thin layer over the library's typed functions.
+
+One module per subcommand, each with ``add_parser(subparsers)`` that sets ``handler``; this
+module registers them and turns every user error into one line and exit code 2:
+``lexformer: error: ...``; nothing already on disk is overwritten.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..errors import LexformerError
+from . import analyze, generate, reproduce, train
+from . import eval as eval_cmd
+
+#: the subcommands, in the order ``--help`` lists them
+SUBCOMMANDS = (train, eval_cmd, generate, reproduce, analyze)
+
+EXAMPLES = """\
+examples:
+  lexformer reproduce                       # the paper's experiment, ~45 min on 2 CPU cores
+  lexformer reproduce --preset smoke --out runs/smoke   # the same pipeline in a few minutes
+  lexformer train --preset tiny --position xpos --out runs/xpos
+  torchrun --nproc_per_node=2 -m lexformer train --preset smoke --out runs/ddp
+  lexformer eval --checkpoint runs/xpos --lengths 64,128,256,512,1024 --attention full,blockwise
+  lexformer analyze --checkpoint runs/xpos --out runs/xpos/analysis
+  lexformer generate --checkpoint runs/xpos --prompt "ROMEO." --max-new-tokens 200
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lexformer",
+        description="Length-extrapolatable Transformers (XPOS + blockwise causal attention): "
+                    "train at length L, evaluate far beyond it, and reproduce the paper.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from .. import __version__
+
+    parser.add_argument("--version", action="version", version=f"lexformer {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for command in SUBCOMMANDS:
+        command.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return args.handler(args) or 0
+    except LexformerError as e:
+        print(f"lexformer: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("lexformer: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

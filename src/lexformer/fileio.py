@@ -1,0 +1,101 @@
+"""Files written so that a kill at any instant leaves the old content or the new, never a mix,
+and output locations checked before any work is spent on what would be written there.
+
+Every module that writes a file the user keeps (checkpoints' JSON, token caches, reports,
+results) goes through :func:`atomic_write_bytes` and friends; every command that will write
+somewhere calls :func:`ensure_writable_dir` / :func:`ensure_writable_file` first.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from .errors import LexformerError
+
+
+def fsync_dir(path: str | Path) -> None:
+    """Flush a folder's entry table (so a rename inside it survives a power cut)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temp file in the same folder, fsync, rename."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | Path, data: Any) -> None:
+    """JSON with sorted keys and an indent, written atomically."""
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def _nearest_existing(path: Path) -> Path:
+    p = path
+    while not p.exists():
+        if p.parent == p:
+            break
+        p = p.parent
+    return p
+
+
+def ensure_writable_dir(path: str | Path, what: str = "output folder") -> Path:
+    """Check, before any work, that ``path`` is or can become a writable folder.
+
+    Nothing is created; raises :class:`LexformerError` naming the problem: ``path`` is a
+    file, lies under a file, or the nearest existing folder is not writable.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise LexformerError(f"{what} {path} exists and is not a folder")
+    base = _nearest_existing(path)
+    if not base.is_dir():
+        raise LexformerError(f"{what} {path} cannot be created: {base} is a file")
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise LexformerError(f"{what} {path} is not writable ({base} does not allow writing)")
+    return path
+
+
+def ensure_writable_file(path: str | Path, what: str = "output file",
+                         overwrite: bool = True) -> Path:
+    """Check, before any work, that a file can be written at ``path``.
+
+    ``overwrite=False`` also refuses an existing file (nothing the user has is lost).
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise LexformerError(f"{what} {path} is a folder, not a file")
+    if path.exists() and not overwrite:
+        raise LexformerError(f"{what} {path} already exists (nothing was overwritten)")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise LexformerError(f"{what} {path} is not writable")
+    ensure_writable_dir(path.parent, what=f"folder of {what}")
+    return path
+
+
+__all__ = ["atomic_write_bytes", "atomic_write_json", "atomic_write_text",
+           "ensure_writable_dir", "ensure_writable_file", "fsync_dir"]
