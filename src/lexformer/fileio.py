@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from .errors import LexformerError
 
@@ -29,13 +30,15 @@ def fsync_dir(path: str | Path) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temp file in the same folder, fsync, rename."""
+def atomic_write_with(path: str | Path, writer: Callable[[BinaryIO], object]) -> None:
+    """Let ``writer`` fill a temp file in ``path``'s folder, then fsync and rename it onto
+    ``path``. For content produced by a library that writes to a file object (``np.save``);
+    if ``writer`` raises, the temp file is removed and ``path`` keeps its old content."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            writer(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -43,6 +46,11 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temp file in the same folder, fsync, rename."""
+    atomic_write_with(path, lambda f: f.write(data))
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -97,5 +105,5 @@ def ensure_writable_file(path: str | Path, what: str = "output file",
     return path
 
 
-__all__ = ["atomic_write_bytes", "atomic_write_json", "atomic_write_text",
+__all__ = ["atomic_write_bytes", "atomic_write_json", "atomic_write_text", "atomic_write_with",
            "ensure_writable_dir", "ensure_writable_file", "fsync_dir"]

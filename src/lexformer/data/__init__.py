@@ -11,22 +11,28 @@ Typical use::
     sampler = BatchSampler(tokens.splits["train"].tokens, seq_len=256, batch_size=16, seed=0)
     inputs, targets = sampler.next_batch()
     docs = eval_documents(tokens.splits["test"], 4096)  # first 4096 tokens of long docs
+
+Modules, one job each: :mod:`.corpus` (Document, Corpus, the split rule), :mod:`.text`
+(decoding and cleaning text), :mod:`.cachedir` (the cache folder), :mod:`.external`
+(running pip/apt-get/dpkg), :mod:`.shakespeare` and :mod:`.sword` (built-in sources;
+:mod:`.sword_format` reads SWORD modules), :mod:`.user_files` (the user's files),
+:mod:`.registry` (``CORPUS_SOURCES`` and ``load_corpus``), :mod:`.tokenizer`,
+:mod:`.tokens` (token caches), :mod:`.batches`.
 """
 
 from .batches import BatchSampler, eval_documents
-from .corpora import (
+from .cachedir import default_cache_dir, resolve_cache_dir
+from .corpus import SPLITS, Corpus, Document, split_index
+from .registry import (
     BUILTIN_CORPORA,
-    SPLITS,
-    Corpus,
-    Document,
-    default_cache_dir,
+    CORPUS_SOURCES,
+    CorpusSource,
     load_corpus,
-    load_user_corpus,
-    resolve_cache_dir,
-    split_index,
-    strip_gutenberg,
+    resolve_source,
 )
-from .sword import load_sword, read_testament, strip_osis
+from .sword import load_sword
+from .sword_format import read_testament
+from .text import strip_gutenberg, strip_osis
 from .tokenizer import (
     ByteTokenizer,
     Tokenizer,
@@ -35,13 +41,16 @@ from .tokenizer import (
     train_bpe_tokenizer,
 )
 from .tokens import TokenizedCorpus, TokenizedSplit, get_tokenizer, tokenize_corpus
+from .user_files import load_user_corpus
 
 __all__ = [
     "BUILTIN_CORPORA",
+    "CORPUS_SOURCES",
     "SPLITS",
     "BatchSampler",
     "ByteTokenizer",
     "Corpus",
+    "CorpusSource",
     "Document",
     "TokenizedCorpus",
     "TokenizedSplit",
@@ -56,6 +65,7 @@ __all__ = [
     "load_user_corpus",
     "read_testament",
     "resolve_cache_dir",
+    "resolve_source",
     "split_index",
     "strip_gutenberg",
     "strip_osis",

@@ -18,12 +18,15 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from ..errors import LexformerError
+
+if TYPE_CHECKING:
+    from .tokens import TokenizedSplit
 
 
 def _positive_int(name: str, value: Any) -> int:
@@ -85,10 +88,6 @@ class BatchSampler:
         self.step += 1
         return batch[:, :-1], batch[:, 1:]
 
-    def __iter__(self):
-        while True:
-            yield self.next_batch()
-
     def state_dict(self) -> dict[str, int]:
         return {"step": self.step, "seed": self.seed, "seq_len": self.seq_len,
                 "global_batch_size": self.global_batch_size, "num_tokens": len(self.tokens)}
@@ -114,32 +113,31 @@ class BatchSampler:
         self.step = step
 
 
-def eval_documents(split, max_length: int, lengths: Sequence[int] | None = None
-                   ) -> list[np.ndarray]:
+def eval_documents(split: TokenizedSplit, max_length: int, lengths: Sequence[int] | None = None,
+                   max_docs: int | None = None) -> list[np.ndarray]:
     """The first ``max_length`` tokens (int64) of each document of ``split`` that has at
-    least that many, in split order.
+    least that many, in split order; only the first ``max_docs`` such documents if given.
 
     ``lengths``, if given, are the evaluation lengths: each must divide ``max_length`` (so
     the prefix cuts into whole chunks).
     """
     max_length = _positive_int("max_length", max_length)
+    if max_docs is not None:
+        max_docs = _positive_int("max_docs", max_docs)
     for length in (lengths if lengths is not None else ()):
         length = _positive_int("evaluation length", length)
         if max_length % length:
             raise LexformerError(
                 f"evaluation length {length} does not divide the maximum length {max_length}; "
                 f"use lengths that divide it (e.g. powers of two)")
-    sizes = split.document_lengths() if hasattr(split, "document_lengths") \
-        else np.diff(split.doc_offsets)
-    keep = [i for i, n in enumerate(sizes) if n >= max_length]
+    sizes = split.document_lengths()
+    keep = [i for i, n in enumerate(sizes) if n >= max_length][:max_docs]
     if not keep:
         longest = int(max(sizes)) if len(sizes) else 0
         raise LexformerError(
             f"no document has {max_length} tokens (the longest of {len(sizes)} has {longest}); "
             f"evaluate at lengths up to {longest} or use a corpus with longer documents")
-    offsets = split.doc_offsets
-    return [np.asarray(split.tokens[int(offsets[i]):int(offsets[i]) + max_length],
-                       dtype=np.int64) for i in keep]
+    return [np.asarray(split.document(i)[:max_length], dtype=np.int64) for i in keep]
 
 
 __all__ = ["BatchSampler", "eval_documents"]

@@ -16,10 +16,12 @@ import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from ..config import TOKENIZER_KINDS
 from ..errors import LexformerError
+from ..fileio import atomic_write_text
+from .corpus import Corpus
 
 TOKENIZER_FILE = "tokenizer.json"
-KINDS = ("bpe", "bytes")
 
 
 def _target(path: str | os.PathLike) -> Path:
@@ -28,10 +30,11 @@ def _target(path: str | os.PathLike) -> Path:
     return p / TOKENIZER_FILE if p.is_dir() else p
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    from .corpora import atomic_write_text
-
-    atomic_write_text(path, text)
+def check_kind(kind: str) -> None:
+    """Refuse a tokenizer kind that is not one of ``config.TOKENIZER_KINDS``."""
+    if kind not in TOKENIZER_KINDS:
+        raise LexformerError(f"unknown tokenizer kind {kind!r}; use "
+                             f"{' or '.join(repr(k) for k in TOKENIZER_KINDS)}")
 
 
 class Tokenizer:
@@ -64,7 +67,8 @@ class Tokenizer:
     def save(self, path: str | os.PathLike) -> Path:
         """Write ``tokenizer.json`` (``path`` is the file, or a directory to put it in)."""
         target = _target(path)
-        _atomic_write(target, self.to_json())
+        target.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(target, self.to_json())
         return target
 
     def __eq__(self, other: object) -> bool:
@@ -108,12 +112,14 @@ class ByteTokenizer(Tokenizer):
         return json.dumps({"kind": "bytes"})
 
 
-def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int = 4096) -> Tokenizer:
+def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int = 4096,
+                        progress: bool = True) -> Tokenizer:
     """Train a byte-level BPE tokenizer (ByteLevel pre-tokenizer and decoder, no special
     tokens). Deterministic: the same texts give the same vocabulary and merges.
 
     ``vocab_size`` counts the 256 byte symbols; a small corpus may end with fewer tokens
-    than asked (``Tokenizer.vocab_size`` is the real size).
+    than asked (``Tokenizer.vocab_size`` is the real size). ``progress=False`` silences the
+    trainer's progress bar (it only shows on a terminal anyway).
     """
     from tokenizers import Tokenizer as HFTokenizer
     from tokenizers import decoders, models, pre_tokenizers, trainers
@@ -132,25 +138,25 @@ def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int = 4096) -> Tokeniz
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, min_frequency=2, show_progress=False, special_tokens=[],
+        vocab_size=vocab_size, min_frequency=2, show_progress=progress, special_tokens=[],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(texts, trainer=trainer)
     return Tokenizer(tok)
 
 
-def build_tokenizer(kind: str, corpus, vocab_size: int = 4096) -> Tokenizer:
+def build_tokenizer(kind: str, corpus: Corpus, vocab_size: int = 4096,
+                    progress: bool = True) -> Tokenizer:
     """A tokenizer of ``kind`` (``"bpe"`` or ``"bytes"``) for a corpus; BPE is trained on
     the ``train`` split only. ``vocab_size`` is ignored for bytes."""
+    check_kind(kind)
     if kind == "bytes":
         return ByteTokenizer()
-    if kind != "bpe":
-        raise LexformerError(f"unknown tokenizer kind {kind!r}; use 'bpe' or 'bytes'")
     docs = corpus.splits["train"]
     if not any(d.text for d in docs):
         raise LexformerError(
             f"corpus {corpus.name!r} has no training text to learn a BPE tokenizer from (it is "
             f"an evaluation-only corpus); train on another corpus or use --tokenizer bytes")
-    return train_bpe_tokenizer((d.text for d in docs), vocab_size)
+    return train_bpe_tokenizer((d.text for d in docs), vocab_size, progress)
 
 
 def tokenizer_from_json(text: str, source: str = "tokenizer JSON") -> Tokenizer:
@@ -188,6 +194,6 @@ def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
 
 
 __all__ = [
-    "KINDS", "ByteTokenizer", "Tokenizer", "build_tokenizer", "load_tokenizer",
-    "tokenizer_from_json", "train_bpe_tokenizer",
+    "TOKENIZER_FILE", "ByteTokenizer", "Tokenizer", "build_tokenizer", "check_kind",
+    "load_tokenizer", "tokenizer_from_json", "train_bpe_tokenizer",
 ]

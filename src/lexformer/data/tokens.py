@@ -8,7 +8,7 @@ Layout under the cache directory::
                                          of the split concatenated, in corpus order
     tokens/<key>/<split>.offsets.npy     int64, n_docs + 1 document boundaries
 
-Every file is written to a temporary name and moved into place with ``os.replace``;
+Every file is written atomically (:mod:`lexformer.fileio`: temp file, fsync, rename);
 ``meta.json`` is written last, so a cache folder with ``meta.json`` is complete. Several
 processes may build the same cache at once: the results are identical, so whichever
 ``os.replace`` comes last wins harmlessly.
@@ -19,15 +19,24 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from ..config import SPLITS
 from ..errors import LexformerError
-from .corpora import SPLITS, Corpus, atomic_write_text, resolve_cache_dir
-from .tokenizer import KINDS, ByteTokenizer, Tokenizer, build_tokenizer, load_tokenizer
+from ..fileio import atomic_write_text, atomic_write_with
+from .cachedir import resolve_cache_dir
+from .corpus import Corpus, Document
+from .tokenizer import (
+    TOKENIZER_FILE,
+    ByteTokenizer,
+    Tokenizer,
+    build_tokenizer,
+    check_kind,
+    load_tokenizer,
+)
 
 CACHE_VERSION = 1
 #: Show a progress bar when a corpus has more documents than this.
@@ -94,14 +103,7 @@ def token_dtype(vocab_size: int) -> np.dtype:
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, array, allow_pickle=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_with(path, lambda f: np.save(f, array, allow_pickle=False))
 
 
 def _load_npy(path: Path) -> np.ndarray:
@@ -151,9 +153,27 @@ def _encode_docs(tokenizer: Tokenizer, texts: list[str], dtype: np.dtype, bar) -
     return out
 
 
+def _write_split(path: Path, split: str, docs: list[Document], tokenizer: Tokenizer,
+                 dtype: np.dtype, bar) -> dict:
+    """Tokenize one split into ``<split>.tokens.npy`` and ``<split>.offsets.npy``; return its
+    entry of ``meta.json``."""
+    arrays = _encode_docs(tokenizer, [d.text for d in docs], dtype, bar)
+    lengths = np.array([len(a) for a in arrays], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    tokens = np.concatenate(arrays) if arrays else np.zeros(0, dtype=dtype)
+    _save_npy(path / f"{split}.tokens.npy", tokens.astype(dtype, copy=False))
+    _save_npy(path / f"{split}.offsets.npy", offsets)
+    return {"doc_names": [d.name for d in docs], "num_tokens": int(offsets[-1])}
+
+
 def tokenize_corpus(corpus: Corpus, tokenizer: Tokenizer,
-                    cache_dir: str | os.PathLike | None = None) -> TokenizedCorpus:
-    """Tokenize every split of ``corpus`` (once; later calls memory-map the cache)."""
+                    cache_dir: str | os.PathLike | None = None,
+                    progress: bool = True) -> TokenizedCorpus:
+    """Tokenize every split of ``corpus`` (once; later calls memory-map the cache).
+
+    ``progress=False`` shows no progress bar (one is shown, on stderr, for corpora of more
+    than :data:`PROGRESS_MIN_DOCS` documents).
+    """
     cache = resolve_cache_dir(cache_dir)
     key = _digest("tokens", corpus.fingerprint, tokenizer.to_json())
     path = cache / "tokens" / key
@@ -173,21 +193,14 @@ def tokenize_corpus(corpus: Corpus, tokenizer: Tokenizer,
     dtype = token_dtype(vocab_size)
     total = sum(len(corpus.splits[s]) for s in SPLITS)
     bar = tqdm(total=total, desc=f"tokenizing {corpus.name}", unit="doc", leave=False) \
-        if total > PROGRESS_MIN_DOCS else None
+        if progress and total > PROGRESS_MIN_DOCS else None
     meta = {"version": CACHE_VERSION, "corpus": corpus.name, "fingerprint": corpus.fingerprint,
             "tokenizer_kind": tokenizer.kind, "vocab_size": vocab_size, "dtype": dtype.name,
             "splits": {}}
     try:
         for split in SPLITS:
-            docs = corpus.splits[split]
-            arrays = _encode_docs(tokenizer, [d.text for d in docs], dtype, bar)
-            lengths = np.array([len(a) for a in arrays], dtype=np.int64)
-            offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-            tokens = np.concatenate(arrays) if arrays else np.zeros(0, dtype=dtype)
-            _save_npy(path / f"{split}.tokens.npy", tokens.astype(dtype, copy=False))
-            _save_npy(path / f"{split}.offsets.npy", offsets)
-            meta["splits"][split] = {"doc_names": [d.name for d in docs],
-                                     "num_tokens": int(offsets[-1])}
+            meta["splits"][split] = _write_split(path, split, corpus.splits[split], tokenizer,
+                                                 dtype, bar)
     finally:
         if bar is not None:
             bar.close()
@@ -199,23 +212,24 @@ def tokenize_corpus(corpus: Corpus, tokenizer: Tokenizer,
 
 
 def get_tokenizer(corpus: Corpus, kind: str = "bpe", vocab_size: int = 4096,
-                  cache_dir: str | os.PathLike | None = None) -> Tokenizer:
+                  cache_dir: str | os.PathLike | None = None,
+                  progress: bool = True) -> Tokenizer:
     """The tokenizer of ``kind`` for ``corpus``, trained once (on ``train``) and cached by
-    (corpus fingerprint, kind, vocab_size) in ``cache_dir/tokenizers/``."""
-    if kind not in KINDS:
-        raise LexformerError(f"unknown tokenizer kind {kind!r}; use 'bpe' or 'bytes'")
+    (corpus fingerprint, kind, vocab_size) in ``cache_dir/tokenizers/``. ``progress=False``
+    silences the trainer's progress bar."""
+    check_kind(kind)
     if kind == "bytes":
         return ByteTokenizer()
     cache = resolve_cache_dir(cache_dir)
     folder = cache / "tokenizers" / _digest("tokenizer", corpus.fingerprint, kind,
                                             str(vocab_size))
-    target = folder / "tokenizer.json"
+    target = folder / TOKENIZER_FILE
     if target.is_file():
         try:
             return load_tokenizer(target)
         except LexformerError:
             pass  # damaged: train again
-    tokenizer = build_tokenizer(kind, corpus, vocab_size)
+    tokenizer = build_tokenizer(kind, corpus, vocab_size, progress)
     folder.mkdir(parents=True, exist_ok=True)
     tokenizer.save(target)
     atomic_write_text(folder / "info.json", json.dumps(
