@@ -1,0 +1,143 @@
+"""Typed results of the context-use tasks and their JSON form.
+
+JSON shape (keys are strings, values JSON numbers; a non-finite number is written as null)::
+
+    {"copy":          {attention: {distance: {"gain", "loss_first", "loss_repeat", "samples"}}},
+     "position-loss": {attention: {bin_end: {"loss", "tokens"}}},
+     "passkey":       {attention: {length: {depth: {"accuracy", "trials"}}}}}
+
+A task that was not run has an empty mapping, so the three keys are always there.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import LexformerError
+
+
+@dataclass(frozen=True)
+class BinLoss:
+    """Mean token NLL (nats) over the positions of one bin, and how many tokens it pooled."""
+
+    loss: float
+    tokens: int
+
+
+@dataclass(frozen=True)
+class CopyScore:
+    """Copy at one distance: ``gain = 1 - loss_repeat / loss_first`` (mean NLLs in nats over
+    ``samples`` sequences)."""
+
+    gain: float
+    loss_first: float
+    loss_repeat: float
+    samples: int
+
+
+@dataclass(frozen=True)
+class PasskeyCell:
+    """Fraction of ``trials`` prompts whose pass key was retrieved."""
+
+    accuracy: float
+    trials: int
+
+
+PositionLoss = dict[str, dict[int, BinLoss]]
+CopyResults = dict[str, dict[int, CopyScore]]
+PasskeyResults = dict[str, dict[int, dict[float, PasskeyCell]]]
+
+
+def _number(value: float) -> float | None:
+    return float(value) if math.isfinite(value) else None
+
+
+def _read_number(value: Any) -> float:
+    return math.nan if value is None else float(value)
+
+
+def _fields(data: dict[str, Any], names: tuple[str, ...], where: str) -> list[Any]:
+    missing = [n for n in names if n not in data]
+    if missing:
+        raise LexformerError(f"task results JSON: {where} lacks {', '.join(missing)}")
+    return [data[n] for n in names]
+
+
+@dataclass
+class TaskResults:
+    """Results of :func:`lexformer.tasks.run_tasks`, per task, per attention method."""
+
+    copy: CopyResults = field(default_factory=dict)
+    position_loss: PositionLoss = field(default_factory=dict)
+    passkey: PasskeyResults = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON-ready dict described in the module docstring."""
+        return {
+            "copy": {a: {str(d): {"gain": _number(s.gain), "loss_first": _number(s.loss_first),
+                                  "loss_repeat": _number(s.loss_repeat), "samples": s.samples}
+                         for d, s in per.items()}
+                     for a, per in self.copy.items()},
+            "position-loss": {a: {str(e): {"loss": _number(b.loss), "tokens": b.tokens}
+                                  for e, b in per.items()}
+                              for a, per in self.position_loss.items()},
+            "passkey": {a: {str(n): {str(depth): {"accuracy": c.accuracy, "trials": c.trials}
+                                     for depth, c in row.items()}
+                            for n, row in per.items()}
+                        for a, per in self.passkey.items()},
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TaskResults:
+        """Inverse of :meth:`to_json` (missing task keys read as tasks not run)."""
+        if not isinstance(data, dict):
+            raise LexformerError("task results JSON must be an object")
+        try:
+            return cls(copy=_copy_from_json(data.get("copy", {})),
+                       position_loss=_bins_from_json(data.get("position-loss", {})),
+                       passkey=_passkey_from_json(data.get("passkey", {})))
+        except (AttributeError, TypeError, ValueError) as e:
+            if isinstance(e, LexformerError):
+                raise
+            raise LexformerError(f"task results JSON is malformed: {e}") from None
+
+
+def _copy_from_json(data: dict[str, Any]) -> CopyResults:
+    out: CopyResults = {}
+    for attention, per in data.items():
+        out[attention] = {}
+        for distance, v in per.items():
+            gain, first, repeat, samples = _fields(
+                v, ("gain", "loss_first", "loss_repeat", "samples"), f"copy/{distance}")
+            out[attention][int(distance)] = CopyScore(
+                _read_number(gain), _read_number(first), _read_number(repeat), int(samples))
+    return out
+
+
+def _bins_from_json(data: dict[str, Any]) -> PositionLoss:
+    out: PositionLoss = {}
+    for attention, per in data.items():
+        out[attention] = {}
+        for end, v in per.items():
+            loss, tokens = _fields(v, ("loss", "tokens"), f"position-loss/{end}")
+            out[attention][int(end)] = BinLoss(_read_number(loss), int(tokens))
+    return out
+
+
+def _passkey_from_json(data: dict[str, Any]) -> PasskeyResults:
+    out: PasskeyResults = {}
+    for attention, per in data.items():
+        out[attention] = {}
+        for length, row in per.items():
+            cells = {}
+            for depth, v in row.items():
+                accuracy, trials = _fields(v, ("accuracy", "trials"), f"passkey/{length}")
+                cells[float(depth)] = PasskeyCell(float(accuracy), int(trials))
+            out[attention][int(length)] = cells
+    return out
+
+
+__all__ = ["BinLoss", "CopyResults", "CopyScore", "PasskeyCell", "PasskeyResults",
+           "PositionLoss", "TaskResults"]
