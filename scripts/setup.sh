@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Creates .venv (first time, or when pyproject.toml changes) and installs lexformer with
-# its test and reference extras. Sourced by scripts/reproduce.sh and scripts/test.sh.
+# its test, reference and Hugging Face extras. Sourced by scripts/reproduce.sh and scripts/test.sh.
 # torch is pinned to 2.13.0 in pyproject.toml so pip takes the CPU wheel of this machine
 # instead of resolving a multi-GB CUDA build.
 set -euo pipefail
@@ -15,7 +15,7 @@ if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; 
   [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check "torch==2.13.0" 2>&1 \
     | grep -v "^WARNING: Location" >&2 || true
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$ROOT[dev,ref]" 2>&1 \
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$ROOT[dev,ref,hf]" 2>&1 \
     | grep -v "^WARNING: Location" >&2 || true
   # torchscale's XPOS is a parity reference; its declared deps (timm, fairscale, a CUDA
   # torch) are not needed for the one module we import, so install it without them.
