@@ -16,7 +16,9 @@ import torch
 from safetensors.torch import load_file
 
 from lexformer import LexformerError, load
-from lexformer.train import TrainConfig, lr_at, train
+from lexformer.config import OptimConfig
+from lexformer.optim import lr_at
+from lexformer.train import TrainConfig, train
 
 WORDS = ("the king queen lord lady sword crown night day love death speak hear come go "
          "thou thee thy my heart blood fair foul sweet good ill war peace").split()
@@ -38,12 +40,17 @@ def corpus_dir(tmp_path_factory) -> Path:
     return _write_corpus(tmp_path_factory.mktemp("corpus") / "texts")
 
 
-def _cfg(corpus_dir: Path, cache: Path, **kw) -> TrainConfig:
-    base = dict(corpus=str(corpus_dir), tokenizer="bytes", vocab_size=256, tokens=8 * 64 * 6,
-                checkpoint_interval=2, eval_interval=3, eval_batches=2, threads=1,
-                cache_dir=str(cache), position="xpos")
+def _cfg(corpus_dir: Path, **kw) -> TrainConfig:
+    base = dict(corpus=str(corpus_dir), tokenizer="bytes", bpe_vocab_size=256,
+                tokens=8 * 64 * 6, checkpoint_interval=2, eval_interval=3, eval_batches=2,
+                position="xpos")
     base.update(kw)
     return TrainConfig.from_preset("smoke", **base)
+
+
+def _train(cfg: TrainConfig, out: Path, cache: Path, **kw):
+    """``train`` with one thread, no progress bar and the test's cache folder."""
+    return train(cfg, out, progress=False, threads=1, cache_dir=str(cache), **kw)
 
 
 def _weights(run: Path) -> dict[str, torch.Tensor]:
@@ -55,9 +62,9 @@ def _losses(run: Path) -> list[float]:
 
 
 def test_smoke_training_writes_a_loadable_checkpoint(corpus_dir, tmp_path):
-    cfg = _cfg(corpus_dir, tmp_path / "cache")
-    summary = train(cfg, tmp_path / "run", progress=False)
-    assert summary["step"] == cfg.total_steps() == 6
+    cfg = _cfg(corpus_dir)
+    summary = _train(cfg, tmp_path / "run", tmp_path / "cache")
+    assert summary.step == cfg.total_steps() == 6
     ckpt = load(tmp_path / "run")
     files = {p.name for p in ckpt.path.iterdir()}
     assert {"model.safetensors", "config.json", "tokenizer.json", "train_state.pt"} <= files
@@ -74,19 +81,19 @@ def test_smoke_training_writes_a_loadable_checkpoint(corpus_dir, tmp_path):
 
 
 def test_loss_falls_with_training(corpus_dir, tmp_path):
-    cfg = _cfg(corpus_dir, tmp_path / "cache", tokens=8 * 64 * 40, lr=3e-3, warmup_steps=5)
-    train(cfg, tmp_path / "run", progress=False)
+    cfg = _cfg(corpus_dir, tokens=8 * 64 * 40, lr=3e-3, warmup_steps=5)
+    _train(cfg, tmp_path / "run", tmp_path / "cache")
     losses = _losses(tmp_path / "run")
     assert np.mean(losses[-5:]) < np.mean(losses[:3]) - 1.0  # bytes: ln 256 = 5.5 at start
 
 
 def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(corpus_dir, tmp_path):
     cache = tmp_path / "cache"
-    full = train(_cfg(corpus_dir, cache), tmp_path / "full", progress=False)
-    part = train(_cfg(corpus_dir, cache), tmp_path / "cut", progress=False, stop_after_steps=3)
-    assert part["stopped_early"] and part["step"] == 3
-    resumed = train(_cfg(corpus_dir, cache), tmp_path / "cut", progress=False, resume=True)
-    assert resumed["step"] == full["step"] == 6
+    full = _train(_cfg(corpus_dir), tmp_path / "full", cache)
+    part = _train(_cfg(corpus_dir), tmp_path / "cut", cache, stop_after_steps=3)
+    assert part.stopped_early and part.step == 3
+    resumed = _train(_cfg(corpus_dir), tmp_path / "cut", cache, resume=True)
+    assert resumed.step == full.step == 6
     a, b = _weights(tmp_path / "full"), _weights(tmp_path / "cut")
     assert a.keys() == b.keys()
     for k in a:
@@ -95,18 +102,19 @@ def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(corpus_dir, tmp
 
 
 def test_existing_checkpoint_is_never_overwritten(corpus_dir, tmp_path):
-    cfg = _cfg(corpus_dir, tmp_path / "cache", tokens=8 * 64 * 2)
-    train(cfg, tmp_path / "run", progress=False)
+    cfg = _cfg(corpus_dir, tokens=8 * 64 * 2)
+    cache = tmp_path / "cache"
+    _train(cfg, tmp_path / "run", cache)
     before = (tmp_path / "run" / "checkpoint" / "model.safetensors").read_bytes()
     with pytest.raises(LexformerError, match="already holds a checkpoint"):
-        train(cfg, tmp_path / "run", progress=False)
+        _train(cfg, tmp_path / "run", cache)
     assert (tmp_path / "run" / "checkpoint" / "model.safetensors").read_bytes() == before
     with pytest.raises(LexformerError, match="no checkpoint"):
-        train(cfg, tmp_path / "other", progress=False, resume=True)
+        _train(cfg, tmp_path / "other", cache, resume=True)
 
 
 def test_lr_schedule_warms_up_then_decays_to_the_floor():
-    cfg = TrainConfig(lr=1e-3, warmup_steps=10, min_lr_ratio=0.1, schedule="cosine")
+    cfg = OptimConfig(lr=1e-3, warmup_steps=10, min_lr_ratio=0.1, schedule="cosine")
     lrs = [lr_at(s, cfg, 100) for s in range(100)]
     assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3)
     assert all(a >= b for a, b in zip(lrs[9:], lrs[10:]))
@@ -128,8 +136,7 @@ def test_corrupt_or_missing_checkpoints_get_clear_errors(corpus_dir, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(LexformerError, match="not a lexformer checkpoint"):
         load(tmp_path / "empty")
-    train(_cfg(corpus_dir, tmp_path / "cache", tokens=8 * 64 * 2), tmp_path / "run",
-          progress=False)
+    _train(_cfg(corpus_dir, tokens=8 * 64 * 2), tmp_path / "run", tmp_path / "cache")
     weights = tmp_path / "run" / "checkpoint" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])
     with pytest.raises(LexformerError, match="corrupt checkpoint"):
@@ -169,9 +176,9 @@ def test_sigterm_saves_a_checkpoint_and_resume_matches(corpus_dir, tmp_path):
     stopped_at = meta["step"]
     assert 3 <= stopped_at < 400
     # the checkpoint is complete and consistent: resuming runs to a given later step
-    train(TrainConfig.from_preset("smoke", corpus=str(corpus_dir), tokenizer="bytes",
-                                  tokens=tokens, threads=1, cache_dir=str(tmp_path / "cache")),
-          tmp_path / "run", resume=True, progress=False, stop_after_steps=stopped_at + 2)
+    _train(TrainConfig.from_preset("smoke", corpus=str(corpus_dir), tokenizer="bytes",
+                                   tokens=tokens),
+           tmp_path / "run", tmp_path / "cache", resume=True, stop_after_steps=stopped_at + 2)
     assert json.loads((tmp_path / "run" / "checkpoint" / "config.json").read_text())[
         "step"] == stopped_at + 2
 

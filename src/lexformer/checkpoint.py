@@ -13,6 +13,7 @@ A new checkpoint is written completely into a fresh folder, flushed, and only th
 reader sees either the old checkpoint or the new one, never a mixture.
 """
 
+
 from __future__ import annotations
 
 import json
@@ -25,8 +26,9 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from .config import ModelConfig
+from .config import ModelConfig, TrainConfig
 from .errors import LexformerError
+from .fileio import atomic_write_json, fsync_dir
 from .model import TransformerLM
 
 MODEL_FILE = "model.safetensors"
@@ -34,27 +36,14 @@ CONFIG_FILE = "config.json"
 TOKENIZER_FILE = "tokenizer.json"
 STATE_FILE = "train_state.pt"
 LINK = "checkpoint"
+PARTIAL_SUFFIX = ".partial"
+#: what ``train_state.pt`` must hold to resume
+TRAIN_STATE_KEYS = ("optimizer", "sampler", "rng", "step")
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_json(path: Path, data: Any) -> None:
-    """Write JSON atomically (temp file in the same folder, fsync, rename)."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+def _one_line(error: BaseException, limit: int = 200) -> str:
+    text = " ".join(str(error).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -69,6 +58,38 @@ def model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return state
 
 
+# --------------------------------------------------------------------------- writing
+def remove_partial_checkpoints(run_dir: str | Path) -> None:
+    """Remove ``step-N.partial`` folders a killed save left behind (never a complete one)."""
+    folder = Path(run_dir) / "checkpoints"
+    if folder.is_dir():
+        for p in folder.iterdir():
+            if p.is_dir() and p.name.endswith(PARTIAL_SUFFIX):
+                shutil.rmtree(p, ignore_errors=True)
+
+
+def _write_folder(tmp: Path, model, meta, tokenizer, train_state) -> None:
+    tmp.mkdir(parents=True)
+    save_file(model_state(model), str(tmp / MODEL_FILE), metadata={"step": str(meta["step"])})
+    atomic_write_json(tmp / CONFIG_FILE, meta)
+    if tokenizer is not None:
+        tokenizer.save(tmp / TOKENIZER_FILE)
+    if train_state is not None:
+        torch.save(train_state, tmp / STATE_FILE)
+    for f in tmp.iterdir():
+        with open(f, "rb") as fh:
+            os.fsync(fh.fileno())
+
+
+def _point_link_at(run_dir: Path, target: Path) -> None:
+    link_tmp = run_dir / (LINK + ".tmp")
+    if link_tmp.is_symlink() or link_tmp.exists():
+        link_tmp.unlink()
+    os.symlink(os.path.relpath(target, run_dir), link_tmp)
+    os.replace(link_tmp, run_dir / LINK)
+    fsync_dir(run_dir)
+
+
 def save_checkpoint(
     run_dir: str | Path,
     model: TransformerLM,
@@ -81,38 +102,23 @@ def save_checkpoint(
     ``run_dir/checkpoint`` at it. ``meta`` must hold ``model`` (a ModelConfig dict) and
     ``step``. Older checkpoints beyond ``keep`` are removed after the switch."""
     run_dir = Path(run_dir)
-    step = int(meta["step"])
-    final = run_dir / "checkpoints" / f"step-{step:07d}"
-    tmp = final.with_name(final.name + ".partial")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    save_file(model_state(model), str(tmp / MODEL_FILE), metadata={"step": str(step)})
-    write_json(tmp / CONFIG_FILE, meta)
-    if tokenizer is not None:
-        tokenizer.save(tmp / TOKENIZER_FILE)
-    if train_state is not None:
-        torch.save(train_state, tmp / STATE_FILE)
-    for f in tmp.iterdir():
-        with open(f, "rb") as fh:
-            os.fsync(fh.fileno())
+    remove_partial_checkpoints(run_dir)
+    final = run_dir / "checkpoints" / f"step-{int(meta['step']):07d}"
+    tmp = final.with_name(final.name + PARTIAL_SUFFIX)
+    _write_folder(tmp, model, meta, tokenizer, train_state)
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
-    _fsync_dir(final.parent)
-    link_tmp = run_dir / (LINK + ".tmp")
-    if link_tmp.is_symlink() or link_tmp.exists():
-        link_tmp.unlink()
-    os.symlink(os.path.relpath(final, run_dir), link_tmp)
-    os.replace(link_tmp, run_dir / LINK)
-    _fsync_dir(run_dir)
+    fsync_dir(final.parent)
+    _point_link_at(run_dir, final)
     old = sorted(p for p in final.parent.iterdir() if p.name.startswith("step-") and p != final
-                 and not p.name.endswith(".partial"))
+                 and not p.name.endswith(PARTIAL_SUFFIX))
     for p in old[: max(0, len(old) - (keep - 1))]:
         shutil.rmtree(p, ignore_errors=True)
     return final
 
 
+# --------------------------------------------------------------------------- reading
 def resolve_checkpoint_dir(path: str | Path) -> Path:
     """A checkpoint folder from a run folder or a checkpoint folder; clear error otherwise."""
     path = Path(path)
@@ -136,6 +142,50 @@ def has_checkpoint(run_dir: str | Path) -> bool:
         return False
 
 
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise LexformerError(message)
+
+
+def validate_meta(meta: Any) -> TrainConfig:
+    """Check a ``config.json`` field by field; returns its training config. Required:
+    ``model``, ``train`` (today's layout or the first, flat one), ``step``, ``corpus``."""
+    _require(isinstance(meta, dict), "the file is not a JSON object")
+    for key in ("model", "train", "step", "corpus"):
+        _require(key in meta, f"missing field {key!r}")
+    model = ModelConfig.from_dict(meta["model"])
+    train = TrainConfig.from_dict(meta)
+    _require(train.model == model,
+             "'train.model' and 'model' describe different models")
+    step = meta["step"]
+    _require(isinstance(step, int) and not isinstance(step, bool) and step >= 0,
+             f"'step' must be a non-negative integer, got {step!r}")
+    corpus = meta["corpus"]
+    _require(isinstance(corpus, dict) and isinstance(corpus.get("name"), str)
+             and isinstance(corpus.get("fingerprint"), str),
+             "'corpus' must hold the strings 'name' and 'fingerprint'")
+    loss = meta.get("last_loss")
+    _require(loss is None or (isinstance(loss, (int, float)) and not isinstance(loss, bool)),
+             f"'last_loss' must be a number or null, got {loss!r}")
+    return train
+
+
+def read_meta(path: str | Path) -> dict[str, Any]:
+    """The validated ``config.json`` of a checkpoint (or of a run folder's checkpoint)."""
+    ckpt = resolve_checkpoint_dir(path)
+    try:
+        meta = json.loads((ckpt / CONFIG_FILE).read_text())
+        validate_meta(meta)
+    except (json.JSONDecodeError, UnicodeDecodeError, LexformerError) as e:
+        raise LexformerError(f"corrupt checkpoint {ckpt}: {CONFIG_FILE}: {_one_line(e)}") from e
+    return meta
+
+
+def read_train_config(path: str | Path) -> TrainConfig:
+    """The training config a checkpoint was made with (first checkpoints' layout too)."""
+    return TrainConfig.from_dict(read_meta(path))
+
+
 @dataclass
 class Checkpoint:
     """A loaded checkpoint: the model (eval mode), its tokenizer, and the saved metadata."""
@@ -149,37 +199,44 @@ class Checkpoint:
     def config(self) -> ModelConfig:
         return self.model.config
 
+    @property
+    def train_config(self) -> TrainConfig:
+        return TrainConfig.from_dict(self.meta)
 
-def read_meta(path: str | Path) -> dict[str, Any]:
-    ckpt = resolve_checkpoint_dir(path)
+    @property
+    def step(self) -> int:
+        return self.meta["step"]
+
+
+def _read_weights(ckpt: Path, model: TransformerLM, device: str) -> dict[str, torch.Tensor]:
+    """The saved tensors, each checked by name and shape against ``model``."""
     try:
-        meta = json.loads((ckpt / CONFIG_FILE).read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise LexformerError(
-            f"corrupt checkpoint {ckpt}: {CONFIG_FILE} is not valid JSON ({e})") from e
-    if not isinstance(meta, dict) or "model" not in meta:
-        raise LexformerError(f"corrupt checkpoint {ckpt}: {CONFIG_FILE} has no 'model' section")
-    return meta
+        state = load_file(str(ckpt / MODEL_FILE), device=device)
+    except Exception as e:  # safetensors raises its own error types for truncated files
+        raise LexformerError(f"corrupt checkpoint {ckpt}: cannot read {MODEL_FILE} "
+                             f"({_one_line(e)})") from e
+    expected = {k: v.shape for k, v in model.state_dict().items()}
+    if model.config.tie_embeddings:
+        expected.pop("lm_head.weight", None)
+    missing, unexpected = sorted(expected.keys() - state.keys()), sorted(state.keys() - expected)
+    _require(not missing and not unexpected,
+             f"corrupt checkpoint {ckpt}: {MODEL_FILE} does not match its {CONFIG_FILE} "
+             f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    for name, tensor in state.items():
+        _require(tensor.shape == expected[name],
+                 f"corrupt checkpoint {ckpt}: weight {name} has shape {tuple(tensor.shape)}, "
+                 f"its {CONFIG_FILE} needs {tuple(expected[name])}")
+    if model.config.tie_embeddings:
+        state["lm_head.weight"] = state["tok_emb.weight"]
+    return state
 
 
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> Checkpoint:
     """Rebuild the model (and tokenizer) from a checkpoint or run folder alone."""
     ckpt = resolve_checkpoint_dir(path)
     meta = read_meta(ckpt)
-    config = ModelConfig.from_dict(meta["model"])
-    model = TransformerLM(config)
-    try:
-        state = load_file(str(ckpt / MODEL_FILE), device=str(map_location))
-    except Exception as e:  # safetensors raises its own error types for truncated files
-        raise LexformerError(f"corrupt checkpoint {ckpt}: cannot read {MODEL_FILE} ({e})") from e
-    if config.tie_embeddings:
-        state.setdefault("lm_head.weight", state.get("tok_emb.weight"))
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise LexformerError(
-            f"corrupt checkpoint {ckpt}: weights do not match its config "
-            f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
-        )
+    model = TransformerLM(ModelConfig.from_dict(meta["model"]))
+    model.load_state_dict(_read_weights(ckpt, model, str(map_location)))
     model.to(map_location).eval()
     tokenizer = None
     if (ckpt / TOKENIZER_FILE).is_file():
@@ -190,8 +247,26 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> Checkpoi
 
 
 def load_train_state(path: str | Path) -> dict[str, Any]:
+    """The optimizer, sampler and RNG states saved for resuming; one-line error when the
+    file is missing or damaged."""
     ckpt = resolve_checkpoint_dir(path)
     f = ckpt / STATE_FILE
     if not f.is_file():
         raise LexformerError(f"{ckpt} has no {STATE_FILE}: it cannot be resumed")
-    return torch.load(f, map_location="cpu", weights_only=False)
+    try:
+        # not weights_only: the RNG states are numpy arrays and Python tuples
+        state = torch.load(f, map_location="cpu", weights_only=False)
+    except Exception as e:  # pickle, zip and EOF errors of a truncated or overwritten file
+        raise LexformerError(f"corrupt checkpoint {ckpt}: cannot read {STATE_FILE} "
+                             f"({_one_line(e)}); it cannot be resumed") from e
+    _require(isinstance(state, dict) and all(k in state for k in TRAIN_STATE_KEYS),
+             f"corrupt checkpoint {ckpt}: {STATE_FILE} lacks "
+             + ", ".join(k for k in TRAIN_STATE_KEYS if not isinstance(state, dict)
+                         or k not in state))
+    return state
+
+
+__all__ = ["CONFIG_FILE", "Checkpoint", "LINK", "MODEL_FILE", "STATE_FILE", "TOKENIZER_FILE",
+           "has_checkpoint", "load", "load_train_state", "model_state", "read_meta",
+           "read_train_config", "remove_partial_checkpoints", "resolve_checkpoint_dir",
+           "save_checkpoint", "validate_meta"]

@@ -1,174 +1,67 @@
-"""Training: one function, :func:`train`, behind ``lexformer train``.
+"""Training: :func:`train`, behind ``lexformer train``, and the :class:`Trainer` it drives.
 
 Exact resume: the learning rate is a pure function of the step, the data stream a pure
 function of (seed, step), and the optimizer and RNG states are saved with every checkpoint,
 so a run killed and resumed on CPU reaches the same weights as an uninterrupted one.
 
-Distributed: under ``torchrun --nproc_per_node=N`` the same call trains with DDP (gloo on
-CPU, nccl on GPU); the global batch is split across ranks so that N processes see exactly
-the data one process would, and only rank 0 writes.
+Everything the user can get wrong (options, output folder, device, a resume that does not
+match its checkpoint) is checked by :func:`check_run_folder` and the config dataclasses
+before any data is prepared. Under ``torchrun`` the same call trains with DDP
+(:mod:`lexformer.distributed`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
-import math
-import os
 import random
 import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from typing_extensions import Self
 
 from . import __version__
-from .checkpoint import has_checkpoint, load_train_state, model_state, save_checkpoint
-from .config import ModelConfig
+from .checkpoint import (
+    Checkpoint,
+    has_checkpoint,
+    load,
+    load_train_state,
+    read_meta,
+    remove_partial_checkpoints,
+    save_checkpoint,
+)
+from .config import RuntimeOptions, TrainConfig, describe_differences
+from .distributed import init_distributed, resolve_device
 from .errors import LexformerError
+from .fileio import atomic_write_text, ensure_writable_dir
 from .model import TransformerLM
-from .presets import PRESETS
+from .optim import build_optimizer, lr_at, set_lr
+
+METRICS_FILE = "metrics.jsonl"
 
 
 @dataclass
-class TrainConfig:
-    """Everything that decides a training run. Written into every checkpoint's config.json."""
+class TrainSummary:
+    """What :func:`train` reports. ``loss`` is None only when nothing was trained
+    (``already_finished``: the run in ``out_dir`` had reached its budget before)."""
 
-    preset: str = "smoke"
-    position: str = "xpos"
-    corpus: str = "shakespeare"
-    model: dict[str, Any] = field(default_factory=dict)  # ModelConfig overrides
-    tokenizer: str = "bpe"  # "bpe" or "bytes"
-    vocab_size: int = 4096
-    batch_size: int = 16  # sequences per optimizer step, all ranks and micro-steps together
-    grad_accum: int = 1
-    tokens: int = 1_000_000  # training budget in tokens (steps = tokens / (batch · L))
-    lr: float = 1e-3
-    min_lr_ratio: float = 0.1
-    warmup_steps: int = 100
-    schedule: str = "cosine"  # "cosine", "linear" or "polynomial" (power 1, as fairseq)
-    weight_decay: float = 0.01
-    betas: tuple[float, float] = (0.9, 0.98)
-    eps: float = 1e-6
-    grad_clip: float = 1.0
-    seed: int = 0
-    dtype: str = "auto"  # "fp32", "bf16" (autocast), "auto": bf16 on CUDA, fp32 on CPU
-    compile: bool = False
-    eval_interval: int = 100
-    eval_batches: int = 8
-    checkpoint_interval: int = 100
-    threads: int | None = None
-    cache_dir: str | None = None
-
-    def __post_init__(self) -> None:
-        self.betas = tuple(self.betas)
-        checks = [
-            (self.tokenizer in ("bpe", "bytes"), (f"tokenizer must be 'bpe' or 'bytes', got "
-                                                 f"{self.tokenizer!r}")),
-            (self.schedule in ("cosine", "linear", "polynomial"),
-             f"schedule must be cosine, linear or polynomial, got {self.schedule!r}"),
-            (self.dtype in ("auto", "fp32", "bf16"), (f"dtype must be auto, fp32 or bf16, got "
-                                                     f"{self.dtype!r}")),
-            (self.batch_size > 0 and self.grad_accum > 0, "batch_size and grad_accum must be > 0"),
-            (self.batch_size % self.grad_accum == 0,
-             (f"batch_size ({self.batch_size}) must be divisible by grad_accum "
-             f"({self.grad_accum})")),
-            (self.tokens > 0, "the token budget must be positive"),
-            (self.lr > 0 and 0 <= self.min_lr_ratio <= 1, "lr must be > 0, min_lr_ratio in [0,1]"),
-            (self.warmup_steps >= 0, "warmup_steps must be >= 0"),
-            (self.vocab_size >= 256, "vocab_size must be at least 256"),
-        ]
-        for ok, msg in checks:
-            if not ok:
-                raise LexformerError(f"invalid training config: {msg}")
-
-    @classmethod
-    def from_preset(cls, preset: str, **overrides: Any) -> TrainConfig:
-        if preset not in PRESETS:
-            raise LexformerError(
-                f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-        p = PRESETS[preset]
-        values: dict[str, Any] = dict(p["train"])
-        values["model"] = dict(p["model"])
-        values["tokenizer"] = p["tokenizer"]["kind"]
-        values["vocab_size"] = p["tokenizer"]["vocab_size"]
-        model_overrides = overrides.pop("model", None) or {}
-        values["model"].update(model_overrides)
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(preset=preset, **values)
-
-    def model_config(self, vocab_size: int) -> ModelConfig:
-        return ModelConfig(vocab_size=vocab_size, position=self.position, **self.model)
-
-    @property
-    def train_length(self) -> int:
-        return int(self.model.get("train_length", ModelConfig.train_length))
-
-    def total_steps(self) -> int:
-        return max(1, math.ceil(self.tokens / (self.batch_size * self.train_length)))
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["betas"] = list(self.betas)
-        return d
+    step: int
+    total_steps: int
+    loss: float | None
+    val_loss: float | None
+    tokens_per_s: float
+    stopped_early: bool
+    out_dir: str
+    parameters: int
+    already_finished: bool = False
 
 
-def lr_at(step: int, cfg: TrainConfig, total: int) -> float:
-    """Linear warm-up to ``lr``, then cosine or linear decay to ``lr·min_lr_ratio``."""
-    if cfg.warmup_steps and step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    progress = min(1.0, (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps))
-    if cfg.schedule == "cosine":
-        frac = 0.5 * (1 + math.cos(math.pi * progress))
-    else:
-        frac = 1 - progress
-    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * frac)
-
-
-# --------------------------------------------------------------------------- helpers
-@dataclass
-class _Dist:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.world > 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    def barrier(self) -> None:
-        if self.enabled:
-            torch.distributed.barrier()
-
-    def any(self, flag: bool) -> bool:
-        """True on every rank if ``flag`` is true on any rank."""
-        if not self.enabled:
-            return flag
-        t = torch.tensor([1.0 if flag else 0.0])
-        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
-        return bool(t.item())
-
-
-def _init_distributed(device: torch.device) -> _Dist:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return _Dist()
-    if not torch.distributed.is_initialized():
-        backend = "nccl" if device.type == "cuda" else "gloo"
-        torch.distributed.init_process_group(backend=backend)
-    return _Dist(torch.distributed.get_rank(), world, int(os.environ.get("LOCAL_RANK", "0")))
-
-
+# --------------------------------------------------------------------------- process state
 def _rng_state() -> dict[str, Any]:
     state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
              "python": random.getstate()}
@@ -216,13 +109,15 @@ class _StopRequest:
             signal.signal(sig, old)
 
 
-def prepare_data(cfg: TrainConfig):
+# --------------------------------------------------------------------------- data
+def prepare_data(cfg: TrainConfig, cache_dir: str | None = None, progress: bool = True):
     """Corpus, tokenizer and tokenized splits for a training config (cached on disk)."""
     from .data import get_tokenizer, load_corpus, tokenize_corpus
 
-    corpus = load_corpus(cfg.corpus, cache_dir=cfg.cache_dir)
-    tokenizer = get_tokenizer(corpus, cfg.tokenizer, cfg.vocab_size, cache_dir=cfg.cache_dir)
-    tokens = tokenize_corpus(corpus, tokenizer, cache_dir=cfg.cache_dir)
+    corpus = load_corpus(cfg.data.corpus, cache_dir=cache_dir)
+    tokenizer = get_tokenizer(corpus, cfg.data.tokenizer, cfg.data.bpe_vocab_size,
+                              cache_dir=cache_dir, progress=progress)
+    tokens = tokenize_corpus(corpus, tokenizer, cache_dir=cache_dir, progress=progress)
     return corpus, tokenizer, tokens
 
 
@@ -250,15 +145,254 @@ def _validation_loss(model, windows, device, dtype, batch_size) -> float:
     for i in range(0, len(windows), batch_size):
         w = windows[i: i + batch_size].to(device)
         with _autocast(device, dtype):
-            logits = model(w[:, :-1])
-        loss = F.cross_entropy(logits.float().flatten(0, 1), w[:, 1:].flatten(), reduction="sum")
+            loss = model(w[:, :-1], targets=w[:, 1:], reduction="sum")
         total += loss.item()
         count += w[:, 1:].numel()
     model.train(was_training)
     return total / max(1, count)
 
 
-# --------------------------------------------------------------------------- train
+# --------------------------------------------------------------------------- checks
+def check_run_folder(cfg: TrainConfig, out_dir: Path, resume: bool) -> dict[str, Any] | None:
+    """Refuse, before any work, an output folder that cannot be used for this run; returns
+    the saved checkpoint's metadata when resuming. A resume must ask for exactly the saved
+    config (runtime options aside); stale ``.partial`` folders of a killed save go."""
+    ensure_writable_dir(out_dir, "output folder (--out)")
+    if has_checkpoint(out_dir) and not resume:
+        raise LexformerError(
+            f"{out_dir} already holds a checkpoint; pass --resume to continue it or choose "
+            "another --out (nothing was overwritten)")
+    if not resume:
+        return None
+    if not has_checkpoint(out_dir):
+        raise LexformerError(f"--resume given but {out_dir} holds no checkpoint to resume")
+    meta = read_meta(out_dir)
+    differences = describe_differences(TrainConfig.from_dict(meta), cfg)
+    if differences:
+        raise LexformerError(
+            f"cannot resume {out_dir}: its checkpoint was trained with other settings "
+            f"(saved → asked: {differences}); use the same options or another --out")
+    remove_partial_checkpoints(out_dir)
+    return meta
+
+
+@dataclass
+class ResumePoint:
+    """A checkpoint to continue from, read and checked before any data is prepared."""
+
+    checkpoint: Checkpoint
+    state: dict[str, Any]
+
+    @classmethod
+    def read(cls, out_dir: Path) -> ResumePoint:
+        return cls(load(out_dir), load_train_state(out_dir))
+
+
+def _finished_summary(cfg: TrainConfig, out_dir: Path, meta: dict[str, Any]) -> TrainSummary:
+    """The summary of a run that had already reached its budget (nothing is trained)."""
+    return TrainSummary(step=meta["step"], total_steps=cfg.total_steps(),
+                        loss=meta.get("last_loss"), val_loss=None, tokens_per_s=0.0,
+                        stopped_early=False, out_dir=str(out_dir),
+                        parameters=load(out_dir).model.num_parameters(), already_finished=True)
+
+
+# --------------------------------------------------------------------------- trainer
+class Trainer:
+    """One training run: :meth:`setup` (data, model, optimizer), :meth:`restore` (from the
+    checkpoint in ``out_dir``), :meth:`step` (one optimizer step) and :meth:`loop`."""
+
+    def __init__(self, cfg: TrainConfig, out_dir: Path, runtime: RuntimeOptions,
+                 device: torch.device) -> None:
+        self.cfg, self.out_dir, self.runtime = cfg, out_dir, runtime
+        self.dist, self.device = init_distributed(device)
+        self.dtype = cfg.dtype if cfg.dtype != "auto" else (
+            "bf16" if self.device.type == "cuda" else "fp32")
+        self.total = cfg.total_steps()
+        self.step_no = 0
+        self.metrics_path = out_dir / METRICS_FILE
+        self.last_loss: float | None = None
+        self.last_val: float | None = None
+        self.tokens_per_s = 0.0
+
+    def setup(self) -> None:
+        """Data (rank 0 builds the caches first so that other ranks only read them), the
+        sampler of this rank's share of each batch, the model and its optimizer."""
+        from .data import BatchSampler
+
+        cfg, dist = self.cfg, self.dist
+        per_rank = cfg.batch_size // cfg.grad_accum
+        if per_rank % dist.world:
+            raise LexformerError(
+                f"batch_size/grad_accum ({per_rank}) must be divisible by the number of "
+                f"processes ({dist.world})")
+        self.micro = per_rank // dist.world
+        if dist.is_main:
+            self.corpus, self.tokenizer, tokens = prepare_data(
+                cfg, self.runtime.cache_dir, self.runtime.progress)
+        dist.barrier()
+        if not dist.is_main:
+            self.corpus, self.tokenizer, tokens = prepare_data(cfg, self.runtime.cache_dir,
+                                                               progress=False)
+        self.sampler = BatchSampler(tokens.splits["train"].tokens, cfg.train_length, self.micro,
+                                    cfg.seed, rank=dist.rank, world_size=dist.world)
+        self.val_windows = _validation_windows(tokens.splits["validation"], cfg.train_length,
+                                               cfg.eval_batches * max(1, self.micro))
+        self.cfg = cfg = cfg.with_vocab_size(self.tokenizer.vocab_size)
+        _seed_everything(cfg.seed)
+        self.model = TransformerLM(cfg.model).to(self.device)
+        self.optimizer = build_optimizer(self.model, cfg.optim, self.device)
+
+    def start_fresh(self) -> None:
+        if self.dist.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.metrics_path, "")
+
+    def restore(self, point: ResumePoint) -> None:
+        """Weights, optimizer, data position and RNG states from the checkpoint in
+        ``out_dir``; metrics logged after that checkpoint (a kill between log and save)
+        are dropped."""
+        ckpt, state = point.checkpoint, point.state
+        if ckpt.config != self.model.config:
+            raise LexformerError(
+                f"cannot resume {self.out_dir}: its model ({ckpt.config}) differs from the one "
+                f"this data gives ({self.model.config}); was the corpus changed?")
+        self.model.load_state_dict(ckpt.model.state_dict())
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.sampler.load_state_dict(state["sampler"])
+        _set_rng_state(state["rng"])
+        self.step_no = int(state["step"])
+        if self.dist.is_main and self.metrics_path.exists():
+            lines = [ln for ln in self.metrics_path.read_text().splitlines()
+                     if ln.strip() and json.loads(ln).get("step", 0) <= self.step_no]
+            atomic_write_text(self.metrics_path, "".join(ln + "\n" for ln in lines))
+
+    def wrap(self) -> None:
+        """The module the loop calls: DDP and/or torch.compile around the model."""
+        self.train_model = self.model
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.train_model = DDP(self.model, device_ids=ids)
+        if self.cfg.compile:
+            self.train_model = torch.compile(self.train_model)
+
+    def step(self) -> tuple[float, float]:
+        """One optimizer step over ``grad_accum`` micro-batches; returns (lr, mean loss over
+        the global batch)."""
+        cfg, dev = self.cfg, self.device
+        lr = lr_at(self.step_no, cfg.optim, self.total)
+        set_lr(self.optimizer, lr)
+        loss_sum = torch.zeros((), device=dev)
+        for micro_step in range(cfg.grad_accum):
+            inputs, targets = (t.to(dev) for t in self.sampler.next_batch())
+            # DDP all-reduces gradients on the last micro-step only
+            sync = micro_step == cfg.grad_accum - 1 or not self.dist.enabled
+            with contextlib.nullcontext() if sync else self.train_model.no_sync():
+                with _autocast(dev, self.dtype):
+                    loss = self.train_model(inputs, targets=targets)
+                (loss / cfg.grad_accum).backward()
+            loss_sum += loss.detach()
+        if cfg.optim.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step_no += 1
+        return lr, float(self.dist.mean(loss_sum / cfg.grad_accum))
+
+    def save(self) -> None:
+        if self.dist.is_main:
+            cfg, step = self.cfg, self.step_no
+            meta = {"lexformer_version": __version__, "torch_version": torch.__version__,
+                    "model": cfg.model.to_dict(), "train": cfg.to_dict(),
+                    "tokenizer": {"kind": self.tokenizer.kind,
+                                  "vocab_size": self.tokenizer.vocab_size},
+                    "corpus": {"name": self.corpus.name,
+                               "fingerprint": self.corpus.fingerprint},
+                    "world_size": self.dist.world, "step": step,
+                    "tokens_seen": step * cfg.batch_size * cfg.train_length,
+                    "last_loss": self.last_loss}
+            state = {"optimizer": self.optimizer.state_dict(),
+                     "sampler": self.sampler.state_dict(), "rng": _rng_state(), "step": step}
+            save_checkpoint(self.out_dir, self.model, meta, self.tokenizer, state)
+        self.dist.barrier()
+
+    def _record(self, lr: float) -> dict[str, Any]:
+        """This step's metrics line (validation loss every eval_interval and at the end)."""
+        cfg = self.cfg
+        record: dict[str, Any] = {"step": self.step_no, "loss": round(self.last_loss, 5),
+                                  "lr": lr, "tokens_per_s": round(self.tokens_per_s, 1)}
+        if self.val_windows is not None and (self.step_no % cfg.eval_interval == 0
+                                             or self.step_no == self.total):
+            self.last_val = _validation_loss(self.model, self.val_windows, self.device,
+                                             self.dtype, max(1, self.micro))
+            record["val_loss"] = round(self.last_val, 5)
+        if self.dist.is_main:
+            with open(self.metrics_path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+        return record
+
+    def loop(self, stop_after_steps: int | None = None) -> TrainSummary:
+        """Train to the budget, saving every checkpoint_interval steps; SIGINT/SIGTERM or
+        ``stop_after_steps`` save and stop early."""
+        cfg, stopped_early = self.cfg, False
+        bar = _progress_bar(self) if self.runtime.progress and self.dist.is_main else None
+        clock = _Clock(cfg.batch_size * cfg.train_length)
+        self.model.train()
+        with _StopRequest() as stop:
+            while self.step_no < self.total:
+                lr, self.last_loss = self.step()
+                self.tokens_per_s = clock.tick(self.step_no == self.total)
+                record = self._record(lr)
+                if bar is not None:
+                    _show(bar, record, self.last_val)
+                interrupted = self.dist.any(stop.requested) or (
+                    stop_after_steps is not None and self.step_no >= stop_after_steps)
+                if (self.step_no % cfg.checkpoint_interval == 0 or self.step_no == self.total
+                        or interrupted):
+                    self.save()
+                if interrupted and self.step_no < self.total:
+                    stopped_early = True
+                    break
+        if bar is not None:
+            bar.close()
+        return TrainSummary(self.step_no, self.total, self.last_loss, self.last_val,
+                            self.tokens_per_s, stopped_early, str(self.out_dir),
+                            self.model.num_parameters())
+
+
+class _Clock:
+    """Tokens per second over windows of at least two seconds (and at the last step)."""
+
+    def __init__(self, tokens_per_step: int) -> None:
+        self.tokens_per_step = tokens_per_step
+        self.start, self.tokens, self.rate = time.perf_counter(), 0, 0.0
+
+    def tick(self, last: bool) -> float:
+        self.tokens += self.tokens_per_step
+        elapsed = time.perf_counter() - self.start
+        if elapsed > 2.0 or last:
+            self.rate = self.tokens / elapsed
+            self.start, self.tokens = time.perf_counter(), 0
+        return self.rate
+
+
+def _show(bar, record: dict[str, Any], last_val: float | None) -> None:
+    post = {"loss": f"{record['loss']:.3f}", "tok/s": f"{record['tokens_per_s']:,.0f}"}
+    if last_val is not None:
+        post["val"] = f"{last_val:.3f}"
+    bar.set_postfix(post)
+    bar.update(1)
+
+
+def _progress_bar(trainer: Trainer):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=trainer.total, initial=trainer.step_no, unit="step", dynamic_ncols=True,
+                desc=f"train {trainer.cfg.position}")
+
+
+# --------------------------------------------------------------------------- entry point
 def train(
     cfg: TrainConfig,
     out_dir: str | Path,
@@ -266,201 +400,35 @@ def train(
     progress: bool = True,
     stop_after_steps: int | None = None,
     device: str | None = None,
-) -> dict[str, Any]:
-    """Train ``cfg`` into ``out_dir``; returns a summary (steps, final losses, tokens/s).
+    threads: int | None = None,
+    cache_dir: str | None = None,
+) -> TrainSummary:
+    """Train ``cfg`` into ``out_dir``.
 
-    ``resume`` continues from the checkpoint in ``out_dir``; without it an existing
-    checkpoint there is an error (nothing is overwritten). ``stop_after_steps`` stops early
-    as if interrupted (a checkpoint is written), which is how the resume test simulates a kill.
+    ``resume`` continues from the checkpoint in ``out_dir`` (it must have been made with
+    the same config; a finished run is left as it is); without it an existing checkpoint
+    there is an error (nothing is overwritten). ``stop_after_steps`` stops early as if
+    interrupted (a checkpoint is written), which is how the tests simulate a kill.
+    ``device``, ``threads``, ``cache_dir`` and ``progress`` do not change the result.
     """
+    runtime = RuntimeOptions(threads=threads, device=device, cache_dir=cache_dir,
+                             progress=progress)
+    dev = resolve_device(runtime.device)
     out_dir = Path(out_dir)
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    dist = _init_distributed(dev)
-    if dist.enabled and dev.type == "cuda":
-        dev = torch.device("cuda", dist.local_rank)
-        torch.cuda.set_device(dev)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    dtype = cfg.dtype if cfg.dtype != "auto" else ("bf16" if dev.type == "cuda" else "fp32")
-
-    if has_checkpoint(out_dir) and not resume:
-        raise LexformerError(
-            f"{out_dir} already holds a checkpoint; pass --resume to continue it or choose "
-            "another --out (nothing was overwritten)")
-    if resume and not has_checkpoint(out_dir):
-        raise LexformerError(f"--resume given but {out_dir} holds no checkpoint to resume")
-
-    per_rank = cfg.batch_size // cfg.grad_accum
-    if per_rank % dist.world:
-        raise LexformerError(
-            f"batch_size/grad_accum ({per_rank}) must be divisible by the number of processes "
-            f"({dist.world})")
-    micro = per_rank // dist.world
-
-    # Data: rank 0 builds the caches first so that other ranks only read them.
-    if dist.is_main:
-        corpus, tokenizer, tokens = prepare_data(cfg)
-    dist.barrier()
-    if not dist.is_main:
-        corpus, tokenizer, tokens = prepare_data(cfg)
-    from .data import BatchSampler
-
-    L = cfg.train_length
-    sampler = BatchSampler(tokens.splits["train"].tokens, L, micro, cfg.seed,
-                           rank=dist.rank, world_size=dist.world)
-    val_windows = _validation_windows(tokens.splits["validation"], L,
-                                      cfg.eval_batches * max(1, micro))
-
-    _seed_everything(cfg.seed)
-    model_cfg = cfg.model_config(tokenizer.vocab_size)
-    model = TransformerLM(model_cfg).to(dev)
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
-    fused = dev.type == "cuda"
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay},
-         {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, fused=fused or None)
-
-    total = cfg.total_steps()
-    step = 0
-    metrics_path = out_dir / "metrics.jsonl"
-    if resume:
-        from safetensors.torch import load_file
-
-        from .checkpoint import resolve_checkpoint_dir
-
-        ckpt = resolve_checkpoint_dir(out_dir)
-        saved_cfg = json.loads((ckpt / "config.json").read_text()).get("train", {})
-        if saved_cfg and saved_cfg.get("position") != cfg.position:
-            raise LexformerError(
-                f"cannot resume: the checkpoint in {out_dir} trains position "
-                f"{saved_cfg.get('position')!r}, not {cfg.position!r}")
-        state = load_file(str(ckpt / "model.safetensors"), device=str(dev))
-        if model_cfg.tie_embeddings:
-            state["lm_head.weight"] = state["tok_emb.weight"]
-        model.load_state_dict(state)
-        ts = load_train_state(out_dir)
-        optimizer.load_state_dict(ts["optimizer"])
-        sampler.load_state_dict(ts["sampler"])
-        _set_rng_state(ts["rng"])
-        step = int(ts["step"])
-        if dist.is_main and metrics_path.exists():
-            # drop lines logged after the checkpoint (a kill between log and save)
-            lines = [ln for ln in metrics_path.read_text().splitlines()
-                     if ln.strip() and json.loads(ln).get("step", 0) <= step]
-            metrics_path.write_text("".join(ln + "\n" for ln in lines))
-    elif dist.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        metrics_path.write_text("")
-
-    train_model = model
-    if dist.enabled:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
-        train_model = DDP(model, device_ids=[dev.index] if dev.type == "cuda" else None)
-    if cfg.compile:
-        train_model = torch.compile(train_model)
-
-    meta_base = {
-        "lexformer_version": __version__,
-        "model": model_cfg.to_dict(),
-        "train": cfg.to_dict(),
-        "tokenizer": {"kind": tokenizer.kind, "vocab_size": tokenizer.vocab_size},
-        "corpus": {"name": corpus.name, "fingerprint": corpus.fingerprint},
-        "torch_version": torch.__version__,
-        "world_size": dist.world,
-    }
-
-    def save(step_: int, last_loss: float | None) -> None:
-        if dist.is_main:
-            meta = dict(meta_base, step=step_, tokens_seen=step_ * cfg.batch_size * L,
-                        last_loss=last_loss)
-            train_state = {"optimizer": optimizer.state_dict(), "sampler": sampler.state_dict(),
-                           "rng": _rng_state(), "step": step_}
-            save_checkpoint(out_dir, model, meta, tokenizer, train_state)
-        dist.barrier()
-
-    def log(record: dict[str, Any]) -> None:
-        if dist.is_main:
-            with open(metrics_path, "a") as f:
-                f.write(json.dumps(record) + "\n")
-
-    bar = None
-    if progress and dist.is_main:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=total, initial=step, desc=f"train {cfg.position}", unit="step",
-                   dynamic_ncols=True)
-    model.train()
-    last_loss = None
-    last_val = None
-    t_window, tok_window = time.perf_counter(), 0
-    tokens_per_s = 0.0
-    stopped_early = False
-    with _StopRequest() as stop:
-        while step < total:
-            lr = lr_at(step, cfg, total)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            loss_sum = torch.zeros((), device=dev)
-            for micro_step in range(cfg.grad_accum):
-                inputs, targets = sampler.next_batch()
-                inputs, targets = inputs.to(dev), targets.to(dev)
-                sync = (micro_step == cfg.grad_accum - 1) or not dist.enabled
-                ctx = contextlib.nullcontext() if sync else train_model.no_sync()
-                with ctx:
-                    with _autocast(dev, dtype):
-                        logits = train_model(inputs)
-                    loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
-                    (loss / cfg.grad_accum).backward()
-                loss_sum += loss.detach()
-            if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            loss_value = (loss_sum / cfg.grad_accum)
-            if dist.enabled:
-                torch.distributed.all_reduce(loss_value)
-                loss_value = loss_value / dist.world
-            last_loss = float(loss_value)
-            tok_window += cfg.batch_size * L
-            elapsed = time.perf_counter() - t_window
-            if elapsed > 2.0 or step == total:
-                tokens_per_s = tok_window / elapsed
-                t_window, tok_window = time.perf_counter(), 0
-            record: dict[str, Any] = {"step": step, "loss": round(last_loss, 5), "lr": lr,
-                                      "tokens_per_s": round(tokens_per_s, 1)}
-            if val_windows is not None and (step % cfg.eval_interval == 0 or step == total):
-                last_val = _validation_loss(model, val_windows, dev, dtype, max(1, micro))
-                record["val_loss"] = round(last_val, 5)
-            log(record)
-            if bar is not None:
-                post = {"loss": f"{last_loss:.3f}", "tok/s": f"{tokens_per_s:,.0f}"}
-                if last_val is not None:
-                    post["val"] = f"{last_val:.3f}"
-                bar.set_postfix(post)
-                bar.update(1)
-            interrupted = dist.any(stop.requested) or (
-                stop_after_steps is not None and step >= stop_after_steps)
-            if step % cfg.checkpoint_interval == 0 or step == total or interrupted:
-                save(step, last_loss)
-            if interrupted and step < total:
-                stopped_early = True
-                break
-    if bar is not None:
-        bar.close()
-    return {
-        "step": step,
-        "total_steps": total,
-        "loss": last_loss,
-        "val_loss": last_val,
-        "tokens_per_s": tokens_per_s,
-        "stopped_early": stopped_early,
-        "out_dir": str(out_dir),
-        "parameters": model.num_parameters(),
-    }
+    meta = check_run_folder(cfg, out_dir, resume)
+    if meta is not None and meta["step"] >= cfg.total_steps():
+        return _finished_summary(cfg, out_dir, meta)
+    point = ResumePoint.read(out_dir) if resume else None
+    if runtime.threads:
+        torch.set_num_threads(runtime.threads)
+    trainer = Trainer(cfg, out_dir, runtime, dev)
+    trainer.setup()
+    if point is not None:
+        trainer.restore(point)
+    else:
+        trainer.start_fresh()
+    trainer.wrap()
+    return trainer.loop(stop_after_steps)
 
 
-__all__ = ["TrainConfig", "lr_at", "model_state", "prepare_data", "train"]
+__all__ = ["ResumePoint", "TrainSummary", "Trainer", "check_run_folder", "prepare_data", "train"]

@@ -8,6 +8,7 @@ module registers them and turns every user error into one line and exit code 2:
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 
 from ..errors import LexformerError
@@ -44,6 +45,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: OS errors a user's environment causes (rights, a full disk, a path that is a file or a
+#: folder where the other was needed): one line, not a traceback. Others are bugs.
+USER_OS_ERRORS = frozenset({
+    errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EISDIR,
+    errno.ENOTDIR, errno.ENOENT, errno.EEXIST, errno.ENAMETOOLONG,
+})
+
+
+def describe_os_error(e: OSError) -> str:
+    """``cannot access runs/x/model.safetensors: No space left on device``."""
+    where = f" {e.filename}" if e.filename else ""
+    return f"cannot access{where}: {e.strerror or e}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -53,7 +68,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.handler(args) or 0
     except LexformerError as e:
-        print(f"lexformer: error: {e}", file=sys.stderr)
+        print(f"lexformer: error: {' '.join(str(e).splitlines())}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if e.errno not in USER_OS_ERRORS:
+            raise
+        print(f"lexformer: error: {describe_os_error(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("lexformer: interrupted", file=sys.stderr)

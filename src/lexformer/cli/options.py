@@ -1,9 +1,13 @@
 """Parsing helpers shared by every subcommand: comma-separated lists checked at parse time,
-so a bad value ends in argparse's usage line and exit code 2 before any work starts."""
+so a bad value ends in argparse's usage line and exit code 2 before any work starts; and
+options generated from a config dataclass's fields (:func:`add_dataclass_options`)."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import types
+import typing
 
 
 def int_list(text: str) -> list[int]:
@@ -34,3 +38,48 @@ def attention_modes(text: str) -> list[str]:
 def checkpoint_corpus(ckpt, override: str | None) -> str:
     """The corpus to evaluate on: --corpus, else the one the checkpoint was trained on."""
     return override or ckpt.meta.get("corpus", {}).get("name", "shakespeare")
+
+
+# --------------------------------------------------------------------------- dataclass options
+def _option_fields(cls: type, prefix: str = ""):
+    """(dotted path, field, type) of every field of ``cls`` (nested dataclasses included)
+    whose metadata names a command-line option."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            yield from _option_fields(tp, f"{prefix}{f.name}.")
+        elif "cli" in f.metadata:
+            yield prefix + f.name, f, tp
+
+
+def _value_type(tp: type) -> tuple[type | None, tuple | None]:
+    """The argparse ``type`` and ``choices`` for a field annotation (``X | None`` → X)."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        tp = next(a for a in typing.get_args(tp) if a is not type(None))
+    if typing.get_origin(tp) is typing.Literal:
+        return None, typing.get_args(tp)
+    return tp, None
+
+
+def add_dataclass_options(parser: argparse.ArgumentParser, cls: type, prefix: str = "") -> None:
+    """One option per field of ``cls`` that carries ``lexformer.config.option`` metadata:
+    Literal fields give ``choices``, bool fields a flag. An option left out stays out of the
+    namespace (so the preset's value holds); its ``dest`` is the field's dotted path."""
+    for path, f, tp in _option_fields(cls, prefix):
+        kwargs: dict = {"dest": path, "default": argparse.SUPPRESS, "help": f.metadata["help"]}
+        value_type, choices = _value_type(tp)
+        if value_type is bool:
+            kwargs["action"] = "store_true"
+        elif choices is not None:
+            kwargs["choices"] = choices
+        else:
+            kwargs["type"] = value_type
+        parser.add_argument(f.metadata["cli"], **kwargs)
+
+
+def overrides_from_args(args: argparse.Namespace, cls: type, prefix: str = "") -> dict:
+    """``{dotted field path: value}`` for the options of ``cls`` given on the command line
+    (the prefix is removed from the paths)."""
+    return {path[len(prefix):]: getattr(args, path)
+            for path, _, _ in _option_fields(cls, prefix) if hasattr(args, path)}

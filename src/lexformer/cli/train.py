@@ -1,13 +1,21 @@
-"""``lexformer train``: train one model at length L."""
+"""``lexformer train``: train one model at length L.
+
+The options that set the run come from the fields of :class:`lexformer.config.TrainConfig`
+(and :class:`~lexformer.config.RuntimeOptions`) that carry option metadata; an option left
+out keeps the preset's value.
+"""
 
 from __future__ import annotations
 
 import argparse
 
+RUNTIME = "runtime."
+
 
 def add_parser(sub) -> None:
-    from ..positions import POSITION_SCHEMES
+    from ..config import RuntimeOptions, TrainConfig
     from ..presets import PRESETS
+    from .options import add_dataclass_options
 
     p = sub.add_parser(
         "train", help="train one model at length L",
@@ -19,48 +27,33 @@ def add_parser(sub) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--preset", default="smoke", choices=sorted(PRESETS),
                    help="model size and token budget")
-    p.add_argument("--position", default="xpos", choices=sorted(POSITION_SCHEMES),
-                   help="position scheme")
-    p.add_argument("--corpus", default="shakespeare",
-                   help="built-in corpus (shakespeare, milton, sword) or a path: a .txt file, a "
-                        "folder of .txt files, or a .jsonl file with a 'text' field")
     p.add_argument("--out", required=True, help="run folder")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
-    p.add_argument("--tokens", type=int, help="training budget in tokens (overrides preset)")
-    p.add_argument("--batch-size", type=int, help="sequences per optimizer step (global)")
-    p.add_argument("--grad-accum", type=int, help="micro-steps per optimizer step")
-    p.add_argument("--lr", type=float, help="peak learning rate")
-    p.add_argument("--schedule", choices=["cosine", "linear", "polynomial"])
-    p.add_argument("--train-length", type=int, help="training length L (overrides preset)")
-    p.add_argument("--tokenizer", choices=["bpe", "bytes"], help="byte-level BPE or raw bytes")
-    p.add_argument("--vocab-size", type=int, help="BPE vocabulary size")
-    p.add_argument("--dtype", choices=["auto", "fp32", "bf16"],
-                   help="bf16 autocast (auto: bf16 on CUDA, fp32 on CPU)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--threads", type=int, help="torch CPU threads")
-    p.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda if available)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_dataclass_options(p, TrainConfig)
+    add_dataclass_options(p, RuntimeOptions, RUNTIME)
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(handler=run)
 
 
 def run(args) -> int:
-    from ..train import TrainConfig, train
+    from ..config import RuntimeOptions, TrainConfig
+    from ..distributed import is_main_process
+    from ..train import train
+    from .options import overrides_from_args
 
-    model = {"train_length": args.train_length} if args.train_length else {}
-    cfg = TrainConfig.from_preset(
-        args.preset, position=args.position, corpus=args.corpus, tokens=args.tokens,
-        batch_size=args.batch_size, grad_accum=args.grad_accum, lr=args.lr,
-        schedule=args.schedule, tokenizer=args.tokenizer, vocab_size=args.vocab_size,
-        dtype=args.dtype, compile=args.compile or None, seed=args.seed, threads=args.threads,
-        model=model)
-    summary = train(cfg, args.out, resume=args.resume, progress=not args.no_progress,
-                    device=args.device)
-    import os
-
-    if int(os.environ.get("RANK", "0")) == 0:
-        state = "stopped early (resume with --resume)" if summary["stopped_early"] else "done"
-        print(f"{state}: step {summary['step']}/{summary['total_steps']}, loss "
-              f"{summary['loss']:.4f}, {summary['tokens_per_s']:,.0f} tokens/s, "
-              f"checkpoint in {summary['out_dir']}")
+    cfg = TrainConfig.from_preset(args.preset, **overrides_from_args(args, TrainConfig))
+    runtime = RuntimeOptions(**overrides_from_args(args, RuntimeOptions, RUNTIME),
+                             progress=not args.no_progress)
+    summary = train(cfg, args.out, resume=args.resume, progress=runtime.progress,
+                    device=runtime.device, threads=runtime.threads)
+    if not is_main_process():
+        return 0
+    if summary.already_finished:
+        print(f"nothing to do: {summary.out_dir} already finished its {summary.total_steps} "
+              f"steps (step {summary.step})")
+        return 0
+    state = "stopped early (resume with --resume)" if summary.stopped_early else "done"
+    loss = "n/a" if summary.loss is None else f"{summary.loss:.4f}"
+    print(f"{state}: step {summary.step}/{summary.total_steps}, loss {loss}, "
+          f"{summary.tokens_per_s:,.0f} tokens/s, checkpoint in {summary.out_dir}")
     return 0

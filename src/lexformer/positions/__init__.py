@@ -32,12 +32,6 @@ POSITION_SCHEMES: dict[str, Callable[[ModelConfig], PositionScheme]] = {
     "none": lambda c: NoPosition(),
 }
 
-#: the kind of each registered scheme, known without building it (for config validation)
-SCHEME_KINDS = {
-    "xpos": ROTARY, "rope": ROTARY, "alibi": BIAS,
-    "absolute": ADDITIVE, "learned": ADDITIVE, "none": NONE,
-}
-
 
 def build_position_scheme(config: ModelConfig) -> PositionScheme:
     """The position scheme named by ``config.position``, built for that config."""
@@ -50,7 +44,6 @@ __all__ = [
     "NONE",
     "POSITION_SCHEMES",
     "ROTARY",
-    "SCHEME_KINDS",
     "ALiBi",
     "LearnedPosition",
     "NoPosition",
