@@ -10,7 +10,10 @@ import torch
 
 from lexformer import ModelConfig, TransformerLM
 from lexformer.analysis import (
+    AnalysisResult,
     analytic_resolution,
+    analytic_resolutions,
+    analyze_model,
     empirical_expected_scores,
     expectation_curve,
     model_resolution,
@@ -201,3 +204,28 @@ def test_model_resolution_blockwise(tiny_model, documents):
 def test_model_resolution_no_usable_document(tiny_model):
     with pytest.raises(LexformerError):
         model_resolution(tiny_model, [np.arange(10)], 32, "full")
+
+
+# --------------------------------------------------------------------------- typed results
+def test_analyze_model_collects_every_mode_and_length(tiny_model, documents):
+    m = analyze_model(tiny_model, documents, [16, 32], ["full", "blockwise"], step=7)
+    assert m.model == "xpos" and m.head_dim == 16 and m.step == 7
+    assert [(r.attention, r.length) for r in m.results] == [
+        ("full", 16), ("full", 32), ("blockwise", 16), ("blockwise", 32)]
+    direct = model_resolution(tiny_model, documents, 32, "blockwise")
+    assert m.get("blockwise", 32).resolution == direct["resolution"]
+    np.testing.assert_array_equal(m.get("blockwise", 32).s_hat, direct["s_hat"])
+
+
+def test_analysis_json_round_trip_keeps_nan_and_int_keys(tiny_model, documents):
+    import json
+
+    m = analyze_model(tiny_model, documents, [32], ["blockwise"])
+    result = AnalysisResult(16, analytic_resolutions(16, [32, 64]), {"xpos": m})
+    text = json.dumps(result.to_json(), allow_nan=False)  # NaN would not be valid JSON
+    back = AnalysisResult.from_json(json.loads(text))
+    assert back.analytic == result.analytic and set(back.analytic["rope"]) == {32, 64}
+    s_back, s = back.models["xpos"].get("blockwise", 32).s_hat, m.get("blockwise", 32).s_hat
+    np.testing.assert_array_equal(np.isnan(s_back), np.isnan(s))
+    np.testing.assert_array_equal(s_back[~np.isnan(s)], s[~np.isnan(s)])
+    assert back.analytic["xpos"][64] == analytic_resolution(16, 64, 0.4)

@@ -6,7 +6,8 @@ import sys
 
 import numpy as np
 
-from lexformer.paper import TABLE2
+from lexformer.evaluate import Label
+from lexformer.paper import TABLE2_BY_LABEL
 from lexformer.plots import (
     plot_expectation_curves,
     plot_expected_scores,
@@ -37,14 +38,15 @@ def test_expectation_curves_png(tmp_path):
 
 def test_perplexity_vs_length_png(tmp_path):
     results = {
-        "xpos / full": {64: 160.0, 128: 150.0, 256: 149.0, 512: 152.0, 1024: 160.0},
-        "xpos / blockwise": {64: 160.0, 128: 150.0, 256: 149.0, 512: 146.0, 1024: 145.0},
-        "rope / full": {64: 158.0, 128: 151.0, 256: 150.0, 512: 400.0, 1024: 3000.0},
-        "rope / blockwise": {64: 158.0, 128: 151.0, 256: 150.0, 512: 151.0, 1024: None},
+        Label("xpos", "full"): {64: 160.0, 128: 150.0, 256: 149.0, 512: 152.0, 1024: 160.0},
+        Label("xpos", "blockwise"): {64: 160.0, 128: 150.0, 256: 149.0, 512: 146.0, 1024: 145.0},
+        Label("rope", "full"): {64: 158.0, 128: 151.0, 256: 150.0, 512: 400.0, 1024: 3000.0},
+        Label("rope", "blockwise"): {64: 158.0, 128: 151.0, 256: 150.0, 512: 151.0, 1024: None},
     }
     path = plot_perplexity_vs_length(tmp_path / "a" / "b" / "ppl.png", results, 256)
     assert _is_png(path)
-    path2 = plot_perplexity_vs_length(tmp_path / "ppl_paper.png", results, 256, paper=TABLE2)
+    path2 = plot_perplexity_vs_length(tmp_path / "ppl_paper.png", results, 256,
+                                      paper=TABLE2_BY_LABEL)
     assert _is_png(path2)
 
 
@@ -53,6 +55,6 @@ def test_expected_scores_png(tmp_path):
     blockwise = s.copy()
     blockwise[32:] = np.nan
     path = plot_expected_scores(tmp_path / "shat" / "s.png",
-                                {"xpos / full": s, "xpos / blockwise": blockwise,
-                                 "rope / full": np.cos(np.arange(64.0))})
+                                {Label("xpos", "full"): s, Label("xpos", "blockwise"): blockwise,
+                                 Label("rope", "full"): np.cos(np.arange(64.0))})
     assert _is_png(path)

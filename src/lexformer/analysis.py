@@ -1,4 +1,5 @@
-"""Attention resolution (SPEC §3): the analytic expectation curve and the measured one.
+"""Attention resolution (docs/method.md, "Attention resolution"): the analytic expectation
+curve and the measured one.
 
 * :func:`expectation_curve` — paper Eq. 8: the expected score at distance n for all-ones q
   and k, ``g[n] = Σ_j cos(nθ_j) ζ_j^(n/B)`` (ζ = 1 is RoPE). Figure 1 of the paper.
@@ -6,6 +7,8 @@
 * :func:`empirical_expected_scores` — paper Eq. 11: ŝ[n], the mean pre-softmax score of a
   query on the key n positions back, from a model's recorded attention scores.
 * :func:`model_resolution` — ŝ and R(ŝ) of a model on real text, full or blockwise.
+* :func:`analyze_model` — :func:`model_resolution` at several lengths and modes, as a typed
+  :class:`ModelAnalysis` (what ``lexformer analyze`` and the reproduction both run).
 
 R as defined here is at most 1; the paper's Table 3 reports 1.08 for LeX, so the paper
 normalised in a way it does not state. Compare orderings with the paper, not magnitudes.
@@ -13,7 +16,8 @@ normalised in a way it does not state. Compare orderings with the paper, not mag
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -56,7 +60,7 @@ def expectation_curve(
 
 
 def resolution(s: Sequence[float] | np.ndarray | torch.Tensor) -> float:
-    """Attention resolution ``R(s)`` of a score curve s[0..N] (SPEC §3, paper Eq. 9).
+    """Attention resolution ``R(s)`` of a score curve s[0..N] (paper Eq. 9).
 
     ``R(s) = Σ_{i=0}^{N-1} e^{s[i]} (e^{s[i]} − e^{s[i+1]}) / (Σ_{i=0}^{N} e^{s[i]})²``
 
@@ -227,8 +231,137 @@ def model_resolution(
     }
 
 
+# --------------------------------------------------------------------------- typed results
+def _curve_to_json(s_hat: np.ndarray) -> list[float | None]:
+    """NaN (a distance no query sees) becomes null: JSON has no NaN."""
+    return [float(x) if np.isfinite(x) else None for x in np.asarray(s_hat, dtype=np.float64)]
+
+
+def _curve_from_json(values: Sequence[float | None]) -> np.ndarray:
+    return np.array([np.nan if x is None else float(x) for x in values], dtype=np.float64)
+
+
+@dataclass
+class ResolutionResult:
+    """ŝ[n] and R(ŝ) of one model at one length in one attention mode."""
+
+    attention: str
+    length: int
+    resolution: float
+    s_hat: np.ndarray
+    n_texts: int | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.attention}@{self.length}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"attention": self.attention, "length": self.length,
+                "resolution": float(self.resolution), "s_hat": _curve_to_json(self.s_hat),
+                "n_texts": self.n_texts}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ResolutionResult:
+        return cls(attention=str(data["attention"]), length=int(data["length"]),
+                   resolution=float(data["resolution"]), s_hat=_curve_from_json(data["s_hat"]),
+                   n_texts=data.get("n_texts"))
+
+
+@dataclass
+class ModelAnalysis:
+    """Attention resolution of one model: one :class:`ResolutionResult` per (mode, length).
+
+    ``step`` identifies the checkpoint, so a saved analysis is reused only for the same one."""
+
+    model: str
+    head_dim: int
+    results: list[ResolutionResult] = field(default_factory=list)
+    step: int | None = None
+
+    def get(self, attention: str, length: int) -> ResolutionResult:
+        for r in self.results:
+            if (r.attention, r.length) == (attention, length):
+                return r
+        raise KeyError(f"{self.model}: no resolution for {attention} at {length}")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"model": self.model, "head_dim": self.head_dim, "step": self.step,
+                "results": [r.to_json() for r in self.results]}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ModelAnalysis:
+        return cls(model=str(data["model"]), head_dim=int(data["head_dim"]),
+                   results=[ResolutionResult.from_json(r) for r in data["results"]],
+                   step=data.get("step"))
+
+
+@dataclass
+class AnalysisResult:
+    """Analytic resolutions (``analytic[curve][distance]``, curve "rope" or "xpos") and the
+    measured ones of every model (``models[name]``)."""
+
+    head_dim: int
+    analytic: dict[str, dict[int, float]]
+    models: dict[str, ModelAnalysis] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"head_dim": self.head_dim,
+                "analytic": {k: {str(n): v for n, v in per.items()}
+                             for k, per in self.analytic.items()},
+                "models": {k: m.to_json() for k, m in self.models.items()}}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> AnalysisResult:
+        return cls(head_dim=int(data["head_dim"]),
+                   analytic={k: {int(n): float(v) for n, v in per.items()}
+                             for k, per in data["analytic"].items()},
+                   models={k: ModelAnalysis.from_json(m) for k, m in data["models"].items()})
+
+
+#: the analytic curves compared: RoPE (no decay) and XPOS with the paper's γ
+ANALYTIC_CURVES: dict[str, float | None] = {"rope": None, "xpos": 0.4}
+
+
+def analytic_resolutions(head_dim: int, distances: Sequence[int]) -> dict[str, dict[int, float]]:
+    """R of the RoPE and XPOS expectation curves over 0..n for every n in ``distances``."""
+    return {name: {int(n): analytic_resolution(head_dim, int(n), gamma) for n in distances}
+            for name, gamma in ANALYTIC_CURVES.items()}
+
+
+def analyze_model(model: torch.nn.Module, documents: Sequence[np.ndarray], lengths: Sequence[int],
+                  attentions: Sequence[str], name: str | None = None,
+                  step: int | None = None) -> ModelAnalysis:
+    """:func:`model_resolution` of a lexformer model at every (attention, length)."""
+    results = []
+    for attention in attentions:
+        for n in lengths:
+            r = model_resolution(model, documents, n, attention)
+            results.append(ResolutionResult(attention, int(n), float(r["resolution"]),
+                                            np.asarray(r["s_hat"]), r["n_texts"]))
+    return ModelAnalysis(model=name or model.config.position, head_dim=model.config.head_dim,
+                         results=results, step=step)
+
+
+def analyze_checkpoint(checkpoint, corpus: str, split: str, lengths: Sequence[int],
+                       attentions: Sequence[str], max_docs: int | None = None) -> ModelAnalysis:
+    """The measured resolution of a loaded checkpoint on ``corpus``/``split``: what
+    ``lexformer analyze`` and the reproduction's analysis stage both run."""
+    from .evaluate import evaluation_documents
+
+    docs = evaluation_documents(corpus, checkpoint.tokenizer, split, max(lengths), max_docs)
+    return analyze_model(checkpoint.model, docs, lengths, attentions,
+                         name=checkpoint.config.position, step=checkpoint.meta.get("step"))
+
+
 __all__ = [
+    "ANALYTIC_CURVES",
+    "AnalysisResult",
+    "ModelAnalysis",
+    "ResolutionResult",
     "analytic_resolution",
+    "analytic_resolutions",
+    "analyze_checkpoint",
+    "analyze_model",
     "empirical_expected_scores",
     "expectation_curve",
     "model_resolution",

@@ -1,57 +1,137 @@
-"""Perplexity by length, the paper's protocol (SPEC §4).
+"""Perplexity by length, the paper's protocol.
 
 Keep the documents that hold at least N = max(lengths) tokens, take the same first N tokens
 of each, and split them into chunks of every target length, so that every length scores the
 same tokens. Each chunk is a standalone sequence; its first token has no context and is not
 scored. Perplexity = exp(mean token NLL).
+
+The model is reached only through :class:`lexformer.lm.LanguageModel` (``token_nll``), so a
+model trained here and a pretrained one are measured by the same code. Results are typed
+(:class:`LengthResult`, :class:`PerplexityResult`); their JSON form is produced and read only
+by their ``to_json`` / ``from_json``.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .errors import LexformerError
+from .lm import LanguageModel, LexformerLM
 from .model import TransformerLM
+from .stats import perplexity_interval, resample_indices
 
 #: chunks per forward pass are grouped so that one batch holds about this many tokens
 EVAL_BATCH_TOKENS = 16384
 
 
-@torch.no_grad()
-def chunk_nll(
-    model: TransformerLM,
-    chunks: torch.Tensor,
-    attention: str,
-    batch_tokens: int = EVAL_BATCH_TOKENS,
-    autocast_dtype: torch.dtype | None = None,
-) -> tuple[float, int]:
-    """Summed NLL and number of scored tokens over chunks (n, length)."""
-    model.eval()
-    device = next(model.parameters()).device
-    length = chunks.shape[1]
-    per_batch = max(1, batch_tokens // length)
-    total, count = 0.0, 0
-    for i in range(0, len(chunks), per_batch):
-        batch = chunks[i: i + per_batch].to(device)
-        if autocast_dtype is not None:
-            with torch.autocast(device.type, dtype=autocast_dtype):
-                logits = model(batch, attention=attention)
-        else:
-            logits = model(batch, attention=attention)
-        nll = F.cross_entropy(logits[:, :-1].float().flatten(0, 1), batch[:, 1:].flatten(),
-                              reduction="sum")
-        total += nll.item()
-        count += batch[:, 1:].numel()
-    return total, count
+class Label(NamedTuple):
+    """One evaluated configuration: a position scheme (or model name) and an attention mode."""
+
+    scheme: str
+    attention: str
+
+    def __str__(self) -> str:
+        return f"{self.scheme} / {self.attention}"
 
 
-def check_lengths(lengths: Sequence[int], model: TransformerLM | None = None) -> list[int]:
+@dataclass
+class LengthResult:
+    """Perplexity of one model, one attention mode, one length.
+
+    ``doc_nll`` holds each document's summed NLL at this length (for the paired bootstrap);
+    every document contributes the same number of scored tokens, ``tokens / documents``.
+    """
+
+    length: int
+    perplexity: float
+    nll: float
+    tokens: int
+    documents: int
+    ci95: tuple[float, float] | None = None
+    doc_nll: tuple[float, ...] = ()
+
+    @property
+    def tokens_per_document(self) -> float:
+        return self.tokens / self.documents
+
+    def to_json(self) -> dict[str, Any]:
+        return {"perplexity": self.perplexity, "nll": self.nll, "tokens": self.tokens,
+                "documents": self.documents,
+                "ci95": list(self.ci95) if self.ci95 is not None else None,
+                "doc_nll": list(self.doc_nll)}
+
+    @classmethod
+    def from_json(cls, length: int | str, data: Mapping[str, Any]) -> LengthResult:
+        ci = data.get("ci95")
+        return cls(length=int(length), perplexity=float(data["perplexity"]),
+                   nll=float(data["nll"]), tokens=int(data["tokens"]),
+                   documents=int(data["documents"]),
+                   ci95=(float(ci[0]), float(ci[1])) if ci else None,
+                   doc_nll=tuple(float(x) for x in data.get("doc_nll", ())))
+
+
+@dataclass
+class PerplexityResult:
+    """Perplexity of one model: ``results[attention][length]``, with where it was measured.
+
+    ``checkpoint`` and ``step`` identify the exact weights, so a saved result is reused only
+    for the same model."""
+
+    model: str
+    corpus: str
+    split: str
+    results: dict[str, dict[int, LengthResult]]
+    checkpoint: str | None = None
+    step: int | None = None
+    seconds: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def lengths(self) -> list[int]:
+        return sorted({n for per in self.results.values() for n in per})
+
+    @property
+    def attentions(self) -> list[str]:
+        return list(self.results)
+
+    def perplexity(self, attention: str, length: int) -> float:
+        return self.results[attention][length].perplexity
+
+    def to_json(self) -> dict[str, Any]:
+        return {"model": self.model, "corpus": self.corpus, "split": self.split,
+                "checkpoint": self.checkpoint, "step": self.step, "seconds": self.seconds,
+                "lengths": self.lengths, **self.extra,
+                "results": {a: {str(n): r.to_json() for n, r in per.items()}
+                            for a, per in self.results.items()}}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> PerplexityResult:
+        known = {"model", "corpus", "split", "checkpoint", "step", "seconds", "lengths",
+                 "results"}
+        return cls(model=str(data.get("model", "")), corpus=str(data.get("corpus", "")),
+                   split=str(data.get("split", "test")),
+                   results={a: {int(n): LengthResult.from_json(n, r) for n, r in per.items()}
+                            for a, per in data["results"].items()},
+                   checkpoint=data.get("checkpoint"), step=data.get("step"),
+                   seconds=data.get("seconds"),
+                   extra={k: v for k, v in data.items() if k not in known})
+
+
+def as_language_model(model: LanguageModel | TransformerLM) -> LanguageModel:
+    """A bare :class:`TransformerLM` wrapped as a :class:`LexformerLM`; anything else as is."""
+    return LexformerLM(model) if isinstance(model, TransformerLM) else model
+
+
+def check_lengths(lengths: Sequence[int], model: LanguageModel | TransformerLM | None = None,
+                  attentions: Sequence[str] | None = None) -> list[int]:
+    """Sorted distinct lengths, each ≥ 2 and dividing the largest, within what the model can
+    score under every requested attention method."""
     lengths = sorted({int(x) for x in lengths})
     if not lengths or lengths[0] < 2:
         raise LexformerError("lengths must be integers ≥ 2, e.g. --lengths 64,128,256")
@@ -61,27 +141,63 @@ def check_lengths(lengths: Sequence[int], model: TransformerLM | None = None) ->
         raise LexformerError(
             f"every length must divide the largest ({top}) so all lengths score the same "
             f"tokens; {', '.join(map(str, bad))} do(es) not")
-    if model is not None and model.config.position == "learned" and top > model.config.train_length:
-        raise LexformerError(
-            f"the 'learned' scheme cannot evaluate past its training length "
-            f"{model.config.train_length}; got {top}")
+    if model is not None:
+        lm = as_language_model(model)
+        for attention in attentions or lm.attention_methods[:1]:
+            limit = lm.max_length(attention)
+            if limit is not None and top > limit:
+                raise LexformerError(
+                    f"{lm.name} cannot evaluate past length {limit} with {attention} "
+                    f"attention (the 'learned' scheme stops at its training length); got {top}")
     return lengths
 
 
+def _progress_bar(total: int, progress: bool):
+    if not progress:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="eval", unit="setting", dynamic_ncols=True, leave=False)
+
+
+def document_nll(model: LanguageModel, tokens: torch.Tensor, length: int, attention: str,
+                 batch_tokens: int = EVAL_BATCH_TOKENS) -> np.ndarray:
+    """Summed NLL of each document (rows of ``tokens``, (n_docs, N)) scored in chunks of
+    ``length``; float64, shape (n_docs,)."""
+    n_docs, top = tokens.shape
+    chunks = tokens.reshape(-1, length)  # document d owns rows d·(N/length) … (d+1)·(N/length)−1
+    per_batch = max(1, batch_tokens // length)
+    chunk_nll = np.empty(len(chunks), dtype=np.float64)
+    for i in range(0, len(chunks), per_batch):
+        nll = model.token_nll(chunks[i: i + per_batch], attention)  # (b, length − 1) fp32
+        chunk_nll[i: i + len(nll)] = nll.double().sum(dim=1).cpu().numpy()
+    return chunk_nll.reshape(n_docs, top // length).sum(axis=1)
+
+
+def _length_result(doc_nll: np.ndarray, length: int, top: int, indices) -> LengthResult:
+    n_docs = len(doc_nll)
+    tokens = n_docs * (top // length) * (length - 1)
+    mean = float(doc_nll.sum()) / tokens
+    return LengthResult(length=length, perplexity=math.exp(mean), nll=mean, tokens=tokens,
+                        documents=n_docs,
+                        ci95=perplexity_interval(doc_nll, tokens / n_docs, indices),
+                        doc_nll=tuple(float(x) for x in doc_nll))
+
+
 def evaluate_perplexity(
-    model: TransformerLM,
+    model: LanguageModel | TransformerLM,
     documents: Iterable[np.ndarray],
     lengths: Sequence[int],
     attentions: Sequence[str] = ("full", "blockwise"),
     progress: bool = True,
-    autocast_dtype: torch.dtype | None = None,
-) -> dict[str, dict[int, dict[str, Any]]]:
-    """``{attention: {length: {"perplexity", "nll", "tokens", "documents"}}}``.
+    batch_tokens: int = EVAL_BATCH_TOKENS,
+) -> dict[str, dict[int, LengthResult]]:
+    """``{attention: {length: LengthResult}}`` with a 95 % bootstrap interval per cell.
 
     ``documents`` are token arrays of exactly N = max(lengths) tokens (see
-    :func:`lexformer.data.eval_documents`).
-    """
-    lengths = check_lengths(lengths, model)
+    :func:`evaluation_documents`)."""
+    lm = as_language_model(model)
+    lengths = check_lengths(lengths, lm, attentions)
     docs = [np.asarray(d, dtype=np.int64) for d in documents]
     top = lengths[-1]
     if not docs:
@@ -89,40 +205,56 @@ def evaluate_perplexity(
     if any(len(d) != top for d in docs):
         raise LexformerError(f"every evaluation document must hold exactly {top} tokens")
     tokens = torch.from_numpy(np.stack(docs))  # (n_docs, N)
-    results: dict[str, dict[int, dict[str, Any]]] = {}
-    jobs = [(a, n) for a in attentions for n in lengths]
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(jobs), desc="eval", unit="setting", dynamic_ncols=True,
-                   leave=False)
-    for attention, n in jobs:
-        chunks = tokens.reshape(-1, n)  # every document's first N tokens, in chunks of n
-        nll, count = chunk_nll(model, chunks, attention, autocast_dtype=autocast_dtype)
-        results.setdefault(attention, {})[n] = {
-            "perplexity": math.exp(nll / count),
-            "nll": nll / count,
-            "tokens": count,
-            "documents": len(docs),
-        }
-        if bar is not None:
-            bar.set_postfix(attention=attention, length=n,
-                            ppl=f"{results[attention][n]['perplexity']:.2f}")
-            bar.update(1)
+    # the same resamples for every model and mode (none for a single document)
+    indices = resample_indices(len(docs)) if len(docs) > 1 else None
+    results: dict[str, dict[int, LengthResult]] = {}
+    bar = _progress_bar(len(attentions) * len(lengths), progress)
+    for attention in attentions:
+        for n in lengths:
+            doc_nll = document_nll(lm, tokens, n, attention, batch_tokens)
+            results.setdefault(attention, {})[n] = _length_result(doc_nll, n, top, indices)
+            if bar is not None:
+                bar.set_postfix(attention=attention, length=n,
+                                ppl=f"{results[attention][n].perplexity:.2f}")
+                bar.update(1)
     if bar is not None:
         bar.close()
     return results
 
 
-def format_table(results: dict[str, dict[int, dict[str, Any]]], title: str = "") -> str:
-    """Plain-text table: attention modes down, lengths across."""
+def evaluate_model(model: LanguageModel, corpus: str, split: str, lengths: Sequence[int],
+                   attentions: Sequence[str], max_docs: int | None = None,
+                   progress: bool = True, checkpoint: str | None = None,
+                   step: int | None = None) -> PerplexityResult:
+    """Evaluate ``model`` on ``corpus``/``split`` at ``lengths``: the documents and the
+    measurement in one call, as a :class:`PerplexityResult`."""
+    import time
+
+    lengths = check_lengths(lengths, model, attentions)
+    docs = evaluation_documents(corpus, model, split, lengths[-1], max_docs)
+    started = time.time()
+    results = evaluate_perplexity(model, docs, lengths, attentions, progress=progress)
+    return PerplexityResult(model=model.name, corpus=corpus, split=split, results=results,
+                            checkpoint=checkpoint, step=step, seconds=time.time() - started)
+
+
+def format_cell(result: LengthResult) -> str:
+    """``81.12 ±0.90``: the perplexity and half the width of its 95 % interval."""
+    if result.ci95 is None:
+        return f"{result.perplexity:.2f}"
+    return f"{result.perplexity:.2f} ±{(result.ci95[1] - result.ci95[0]) / 2:.2f}"
+
+
+def format_table(results: Mapping[str, Mapping[int, LengthResult]], title: str = "") -> str:
+    """Plain-text table: attention modes down, lengths across; ± is half the 95 % interval."""
     lengths = sorted({n for per in results.values() for n in per})
-    head = f"{title:<12}" + "".join(f"{n:>10}" for n in lengths)
-    rows = [head]
+    width = max([16] + [len(format_cell(r)) + 2 for per in results.values()
+                        for r in per.values()])
+    rows = [f"{title:<12}" + "".join(f"{n:>{width}}" for n in lengths)]
     for attention, per in results.items():
         rows.append(f"{attention:<12}" + "".join(
-            f"{per[n]['perplexity']:>10.2f}" if n in per else f"{'-':>10}" for n in lengths))
+            f"{format_cell(per[n]):>{width}}" if n in per else f"{'-':>{width}}"
+            for n in lengths))
     return "\n".join(rows)
 
 
@@ -131,12 +263,30 @@ def default_lengths(train_length: int) -> list[int]:
     return [train_length * 2 ** k // 4 for k in range(7) if train_length * 2 ** k // 4 >= 2]
 
 
-def evaluation_documents(corpus_name: str, tokenizer, split: str, max_length: int,
-                         max_docs: int | None = None, cache_dir: str | None = None):
-    """The first ``max_length`` tokens of each document of ``split`` long enough to hold them."""
+def evaluation_documents(corpus_name: str, tokenizer_or_model: Any, split: str,
+                         max_length: int, max_docs: int | None = None,
+                         cache_dir: str | None = None) -> list[np.ndarray]:
+    """The first ``max_length`` tokens of each document of ``split`` long enough to hold them
+    (at most ``max_docs``, ≥ 1, of them). Takes a tokenizer or a model that has one."""
+    from .config import SPLITS
     from .data import eval_documents, load_corpus, tokenize_corpus
 
+    if max_docs is not None and max_docs < 1:
+        raise LexformerError(f"max_docs must be at least 1, got {max_docs}")
+    if split not in SPLITS:
+        raise LexformerError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
+    tokenizer = getattr(tokenizer_or_model, "tokenizer", tokenizer_or_model)
+    if tokenizer is None:
+        raise LexformerError("this model has no tokenizer: cannot tokenize a corpus for it")
     corpus = load_corpus(corpus_name, cache_dir=cache_dir)
     tokens = tokenize_corpus(corpus, tokenizer, cache_dir=cache_dir)
+    if split not in tokens.splits or len(tokens.splits[split].tokens) == 0:
+        raise LexformerError(f"corpus {corpus_name!r} has no {split!r} text")
     docs = eval_documents(tokens.splits[split], max_length)
-    return docs[:max_docs] if max_docs else docs
+    return docs[:max_docs] if max_docs is not None else docs
+
+
+__all__ = ["EVAL_BATCH_TOKENS", "Label", "LengthResult", "PerplexityResult",
+           "as_language_model", "check_lengths", "default_lengths", "document_nll",
+           "evaluate_model", "evaluate_perplexity", "evaluation_documents", "format_cell",
+           "format_table"]

@@ -29,3 +29,12 @@ TABLE5 = {
     ("xpos", "full"): (22.56, 28.43),
     ("xpos", "blockwise"): (21.6, 20.73),
 }
+
+#: Table 2 keyed by (scheme, attention): the paper's baselines use full attention, LeX is
+#: XPOS with blockwise attention.
+TABLE2_BY_LABEL = {
+    ("absolute", "full"): TABLE2["absolute"],
+    ("alibi", "full"): TABLE2["alibi"],
+    ("rope", "full"): TABLE2["rope"],
+    ("xpos", "blockwise"): TABLE2["xpos+blockwise (LeX)"],
+}

@@ -5,9 +5,10 @@ Every function creates the output folder, writes a PNG at 120 dpi, closes its fi
 returns the path. matplotlib is imported inside the functions, with the Agg backend, so that
 importing :mod:`lexformer` never touches matplotlib or a display.
 
-Curve labels of the form ``"<scheme> / <attention>"`` (e.g. ``"xpos / blockwise"``) get one
-colour per scheme and one line style per attention mode (full solid, blockwise dashed,
-sliding dotted), so a scheme's two curves read as a pair.
+Curves are keyed by :class:`lexformer.evaluate.Label` — a ``(scheme, attention)`` pair —
+and get one colour per scheme and one line style per attention mode (full solid, blockwise
+dashed, sliding dotted), so a scheme's two curves read as a pair. The legend shows
+``"<scheme> / <attention>"``.
 """
 
 from __future__ import annotations
@@ -47,32 +48,28 @@ def _save(fig: Any, path: Path) -> Path:
     return path
 
 
-def _split_label(label: str) -> tuple[str, str]:
-    """``"xpos / blockwise"`` → ("xpos", "blockwise"); ``"xpos+blockwise (LeX)"`` →
-    ("xpos", "blockwise"); a bare scheme name → (name, "full")."""
-    if " / " in label:
-        scheme, attention = label.split(" / ", 1)
-        return scheme.strip(), attention.strip()
-    head = label.split(" ", 1)[0]
-    if "+" in head:
-        scheme, attention = head.split("+", 1)
-        return scheme.strip(), attention.strip()
-    return head.strip(), "full"
+def _label(key: tuple[str, str]) -> tuple[str, str]:
+    scheme, attention = key
+    return str(scheme), str(attention)
 
 
-def _scheme_colours(labels: Iterable[str]) -> dict[str, Any]:
+def _legend(key: tuple[str, str]) -> str:
+    return "{} / {}".format(*_label(key))
+
+
+def _scheme_colours(labels: Iterable[tuple[str, str]]) -> dict[str, Any]:
     plt = _pyplot()
     cycle = plt.rcParams["axes.prop_cycle"].by_key().get("color", ["C0"])
     colours: dict[str, Any] = {}
     for label in labels:
-        scheme = _split_label(label)[0]
+        scheme = _label(label)[0]
         if scheme not in colours:
             colours[scheme] = cycle[len(colours) % len(cycle)]
     return colours
 
 
-def _style(label: str, colours: Mapping[str, Any]) -> dict[str, Any]:
-    scheme, attention = _split_label(label)
+def _style(label: tuple[str, str], colours: Mapping[str, Any]) -> dict[str, Any]:
+    scheme, attention = _label(label)
     return {"color": colours[scheme], "linestyle": _LINESTYLES.get(attention, "-.")}
 
 
@@ -126,7 +123,7 @@ def _length_axes(ax: Any, lengths: list[int], values: list[float], train_length:
     ax.grid(alpha=0.3, which="both")
 
 
-def _plot_ppl_lines(ax: Any, table: Mapping[str, Mapping[Any, float | None]],
+def _plot_ppl_lines(ax: Any, table: Mapping[tuple[str, str], Mapping[Any, float | None]],
                     colours: Mapping[str, Any]) -> tuple[list[int], list[float]]:
     lengths: set[int] = set()
     values: list[float] = []
@@ -136,7 +133,8 @@ def _plot_ppl_lines(ax: Any, table: Mapping[str, Mapping[Any, float | None]],
         if not points:
             continue
         xs, ys = zip(*points)
-        ax.plot(xs, ys, marker="o", markersize=3, label=label, **_style(label, colours))
+        ax.plot(xs, ys, marker="o", markersize=3, label=_legend(label),
+                **_style(label, colours))
         lengths.update(xs)
         values.extend(ys)
     return sorted(lengths), values
@@ -144,17 +142,17 @@ def _plot_ppl_lines(ax: Any, table: Mapping[str, Mapping[Any, float | None]],
 
 def plot_perplexity_vs_length(
     path: str | Path,
-    results: Mapping[str, Mapping[Any, float | None]],
+    results: Mapping[tuple[str, str], Mapping[Any, float | None]],
     train_length: int,
-    paper: Mapping[str, Mapping[Any, float]] | None = None,
+    paper: Mapping[tuple[str, str], Mapping[Any, float]] | None = None,
     paper_train_length: int = 1024,
 ) -> Path:
-    """Perplexity against evaluation length, one line per ``"<scheme> / <attention>"`` label.
+    """Perplexity against evaluation length, one line per ``(scheme, attention)`` label.
 
     ``results``: label → {length: perplexity} (None or non-finite values are skipped). The x
     axis is log2 with a tick at every length, the y axis is logarithmic when the values span
     more than a factor of 10, and a dashed vertical line marks the training length. With
-    ``paper`` ({scheme: {length: ppl}}, e.g. :data:`lexformer.paper.TABLE2`) a second panel
+    ``paper`` ({label: {length: ppl}}, e.g. :data:`lexformer.paper.TABLE2_BY_LABEL`) a second panel
     shows the paper's numbers with its own training length.
     """
     plt = _pyplot()
@@ -178,8 +176,8 @@ def plot_perplexity_vs_length(
     return _save(fig, path)
 
 
-def plot_expected_scores(path: str | Path, curves: Mapping[str, Any]) -> Path:
-    """Measured ŝ[n] (mean pre-softmax score at distance n) per ``"<scheme> / <attention>"``.
+def plot_expected_scores(path: str | Path, curves: Mapping[tuple[str, str], Any]) -> Path:
+    """Measured ŝ[n] (mean pre-softmax score at distance n) per ``(scheme, attention)``.
 
     NaN entries (distances no query can see, e.g. ≥ L under blockwise attention) leave gaps.
     """
@@ -189,7 +187,7 @@ def plot_expected_scores(path: str | Path, curves: Mapping[str, Any]) -> Path:
     fig, ax = plt.subplots(figsize=(7, 4))
     for label, s_hat in curves.items():
         s_hat = np.asarray(s_hat, dtype=np.float64)
-        ax.plot(np.arange(s_hat.size), s_hat, linewidth=1.0, label=label,
+        ax.plot(np.arange(s_hat.size), s_hat, linewidth=1.0, label=_legend(label),
                 **_style(label, colours))
     ax.set_xlabel("relative distance n")
     ax.set_ylabel("mean pre-softmax score ŝ[n]")

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
+from ..errors import LexformerError
 from .options import attention_modes, checkpoint_corpus, int_list
 
 
 def add_parser(sub) -> None:
+    from ..config import SPLITS
+
     p = sub.add_parser(
         "analyze", help="attention resolution: analytic curves and a model's measured ŝ[n]",
         description="Attention resolution (paper §2.2 / Eq. 11): the analytic expectation "
@@ -20,44 +22,50 @@ def add_parser(sub) -> None:
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--out", required=True, help="folder for analysis.json and the plots")
     p.add_argument("--corpus", help="text to measure on (default: the training corpus)")
-    p.add_argument("--split", default="test", choices=["train", "validation", "test"])
+    p.add_argument("--split", default="test", choices=list(SPLITS))
     p.add_argument("--attention", type=attention_modes, default=["full", "blockwise"])
     p.add_argument("--lengths", type=int_list, help="default: L,2L")
-    p.add_argument("--max-docs", type=int, default=8)
+    p.add_argument("--max-docs", type=int, default=8, help="≥ 1")
     p.set_defaults(handler=run)
 
 
-def run(args) -> int:
-    import numpy as np
+def check_args(args) -> None:
+    """Every problem with the arguments alone, before a model is loaded."""
+    from ..fileio import ensure_writable_dir
 
-    from ..evaluate import evaluation_documents
-    from ..analysis import analytic_resolution, model_resolution
+    if args.max_docs < 1:
+        raise LexformerError(f"--max-docs must be at least 1, got {args.max_docs}")
+    if args.lengths is not None and (not args.lengths or min(args.lengths) < 2):
+        raise LexformerError("--lengths must be integers ≥ 2, e.g. --lengths 64,128")
+    ensure_writable_dir(args.out, "--out folder")
+
+
+def run(args) -> int:
+    from ..analysis import AnalysisResult, analytic_resolutions, analyze_checkpoint
     from ..checkpoint import load
+    from ..evaluate import Label
+    from ..fileio import atomic_write_json
     from ..plots import plot_expectation_curves, plot_expected_scores
 
+    check_args(args)
     ckpt = load(args.checkpoint)
     L = ckpt.config.train_length
-    lengths = args.lengths or [L, 2 * L]
-    corpus = checkpoint_corpus(ckpt, args.corpus)
-    docs = evaluation_documents(corpus, ckpt.tokenizer, args.split, max(lengths), args.max_docs)
+    lengths = sorted(set(args.lengths or [L, 2 * L]))
+    measured = analyze_checkpoint(ckpt, checkpoint_corpus(ckpt, args.corpus), args.split,
+                                  lengths, args.attention, args.max_docs)
+    head_dim = ckpt.config.head_dim
+    result = AnalysisResult(head_dim, analytic_resolutions(head_dim, [lengths[-1]]),
+                            {measured.model: measured})
+    print(f"{'attention':<10}{'length':>8}{'R(s_hat)':>12}")
+    for r in measured.results:
+        print(f"{r.attention:<10}{r.length:>8}{r.resolution:>12.4f}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    result = {"analytic": {name: analytic_resolution(ckpt.config.head_dim, max(lengths), g)
-                           for name, g in (("rope", None), ("xpos", 0.4))},
-              "model": {}}
-    curves = {}
-    print(f"{'attention':<10}{'length':>8}{'R(s_hat)':>12}")
-    for a in args.attention:
-        for n in lengths:
-            r = model_resolution(ckpt.model, docs, n, a)
-            result["model"][f"{a}@{n}"] = {
-                "resolution": float(r["resolution"]),
-                "s_hat": [None if not np.isfinite(x) else float(x) for x in r["s_hat"]]}
-            curves[f"{ckpt.config.position} / {a} @ {n}"] = r["s_hat"]
-            print(f"{a:<10}{n:>8}{r['resolution']:>12.4f}")
-    (out / "analysis.json").write_text(json.dumps(result, indent=2))
-    plot_expectation_curves(out / "expectation_curves.png", head_dim=ckpt.config.head_dim,
+    atomic_write_json(out / "analysis.json", result.to_json())
+    plot_expectation_curves(out / "expectation_curves.png", head_dim=head_dim,
                             max_distance=max(4096, 2 * L))
-    plot_expected_scores(out / "expected_scores.png", curves)
+    plot_expected_scores(out / "expected_scores.png",
+                         {Label(measured.model, a): measured.get(a, lengths[-1]).s_hat
+                          for a in args.attention})
     print(f"wrote {out / 'analysis.json'} and plots")
     return 0

@@ -8,32 +8,55 @@ from ..errors import LexformerError
 
 
 def add_parser(sub) -> None:
+    from ..config import ATTENTION_MODES
+
     p = sub.add_parser("generate", help="sample text from a checkpoint",
+                       description="Continue --prompt. --temperature 0 is greedy decoding; "
+                                   "--max-new-tokens 0 prints the prompt unchanged.",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--checkpoint", required=True,
+                   help="the model: a lexformer run or checkpoint folder")
     p.add_argument("--prompt", default="\n")
-    p.add_argument("--max-new-tokens", type=int, default=200)
-    p.add_argument("--temperature", type=float, default=0.8)
-    p.add_argument("--top-k", type=int, default=50)
-    p.add_argument("--attention", default="blockwise", choices=["full", "blockwise", "sliding"])
+    p.add_argument("--max-new-tokens", type=int, default=200, help="≥ 0")
+    p.add_argument("--temperature", type=float, default=0.8, help="≥ 0 (0: greedy)")
+    p.add_argument("--top-k", type=int, default=50, help="≥ 1: sample among the k likeliest")
+    p.add_argument("--attention", default="blockwise", choices=list(ATTENTION_MODES))
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(handler=run)
+
+
+def check_args(args) -> None:
+    import math
+
+    if args.max_new_tokens < 0:
+        raise LexformerError(f"--max-new-tokens must be >= 0, got {args.max_new_tokens}")
+    if not math.isfinite(args.temperature) or args.temperature < 0:
+        raise LexformerError(f"--temperature must be >= 0 (0 is greedy), got {args.temperature}")
+    if args.top_k < 1:
+        raise LexformerError(f"--top-k must be at least 1, got {args.top_k}")
 
 
 def run(args) -> int:
     import torch
 
-    from ..checkpoint import load
     from ..generate import generate
+    from ..lm import LexformerLM, check_attention
+    from ..models import open_model
 
-    ckpt = load(args.checkpoint)
-    if ckpt.tokenizer is None:
-        raise LexformerError(f"{ckpt.path} has no tokenizer.json; cannot encode a prompt")
-    ids = ckpt.tokenizer.encode(args.prompt)
+    check_args(args)
+    model = open_model(args.checkpoint)
+    check_attention(model, args.attention)
+    ids = model.encode(args.prompt)
     if not ids:
         raise LexformerError("the prompt encodes to no tokens; give a non-empty --prompt")
-    g = torch.Generator().manual_seed(args.seed)
-    out = generate(ckpt.model, torch.tensor([ids]), args.max_new_tokens, args.temperature,
-                   args.top_k, attention=args.attention, generator=g)
-    print(ckpt.tokenizer.decode(out[0].tolist()))
+    prompt = torch.tensor([ids])
+    if isinstance(model, LexformerLM):
+        g = torch.Generator().manual_seed(args.seed)
+        out = generate(model.model, prompt, args.max_new_tokens, args.temperature, args.top_k,
+                       attention=args.attention, generator=g)[0, len(ids):]
+    elif args.temperature == 0:
+        out = model.greedy(prompt, args.max_new_tokens, args.attention)[0]
+    else:
+        raise LexformerError(f"{model.name} supports greedy decoding only: pass --temperature 0")
+    print(args.prompt + model.decode(out.tolist()))
     return 0

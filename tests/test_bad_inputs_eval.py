@@ -1,0 +1,114 @@
+"""Every bad input to eval, generate, analyze and reproduce: exit code 2, one line naming
+the problem, no traceback, and nothing on disk changed — all before any work.
+
+The whole table runs through the CLI's entry point in this process (a subprocess costs ~3 s
+of torch import per case); a sample of it also runs as a real ``python -m lexformer``
+subprocess, to show the entry point behaves the same there."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import subprocess
+
+import pytest
+from cli_harness import assert_clean_failure, run_cli, tree_hashes
+from test_train import _write_corpus
+
+from lexformer.cli import main
+from lexformer.train import TrainConfig, train
+
+
+@pytest.fixture(scope="module")
+def place(tmp_path_factory):
+    """A trained 10-step smoke model, a plain file, a short corpus, and the cache."""
+    base = tmp_path_factory.mktemp("bad")
+    corpus = _write_corpus(base / "texts", n_docs=8, words_per_doc=3000)
+    _write_corpus(base / "short", n_docs=6, words_per_doc=60)
+    (base / "afile").write_text("not a folder\n")
+    (base / "existing").mkdir()
+    env = {"LEXFORMER_CACHE": str(base / "cache")}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LEXFORMER_CACHE", env["LEXFORMER_CACHE"])
+        cfg = TrainConfig.from_preset("smoke", corpus=str(corpus), tokens=8 * 64 * 10)
+        train(cfg, base / "model", progress=False)
+    return base, env
+
+
+M = "{base}/model"
+CASES = [
+    # eval
+    (["eval", "--checkpoint", M, "--json", "{base}/existing"], ["folder"]),
+    (["eval", "--checkpoint", M, "--json", "{base}/afile/out.json"], ["afile"]),
+    (["eval", "--checkpoint", M, "--max-docs", "0"], ["--max-docs", "at least 1"]),
+    (["eval", "--checkpoint", M, "--max-docs", "-1"], ["--max-docs", "at least 1"]),
+    (["eval", "--checkpoint", M, "--lengths", ""], ["lengths", "≥ 2"]),
+    (["eval", "--checkpoint", M, "--lengths", "0,64"], ["lengths", "≥ 2"]),
+    (["eval", "--checkpoint", M, "--lengths=-16,64"], ["lengths", "≥ 2"]),
+    (["eval", "--checkpoint", M, "--lengths", "24,64"], ["divide", "24"]),
+    (["eval", "--checkpoint", M, "--split", "dev"], ["--split", "invalid choice"]),
+    (["eval", "--checkpoint", "{base}/nowhere"], ["not found"]),
+    (["eval", "--checkpoint", M, "--lengths", "65536"], ["no document has 65536"]),
+    # generate
+    (["generate", "--checkpoint", M, "--top-k", "0"], ["--top-k", "at least 1"]),
+    (["generate", "--checkpoint", M, "--temperature", "-1"], ["--temperature", ">= 0"]),
+    (["generate", "--checkpoint", M, "--max-new-tokens", "-5"], ["--max-new-tokens", ">= 0"]),
+    # analyze
+    (["analyze", "--checkpoint", M, "--out", "{base}/afile"], ["afile", "not a folder"]),
+    (["analyze", "--checkpoint", M, "--out", "{base}/afile/sub"], ["afile", "is a file"]),
+    (["analyze", "--checkpoint", M, "--out", "{base}/a", "--max-docs", "0"], ["--max-docs"]),
+    (["analyze", "--checkpoint", M, "--out", "{base}/a", "--lengths", "1"], ["--lengths"]),
+    # reproduce
+    (["reproduce", "--preset", "smoke", "--out", "{base}/r", "--schemes", ""], ["no schemes"]),
+    (["reproduce", "--preset", "smoke", "--out", "{base}/r", "--schemes", "xpos,fancy"],
+     ["unknown scheme", "fancy"]),
+    (["reproduce", "--preset", "smoke", "--out", "{base}/r", "--seeds", "0"], ["--seeds"]),
+    (["reproduce", "--preset", "smoke", "--out", "{base}/afile"], ["afile", "not a folder"]),
+    (["reproduce", "--preset", "smoke", "--out", "{base}/r", "--lengths", "24,64"],
+     ["divide"]),
+    (["reproduce", "--preset", "smoke", "--out", "{base}/r", "--corpus", "{base}/short",
+      "--schemes", "xpos", "--ood-corpus", "none"], ["no document has"]),
+]
+
+
+def _run_in_process(*args: str) -> subprocess.CompletedProcess:
+    """``lexformer ARGS`` through :func:`lexformer.cli.main`, output captured. An exception
+    other than the CLI's own exit escapes and fails the test, as a traceback would."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(list(args))
+        except SystemExit as e:  # argparse's own usage errors
+            code = e.code
+    return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
+
+
+def _check(place, args, words, runner, monkeypatch=None):
+    base, env = place
+    if monkeypatch is not None:
+        monkeypatch.setenv("LEXFORMER_CACHE", env["LEXFORMER_CACHE"])
+    watched = [base / "model", base / "afile", base / "existing"]
+    before = [tree_hashes(p) for p in watched]
+    proc = runner(*[a.format(base=base) for a in args])
+    assert_clean_failure(proc, *words)
+    errors = [x for x in proc.stderr.splitlines() if "error:" in x]
+    assert len(errors) == 1 and proc.stderr.strip().splitlines()[-1] == errors[0]
+    assert [tree_hashes(p) for p in watched] == before
+    assert not (base / "a").exists() and not (base / "r" / "models").exists()
+
+
+@pytest.mark.parametrize("args, words", CASES, ids=[" ".join(a[:1] + a[3:])[:60]
+                                                     for a, _ in CASES])
+def test_bad_input_fails_cleanly_and_changes_nothing(place, args, words, monkeypatch):
+    _check(place, args, words, _run_in_process, monkeypatch)
+
+
+#: one case per command, and the one that reads a corpus, as real subprocesses
+SUBPROCESS_SAMPLE = [CASES[i] for i in (0, 3, 12, 14, 18, 23)]
+
+
+@pytest.mark.parametrize("args, words", SUBPROCESS_SAMPLE,
+                         ids=[" ".join(a[:1] + a[3:])[:60] for a, _ in SUBPROCESS_SAMPLE])
+def test_bad_input_through_the_real_command(place, args, words):
+    env = place[1]
+    _check(place, args, words, lambda *a: run_cli(*a, env=env))

@@ -1,0 +1,181 @@
+"""The reproduction pipeline end to end at smoke size: report structure, provenance of every
+number, out-of-domain table, seeds, resumability, and refusal of changed settings."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+from cli_harness import tree_hashes
+from test_train import WORDS, _write_corpus
+
+from lexformer import LexformerError
+from lexformer.pipeline import reproduce
+
+TOKENS = 8 * 64 * 8  # 8 smoke steps
+
+
+def _write_other_corpus(folder, n_docs=10, words_per_doc=2500):
+    """A second corpus (other word order) for the out-of-domain stage, offline."""
+    rng = np.random.default_rng(1)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n_docs):
+        words = rng.choice(WORDS, size=words_per_doc)
+        (folder / f"other{i:02d}.txt").write_text(
+            "\n".join(" ".join(words[j:j + 12]) + "." for j in range(0, len(words), 12)))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    base = tmp_path_factory.mktemp("repro")
+    corpus = _write_corpus(base / "texts", n_docs=8, words_per_doc=4000)
+    other = _write_other_corpus(base / "other")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LEXFORMER_CACHE", str(base / "cache"))
+        out = base / "out"
+        report = reproduce(preset="smoke", corpus=str(corpus), out=out,
+                           schemes=("alibi", "xpos"), tokens=TOKENS, progress=False,
+                           ood_corpus=str(other))
+        yield out, report, corpus, other
+
+
+def _table_rows(text: str, heading: str) -> dict[tuple[str, str], list[float]]:
+    """``| scheme / attention | 81.12 ±0.90 | …`` rows of the section under ``heading``."""
+    section = text.split(heading, 1)[1].split("\n## ", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        m = re.match(r"\| (?:\*\*LeX \(xpos \+ blockwise\)\*\*|(\w+) / (\w+)) \|(.*)\|$", line)
+        if m and "paper" not in line:
+            scheme, attention = (m.group(1), m.group(2)) if m.group(1) else ("xpos", "blockwise")
+            rows[(scheme, attention)] = [float(x.split()[0]) for x in m.group(3).split("|")]
+    return rows
+
+
+def test_report_has_every_section_and_plot(run):
+    out, report, _, _ = run
+    text = report.read_text()
+    for heading in ("## Table 2 analogue", "## Table 5 analogue", "## Table 3 analogue",
+                    "## Paired differences", "## Out-of-domain perplexity",
+                    "## Training", "## What this run shows", "## Provenance"):
+        assert heading in text, heading
+    for png in ("perplexity_vs_length.png", "expectation_curves.png", "expected_scores.png"):
+        data = (out / "plots" / png).read_bytes()
+        assert data.startswith(b"\x89PNG") and len(data) > 1000
+        assert f"plots/{png}" in text
+    assert "**LeX (xpos + blockwise)**" in text
+
+
+def test_every_number_in_our_table_comes_from_this_runs_evaluation(run):
+    out, report, _, _ = run
+    results = json.loads((out / "results.json").read_text())
+    lengths = results["lengths"]
+    assert lengths == [16, 32, 64, 128, 256, 512, 1024]
+    rows = _table_rows(report.read_text(), "## Table 2 analogue")
+    assert set(rows) == {(s, a) for s in ("alibi", "xpos") for a in ("full", "blockwise")}
+    for (scheme, attention), values in rows.items():
+        measured = results["perplexity"][scheme][attention]
+        evaluated = json.loads((out / "eval" / f"{scheme}.json").read_text())["results"]
+        for n, shown in zip(lengths, values):
+            assert shown == pytest.approx(measured[str(n)], abs=0.006)
+            assert measured[str(n)] == evaluated[attention][str(n)]["perplexity"]
+
+
+def test_table_cells_carry_the_bootstrap_interval(run):
+    out, report, _, _ = run
+    evaluated = json.loads((out / "eval" / "alibi.json").read_text())["results"]["full"]["64"]
+    lo, hi = evaluated["ci95"]
+    assert lo < evaluated["perplexity"] < hi
+    line = next(x for x in report.read_text().splitlines() if x.startswith("| alibi / full |"))
+    assert f"±{(hi - lo) / 2:.2f}" in line
+
+
+def test_out_of_domain_table_comes_from_the_other_corpus(run):
+    out, report, _, other = run
+    ood = json.loads((out / "ood" / "xpos.json").read_text())
+    assert ood["corpus"] == str(other)
+    rows = _table_rows(report.read_text(), "## Out-of-domain perplexity")
+    shown = rows[("xpos", "blockwise")][2]  # length 64
+    assert shown == pytest.approx(ood["results"]["blockwise"]["64"]["perplexity"], abs=0.006)
+    in_domain = json.loads((out / "eval" / "xpos.json").read_text())
+    assert ood["results"]["full"]["64"]["perplexity"] != in_domain["results"]["full"]["64"][
+        "perplexity"]
+
+
+def test_findings_state_orderings_only_with_their_interval(run):
+    _, report, _, _ = run
+    text = report.read_text().split("## What this run shows", 1)[1].split("\n## ", 1)[0]
+    best_at_L = next(x for x in text.splitlines() if x.startswith("At the training length"))
+    assert "95 % interval" in best_at_L
+    assert ("tie at this scale" in best_at_L) != ("ahead of the next best" in best_at_L)
+
+
+def test_rerun_resumes_without_retraining(run):
+    out, _, corpus, other = run
+    ckpt = (out / "models" / "xpos" / "checkpoint" / "model.safetensors")
+    before = ckpt.stat().st_mtime_ns
+    timings = json.loads((out / "timings.json").read_text())
+    reproduce(preset="smoke", corpus=str(corpus), out=out, schemes=("alibi", "xpos"),
+              tokens=TOKENS, progress=False, ood_corpus=str(other))
+    assert ckpt.stat().st_mtime_ns == before
+    assert json.loads((out / "timings.json").read_text()) == timings
+
+
+def test_evaluation_of_another_checkpoint_is_redone(run):
+    """A saved evaluation that names another step (another checkpoint) is measured again."""
+    out, _, corpus, other = run
+    path = out / "eval" / "alibi.json"
+    saved = json.loads(path.read_text())
+    stale = json.loads(path.read_text())
+    stale["step"] += 1000
+    stale["results"]["full"]["64"]["perplexity"] = 1.0
+    path.write_text(json.dumps(stale))
+    reproduce(preset="smoke", corpus=str(corpus), out=out, schemes=("alibi", "xpos"),
+              tokens=TOKENS, progress=False, ood_corpus=str(other))
+    again = json.loads(path.read_text())
+    assert again["step"] == saved["step"]
+    assert again["results"]["full"]["64"]["perplexity"] == pytest.approx(
+        saved["results"]["full"]["64"]["perplexity"], rel=1e-12)
+
+
+@pytest.mark.parametrize("change, field", [({"seed": 1}, "seed"),
+                                            ({"tokens": 2 * TOKENS}, "tokens")])
+def test_rerun_with_other_settings_is_refused(run, change, field):
+    out, _, corpus, other = run
+    kwargs = dict(preset="smoke", corpus=str(corpus), out=out, schemes=("alibi", "xpos"),
+                  tokens=TOKENS, progress=False, ood_corpus=str(other))
+    kwargs.update(change)
+    before = tree_hashes(out)
+    with pytest.raises(LexformerError, match=field):
+        reproduce(**kwargs)
+    assert tree_hashes(out) == before  # refused before any work: nothing changed
+
+
+def test_two_seeds_give_mean_and_spread(tmp_path, monkeypatch):
+    corpus = _write_corpus(tmp_path / "texts", n_docs=6, words_per_doc=3000)
+    monkeypatch.setenv("LEXFORMER_CACHE", str(tmp_path / "cache"))
+    report = reproduce(preset="smoke", corpus=str(corpus), out=tmp_path / "out",
+                       schemes=("xpos",), tokens=8 * 64 * 3, lengths=[32, 64, 128],
+                       progress=False, seeds=2, ood_corpus="none")
+    models = tmp_path / "out" / "models"
+    assert sorted(p.name for p in models.iterdir()) == ["xpos", "xpos-seed1"]
+    seeds = [json.loads((tmp_path / "out" / "eval" / f"{n}.json").read_text())
+             for n in ("xpos", "xpos-seed1")]
+    values = [s["results"]["full"]["64"]["perplexity"] for s in seeds]
+    assert values[0] != values[1]  # another seed: another model
+    line = next(x for x in report.read_text().splitlines() if x.startswith("| xpos / full |"))
+    cell = line.split("|")[3].strip()  # length 64
+    assert cell == f"{np.mean(values):.2f} ±{np.std(values, ddof=1):.2f}"
+    assert "mean over 2 seeds" in report.read_text()
+
+
+def test_unknown_scheme_is_refused(tmp_path):
+    with pytest.raises(LexformerError, match="unknown scheme"):
+        reproduce(preset="smoke", out=tmp_path, schemes=("xpos", "fancy"))
+
+
+def test_no_scheme_is_refused(tmp_path):
+    with pytest.raises(LexformerError, match="no schemes"):
+        reproduce(preset="smoke", out=tmp_path, schemes=())
