@@ -310,6 +310,11 @@ class Trainer:
                     "corpus": {"name": self.corpus.name,
                                "fingerprint": self.corpus.fingerprint},
                     "world_size": self.dist.world, "step": step,
+                    # what decides the last bits of the numbers (docs/reproducibility.md):
+                    # another thread count or CPU kind rounds differently
+                    "numerics": {"torch_threads": torch.get_num_threads(),
+                                 "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                                 "device": str(self.device)},
                     "tokens_seen": step * cfg.batch_size * cfg.train_length,
                     "last_loss": self.last_loss}
             state = {"optimizer": self.optimizer.state_dict(),
