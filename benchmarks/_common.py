@@ -273,19 +273,6 @@ def install_timm_stub() -> None:
     sys.modules.update({"timm": timm, "timm.models": models, "timm.models.layers": layers})
 
 
-def rss_bytes() -> int:
-    """Current resident set size of this process (Linux /proc), bytes."""
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def peak_rss_bytes() -> int:
-    """Peak resident set size of this process so far (ru_maxrss, KiB on Linux), bytes."""
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
 def target(metric: str, measured: float, target_text: str, met: bool | None,
            **extra) -> dict:
     """One row of a benchmark's summary: what was measured against which target.

@@ -41,15 +41,6 @@ CHUNK = 512
 VOCAB = 4096
 
 
-def cache_bytes(cache) -> int:
-    total = 0
-    for lst in (cache._k, cache._v, cache._pos):
-        for t in lst:
-            if t is not None:
-                total += t.numel() * t.element_size()
-    return total
-
-
 def worker(mode: str, contexts: list[int], rounds: int, per_round: int) -> dict:
     C.setup()
     torch.manual_seed(0)
@@ -81,10 +72,10 @@ def worker(mode: str, contexts: list[int], rounds: int, per_round: int) -> dict:
             C.malloc_trim()
             rss = C.proc_status_kib("VmRSS") * 1024
             mem[c] = {"rss_bytes": rss - held, "peak_rss_generating_bytes": peak - held,
-                      "cache_bytes": cache_bytes(cache), "cached_keys": len(cache),
+                      "cache_bytes": cache.nbytes(), "cached_keys": len(cache),
                       "snapshot_bytes_subtracted": held}
             snaps[c] = (copy.deepcopy(cache), tok.clone())
-            held += cache_bytes(cache)
+            held += cache.nbytes()
 
         # Interleaved per-token latency across contexts.
         for c, (sc, t) in snaps.items():  # warm-up

@@ -212,8 +212,7 @@ def bench_train(quick: bool) -> tuple[str, list]:
 
         def step(model=model, opt=opt):
             with torch.autocast("cuda", dtype=torch.bfloat16):
-                logits = model(batch[:, :-1])
-            loss = F.cross_entropy(logits.float().flatten(0, 1), batch[:, 1:].flatten())
+                loss = model(batch[:, :-1], targets=batch[:, 1:])
             loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)

@@ -22,7 +22,6 @@ import time
 
 import _common as C
 import torch
-import torch.nn.functional as F
 
 from lexformer import ModelConfig, TransformerLM
 
@@ -81,8 +80,7 @@ def main() -> None:
 
         def run():
             model.train()
-            logits = model(x)
-            loss = F.cross_entropy(logits.view(-1, VOCAB), y.view(-1))
+            loss = model(x, targets=y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -32,10 +32,10 @@ import argparse
 
 import _common as C
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from lexformer import ModelConfig, TransformerLM
+from lexformer.model import lm_loss
 
 VOCAB, T, N_LAYER, D_MODEL = 4096, 512, 4, 256
 
@@ -48,12 +48,11 @@ def matmul_params(model: nn.Module) -> int:
 def step_fn(model, opt, x, y, autocast=False):
     def run():
         model.train()
-        if autocast:
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                logits = model(x)
-        else:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
             logits = model(x)
-        loss = F.cross_entropy(logits.float().reshape(-1, VOCAB), y.reshape(-1))
+        # lm_loss rather than model(x, targets=y): the x-transformers contender returns
+        # logits only, and both sides must pay for the same loss
+        loss = lm_loss(logits, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

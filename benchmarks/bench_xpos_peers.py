@@ -33,7 +33,7 @@ All four implementations rotate *interleaved* pairs (2j, 2j+1) with θ_j = 10000
 (x-transformers' ``rotate_half`` here reshapes ``(d r) -> d r`` with r = 2: interleaved too).
 Parity is checked in fp32 on 64 query rows spread over the sequence against all keys, as
 max over rows of max|Δ| / max|reference| in that row, against lexformer and against an
-independent float64 evaluation of the XPOS logits.
+independent float64 evaluation of the XPOS logits (``lexformer.reference``).
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ from torchscale.component.xpos_relative_position import XPOS as TSXPOS  # noqa: 
 from x_transformers.x_transformers import RotaryEmbedding as XTRotary  # noqa: E402
 from x_transformers.x_transformers import apply_rotary_pos_emb as xt_apply  # noqa: E402
 
+from lexformer import reference  # noqa: E402
 from lexformer.positions import XPos  # noqa: E402
 
 H, D = 8, 64
@@ -94,22 +95,8 @@ def contenders(T: int):
 
 def reference_logits(q, k, rows):
     """float64 XPOS logits q'_n · k'_m for query rows ``rows`` against all keys."""
-    T = q.shape[-2]
-    half = D // 2
-    j = torch.arange(half, dtype=torch.float64)
-    theta = 10000.0 ** (-2 * j / D)
-    log_zeta = torch.log((2 * j / D + 0.4) / 1.4)
-    n = torch.arange(T, dtype=torch.float64) - (T - 1) // 2
-
-    def rot(x, pos, sign):
-        xc = torch.view_as_complex(x.double().reshape(*x.shape[:-1], half, 2).contiguous())
-        tab = torch.polar(torch.exp(sign * pos[:, None] / 512.0 * log_zeta),
-                          pos[:, None] * theta)
-        return torch.view_as_real(xc * tab).flatten(-2)
-
-    q2 = rot(q[..., rows, :], n[rows], 1.0)
-    k2 = rot(k, n, -1.0)
-    return q2 @ k2.transpose(-1, -2)
+    return reference.rotary_logits(q[..., rows, :], k, rows.tolist(), range(q.shape[-2]),
+                                   decay=True)
 
 
 def rel_err(a, ref):

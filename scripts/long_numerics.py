@@ -3,10 +3,11 @@
 
 Runs ``lexformer.attention.causal_attention`` with XPOS in full, blockwise and sliding modes
 at (by default) 131,072 tokens, one head of dimension 64, training length L = 1024, in fp32
-and under bf16 autocast, and compares sampled query rows with a float64 reference computed
-row by row. The reference places each query at position 0 and its keys at m − p (relative
-invariance makes this exact), so XPOS factors are ζ^((p−m)/B) ≤ 1 and nothing overflows,
-even in float64 where global positions would need ζ_0^(±131072/512) ≈ 1e±70.
+and under bf16 autocast, and compares sampled query rows with the float64 reference
+``lexformer.reference.attention_rows``, computed row by row. That reference places each query
+at position 0 and its keys at m − p (relative invariance makes this exact), so XPOS factors
+are ζ^((p−m)/B) ≤ 1 and nothing overflows, even in float64 where global positions would need
+ζ_0^(±131072/512) ≈ 1e±70. Why positions are re-centred: ``docs/method.md#xpos``.
 
 It also shows why that care is needed: a naively centred XPOS table ζ^(±(n − T/2)/B)
 holds inf at this length in fp32 and bf16 (and in fp16 from ~9k tokens).
@@ -17,39 +18,15 @@ holds inf at this length in fp32 and bf16 (and in fp16 from ~9k tokens).
 from __future__ import annotations
 
 import argparse
-import math
 import time
 
 import torch
 
+from lexformer import reference
 from lexformer.attention import AttentionSpec, causal_attention
 from lexformer.positions import XPos
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def reference_row(q, k, v, p: int, spec: AttentionSpec, head_dim: int, gamma: float,
-                  scale_base: float, base: float) -> torch.Tensor:
-    """fp64 output (B, H, D) of the query at position p, from the formulas (SPEC §1–§2)."""
-    keys = torch.arange(0, p + 1, dtype=torch.int64)
-    if spec.mode == "blockwise":
-        keys = keys[keys // spec.block >= p // spec.block - 1]
-    elif spec.mode == "sliding":
-        keys = keys[p - keys < spec.window]
-    rel = (keys - p).to(torch.float64)  # key positions relative to the query (query at 0)
-    j = torch.arange(head_dim // 2, dtype=torch.float64)
-    theta = base ** (-2.0 * j / head_dim)
-    zeta = (2.0 * j / head_dim + gamma) / (1.0 + gamma)
-    qr = q[..., p, :].to(torch.float64)                       # (B, H, D): n = 0, no change
-    kk = k[..., keys, :].to(torch.float64)                    # (B, H, K, D)
-    angle = rel[:, None] * theta[None, :]                      # (K, D/2)
-    factor = zeta[None, :] ** (-rel[:, None] / scale_base)     # ζ^(−m/B) with m = rel ≤ 0
-    k0, k1 = kk[..., 0::2], kk[..., 1::2]
-    r0 = (k0 * angle.cos() - k1 * angle.sin()) * factor        # k·cos + rot(k)·sin
-    r1 = (k1 * angle.cos() + k0 * angle.sin()) * factor
-    logits = (qr[..., None, 0::2] * r0 + qr[..., None, 1::2] * r1).sum(-1)  # (B, H, K)
-    probs = torch.softmax(logits / math.sqrt(head_dim), dim=-1)
-    return torch.einsum("bhk,bhkd->bhd", probs, v[..., keys, :].to(torch.float64))
 
 
 def naive_table_report(T: int, head_dim: int, gamma: float, scale_base: float) -> list[str]:
@@ -108,8 +85,9 @@ def main(argv=None) -> int:
     for mode in args.modes.split(","):
         spec = AttentionSpec(mode, block=Lt // 2, window=Lt)
         if mode not in refs:
-            refs[mode] = torch.stack([reference_row(q, k, v, p, spec, D, gamma, scale_base, base)
-                                      for p in rows], dim=-2)  # (1, 1, R, D)
+            refs[mode] = reference.attention_rows(  # (1, 1, R, D)
+                q, k, v, rows, "xpos", mode, spec.block, spec.window,
+                gamma=gamma, scale_base=scale_base, base=base)
         want = refs[mode]
         for name in args.dtypes.split(","):
             dt = DTYPES[name]

@@ -1,15 +1,14 @@
-"""Shared test setup: fixed seeds, one intra-op thread, a quick hypothesis profile, and
-``import reference`` working from any rootdir."""
+"""Shared test setup: fixed seeds, one intra-op thread and a quick hypothesis profile.
+
+The float64 reference the tests compare against is ``lexformer.reference``.
+"""
 
 from __future__ import annotations
 
 import os
-import sys
 
 import pytest
 import torch
-
-sys.path.insert(0, os.path.dirname(__file__))
 
 # Tiny tensors: one intra-op thread is as fast, and immune to the spin-wait slowdowns that
 # many small parallel regions suffer on a loaded machine (seen: 100x on a shared 2-core box).

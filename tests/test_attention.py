@@ -5,13 +5,14 @@ from __future__ import annotations
 import resource
 
 import pytest
-import reference as ref
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
 from lexformer import LexformerError
-from lexformer.attention import AttentionSpec, attend, causal_attention
+from lexformer import reference as ref
+from lexformer.attention import AttentionSpec, attend, attend_eager, causal_attention
+from lexformer.config import ATTENTION_MODES
 from lexformer.positions import ALiBi, NoPosition, RoPE, XPos
 
 L = 16          # training length of these tests: block h = L/2, window W = L
@@ -33,12 +34,12 @@ def spec_for(mode, block=L // 2, window=L):
 
 
 def reference(q, k, v, scheme, spec, **kw):
-    return ref.attention_ref(q, k, v, scheme, spec.mode, spec.block, spec.window, **kw)
+    return ref.attention(q, k, v, scheme, spec.mode, spec.block, spec.window, **kw)
 
 
 # --------------------------------------------------------------------------- fast path
 @pytest.mark.parametrize("T", LENGTHS)
-@pytest.mark.parametrize("mode", ref.MODES)
+@pytest.mark.parametrize("mode", ATTENTION_MODES)
 @pytest.mark.parametrize("scheme", ref.SCHEMES)
 def test_fast_path_matches_dense_reference(scheme, mode, T):
     q, k, v = qkv(T, scale=2.0)  # scale 2: sharp attention, positions matter
@@ -63,7 +64,7 @@ def test_fast_path_odd_blocks_and_windows(scheme, block, window):
 
 
 @given(T=st.integers(1, 70), block=st.integers(1, 12), window=st.integers(1, 20),
-       scheme=st.sampled_from(ref.SCHEMES), mode=st.sampled_from(ref.MODES))
+       scheme=st.sampled_from(ref.SCHEMES), mode=st.sampled_from(ATTENTION_MODES))
 def test_fast_path_matches_reference_property(T, block, window, scheme, mode):
     torch.manual_seed(T)
     q, k, v = qkv(T, B=1, scale=2.0)
@@ -93,27 +94,27 @@ def test_blockwise_equals_full_up_to_training_length(scheme):
 
 
 # --------------------------------------------------------------------------- masks
-@pytest.mark.parametrize("mode", ref.MODES)
+@pytest.mark.parametrize("mode", ATTENTION_MODES)
 @pytest.mark.parametrize("block,window", [(8, 16), (5, 7), (1, 1)])
 def test_spec_visibility_matches_definition(mode, block, window):
     spec = AttentionSpec(mode, block=block, window=window)
     pos = torch.arange(60)
-    assert torch.equal(spec.visible(pos, pos), ref.mask_ref(pos, pos, mode, block, window))
+    assert torch.equal(spec.visible(pos, pos), ref.visibility_mask(pos, pos, mode, block, window))
     # rectangular: a few queries late in a long sequence against a cache-like key set
     q_pos, k_pos = torch.arange(1000, 1004), torch.arange(950, 1004)
     assert torch.equal(spec.visible(q_pos, k_pos),
-                       ref.mask_ref(q_pos, k_pos, mode, block, window))
+                       ref.visibility_mask(q_pos, k_pos, mode, block, window))
 
 
-@pytest.mark.parametrize("mode", ref.MODES)
+@pytest.mark.parametrize("mode", ATTENTION_MODES)
 def test_first_visible_is_the_tight_cache_bound(mode):
     """first_visible(p) is the earliest key any query ≥ p can see (so the cache may drop
     everything before it), and the query at p does see it."""
     block, window = 8, 16
     spec = AttentionSpec(mode, block=block, window=window)
     for p in range(0, 100):
-        earliest = min(m for m in range(p + 1) if ref.visible_ref(p, m, mode, block, window))
-        later = min(min(m for m in range(r + 1) if ref.visible_ref(r, m, mode, block, window))
+        earliest = min(m for m in range(p + 1) if ref.visible(p, m, mode, block, window))
+        later = min(min(m for m in range(r + 1) if ref.visible(r, m, mode, block, window))
                     for r in range(p, p + 3 * block))
         assert spec.first_visible(p) == earliest <= later
 
@@ -129,20 +130,20 @@ def test_spec_refuses_unknown_mode_and_bad_sizes():
 
 # --------------------------------------------------------------------------- eager path
 @pytest.mark.parametrize("T", [L, 3 * L + 5])
-@pytest.mark.parametrize("mode", ref.MODES)
+@pytest.mark.parametrize("mode", ATTENTION_MODES)
 @pytest.mark.parametrize("scheme", ref.SCHEMES)
 def test_eager_path_scores_and_probs(scheme, mode, T):
     q, k, v = qkv(T, scale=2.0)
     s, spec = make_scheme(scheme), spec_for(mode)
     pos = torch.arange(T)
-    out, scores, probs = attend(q, k, v, pos, pos, s, spec, return_weights=True)
+    out, (scores, probs) = attend_eager(q, k, v, pos, pos, s, spec)
     assert scores.shape == probs.shape == (2, H, T, T)
     assert scores.dtype == probs.dtype == torch.float32
     fast = causal_attention(q, k, v, s, spec)
     torch.testing.assert_close(out, fast, rtol=1e-4, atol=2e-5)
 
     want_out, want_scores, want_probs = reference(q, k, v, scheme, spec, return_weights=True)
-    visible = ref.mask_ref(pos, pos, mode, spec.block, spec.window)
+    visible = ref.visibility_mask(pos, pos, mode, spec.block, spec.window)
     torch.testing.assert_close(out.double(), want_out, rtol=1e-4, atol=2e-5)
     # pre-softmax q'·k'/√d (+ bias) on visible pairs, −inf on hidden ones
     torch.testing.assert_close(scores[..., visible].double(), want_scores[..., visible],
@@ -153,7 +154,7 @@ def test_eager_path_scores_and_probs(scheme, mode, T):
     torch.testing.assert_close(probs.double(), want_probs, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("mode", ref.MODES)
+@pytest.mark.parametrize("mode", ATTENTION_MODES)
 @pytest.mark.parametrize("scheme", ref.SCHEMES)
 def test_attend_on_a_query_subset_is_those_rows(scheme, mode):
     """The decoding path: a few queries at the end against (a window of) past keys."""
@@ -170,7 +171,7 @@ def test_attend_on_a_query_subset_is_those_rows(scheme, mode):
 
 
 # --------------------------------------------------------------------------- bf16
-@pytest.mark.parametrize("mode", ref.MODES)
+@pytest.mark.parametrize("mode", ATTENTION_MODES)
 @pytest.mark.parametrize("scheme", ref.SCHEMES)
 def test_bf16_autocast_close_to_reference(scheme, mode):
     T = 3 * L + 5
@@ -191,8 +192,7 @@ def test_eager_scores_are_float32_under_autocast():
     q, k, v = qkv(20)
     pos = torch.arange(20)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        _, scores, probs = attend(q, k, v, pos, pos, XPos(D), spec_for("full"),
-                                  return_weights=True)
+        _, (scores, probs) = attend_eager(q, k, v, pos, pos, XPos(D), spec_for("full"))
     assert scores.dtype == torch.float32 and probs.dtype == torch.float32
 
 
@@ -214,7 +214,7 @@ def test_windowed_path_is_linear_memory(mode):
     assert grown < 1024, f"peak RSS grew by {grown:.0f} MiB"
     assert torch.isfinite(out).all()
     rows = [0, 31, 32, 63, 64, 95, 12345, T // 2 + 17, T - 33, T - 32, T - 1]
-    want = ref.attention_rows_ref(q, k, v, rows, "xpos", mode, spec.block, spec.window)
+    want = ref.attention_rows(q, k, v, rows, "xpos", mode, spec.block, spec.window)
     torch.testing.assert_close(out[..., rows, :].double(), want, rtol=1e-4, atol=2e-5)
 
 
@@ -225,7 +225,7 @@ def test_windowed_path_runs_where_n_by_n_cannot_exist():
     out = causal_attention(q, k, v, XPos(2), AttentionSpec("blockwise", block=16, window=32))
     assert out.shape == (1, 1, T, 2) and torch.isfinite(out).all()
     rows = [T - 1, T // 3]
-    want = ref.attention_rows_ref(q, k, v, rows, "xpos", "blockwise", 16, 32)
+    want = ref.attention_rows(q, k, v, rows, "xpos", "blockwise", 16, 32)
     torch.testing.assert_close(out[..., rows, :].double(), want, rtol=1e-4, atol=2e-5)
 
 

@@ -1,9 +1,10 @@
 """XPOS far beyond where naive tables overflow: finite, and equal to the fp64 reference.
 
 A naively centred XPOS table ζ^(±(n − T/2)/B) overflows fp16 (65504) at ~9k tokens and
-fp32/bf16 at ~72k (SPEC §1). These tests run the attention paths at such lengths with a tiny
-head dimension (ζ_0 = γ/(1+γ) whatever d is) and compare sampled rows with a row-wise fp64
-reference that uses positions relative to each query (exact at any length).
+fp32/bf16 at ~72k (docs/method.md#xpos). These tests run the attention paths at such lengths
+with a tiny head dimension (ζ_0 = γ/(1+γ) whatever d is) and compare sampled rows with the
+row-wise fp64 reference ``lexformer.reference.attention_rows``, which uses positions relative
+to each query (exact at any length).
 """
 
 from __future__ import annotations
@@ -11,9 +12,9 @@ from __future__ import annotations
 import math
 
 import pytest
-import reference as ref
 import torch
 
+from lexformer import reference as ref
 from lexformer.attention import FULL_CHUNK_THRESHOLD, AttentionSpec, attend, causal_attention
 from lexformer.positions import ALiBi, NoPosition, RoPE, XPos
 
@@ -63,7 +64,7 @@ def test_xpos_windowed_at_32L_finite_and_exact(mode, dtype):
         out = causal_attention(q.to(dtype), k.to(dtype), v.to(dtype), XPos(D), spec)
     assert torch.isfinite(out).all()
     rows = sample_rows(T, extra=(Lt // 2 - 1, Lt // 2, Lt, 3 * Lt // 2 + 1, T - Lt // 2))
-    want = ref.attention_rows_ref(q, k, v, rows, "xpos", mode, spec.block, spec.window)
+    want = ref.attention_rows(q, k, v, rows, "xpos", mode, spec.block, spec.window)
     torch.testing.assert_close(out[..., rows, :].double(), want, **TOL[dtype])
 
 
@@ -75,7 +76,7 @@ def test_full_mode_around_chunk_threshold(scheme, T):
     out = causal_attention(q, k, v, make_scheme(scheme), AttentionSpec("full"))
     assert torch.isfinite(out).all()
     rows = sample_rows(T, extra=(1023, 1024, T - 1025))
-    want = ref.attention_rows_ref(q, k, v, rows, scheme, "full", 1, 1)
+    want = ref.attention_rows(q, k, v, rows, scheme, "full", 1, 1)
     torch.testing.assert_close(out[..., rows, :].double(), want, **TOL[torch.float32])
 
 
@@ -86,7 +87,7 @@ def test_full_chunked_bf16_autocast():
         out = causal_attention(q, k, v, XPos(D), AttentionSpec("full"))
     assert torch.isfinite(out).all()
     rows = sample_rows(T)
-    want = ref.attention_rows_ref(q, k, v, rows, "xpos", "full", 1, 1)
+    want = ref.attention_rows(q, k, v, rows, "xpos", "full", 1, 1)
     torch.testing.assert_close(out[..., rows, :].double(), want, **TOL[torch.bfloat16])
 
 
@@ -102,7 +103,7 @@ def test_decode_step_far_out(mode):
     out = attend(q[..., P:, :], k[..., first:, :], v[..., first:, :], torch.tensor([P]),
                  torch.arange(first, P + 1), XPos(D), spec)
     assert torch.isfinite(out).all()
-    want = ref.attention_rows_ref(q, k, v, [P], "xpos", mode, spec.block, spec.window)
+    want = ref.attention_rows(q, k, v, [P], "xpos", mode, spec.block, spec.window)
     torch.testing.assert_close(out.double(), want, **TOL[torch.float32])
 
 

@@ -7,12 +7,12 @@ import sys
 import types
 
 import pytest
-import reference as ref
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
 from lexformer import LexformerError, ModelConfig
+from lexformer import reference as ref
 from lexformer.positions import (
     POSITION_SCHEMES,
     ALiBi,
@@ -34,8 +34,8 @@ def logits(scheme, q, k, q_pos, k_pos):
 
 def assert_logits_close(got, q, k, q_pos, k_pos, decay, rtol=1e-5, atol=1e-6, **kw):
     """|got − ref| ≤ rtol·Σ_j|q'_j||k'_j| + atol: fp32 rounding relative to the magnitude."""
-    want = ref.rotary_logits_ref(q, k, q_pos, k_pos, decay=decay, **kw)
-    mag = ref.rotary_logits_magnitude(q, k, q_pos, k_pos, decay=decay, **kw)
+    want = ref.rotary_logits(q, k, q_pos, k_pos, decay=decay, **kw)
+    mag = ref.rotary_logit_magnitude(q, k, q_pos, k_pos, decay=decay, **kw)
     err = (got.double() - want).abs()
     bound = rtol * mag + atol
     worst = (err / bound).max().item()
@@ -104,7 +104,8 @@ def test_rope_logits_match_paper_loop():
 
 
 def test_xpos_logits_depend_on_distance_like_the_paper():
-    """With all-ones q, k the logit at distance n is 2·Σ_j cos(nθ_j) ζ_j^(n/B) (SPEC §3)."""
+    """With all-ones q, k the logit at distance n is 2·Σ_j cos(nθ_j) ζ_j^(n/B), twice the
+    analytic curve of docs/method.md#attention-resolution."""
     x = XPos(D)
     n = torch.arange(0, 2000, 37)
     q = torch.ones(1, 1, len(n), D)
@@ -148,7 +149,7 @@ def test_xpos_matches_rotary_embedding_torch():
     theirs = pq.double() @ pk.double().transpose(-1, -2)
     pos = torch.arange(T)
     ours = logits(XPos(D), q, k, pos, pos)
-    mag = ref.rotary_logits_magnitude(q, k, pos, pos, decay=True)
+    mag = ref.rotary_logit_magnitude(q, k, pos, pos, decay=True)
     assert ((ours - theirs).abs() <= 1e-4 * mag + 1e-5).all()
     assert_logits_close(theirs, q, k, pos, pos, decay=True, rtol=1e-4)  # and the loop agrees
 
@@ -162,7 +163,7 @@ def test_rope_matches_rotary_embedding_torch():
     theirs = pq.double() @ pk.double().transpose(-1, -2)
     pos = torch.arange(T)
     ours = logits(RoPE(D), q, k, pos, pos)
-    mag = ref.rotary_logits_magnitude(q, k, pos, pos, decay=False)
+    mag = ref.rotary_logit_magnitude(q, k, pos, pos, decay=False)
     assert ((ours - theirs).abs() <= 1e-4 * mag + 1e-5).all()
 
 
@@ -196,7 +197,7 @@ def test_xpos_matches_torchscale_reference_code():
     theirs = tq.double() @ tk.double().transpose(-1, -2)
     pos = torch.arange(T)
     ours = logits(XPos(D), q, k, pos, pos)
-    mag = ref.rotary_logits_magnitude(q, k, pos, pos, decay=True)
+    mag = ref.rotary_logit_magnitude(q, k, pos, pos, decay=True)
     assert ((ours - theirs).abs() <= 1e-4 * mag + 1e-5).all()
 
 
@@ -255,7 +256,7 @@ def test_alibi_slopes_are_the_papers():
                                         1 / 256]
     for H in (1, 2, 4, 6, 12, 16):
         torch.testing.assert_close(alibi_slopes(H).double(),
-                                   torch.tensor(ref.alibi_slopes_ref(H), dtype=torch.float64))
+                                   torch.tensor(ref.alibi_slopes(H), dtype=torch.float64))
 
 
 def test_alibi_bias_matches_reference_and_is_toeplitz():
@@ -263,7 +264,7 @@ def test_alibi_bias_matches_reference_and_is_toeplitz():
     pos = torch.arange(40)
     bias = a(pos, pos)
     assert bias.shape == (8, 40, 40)
-    torch.testing.assert_close(bias.double(), ref.alibi_bias_ref(8, pos, pos), rtol=0, atol=0)
+    torch.testing.assert_close(bias.double(), ref.alibi_bias(8, pos, pos), rtol=0, atol=0)
     for d in range(-39, 40):  # constant along every diagonal
         diag = torch.diagonal(bias, offset=d, dim1=-2, dim2=-1)
         assert (diag == diag[:, :1]).all()
@@ -318,8 +319,8 @@ def test_bf16_inputs_give_bf16_outputs_close_to_fp32(cls):
     q2, k2 = cls(D)(q.bfloat16(), k.bfloat16(), pos, pos)
     assert q2.dtype == torch.bfloat16 and k2.dtype == torch.bfloat16
     got = q2.double() @ k2.double().transpose(-1, -2)
-    mag = ref.rotary_logits_magnitude(q, k, pos, pos, decay=cls is XPos)
-    want = ref.rotary_logits_ref(q, k, pos, pos, decay=cls is XPos)
+    mag = ref.rotary_logit_magnitude(q, k, pos, pos, decay=cls is XPos)
+    want = ref.rotary_logits(q, k, pos, pos, decay=cls is XPos)
     assert ((got - want).abs() <= 2e-2 * mag + 1e-3).all()  # a few bf16 ulps of each term
 
 

@@ -1,6 +1,6 @@
 """Causal self-attention in three modes, with position schemes applied inside.
 
-Modes (SPEC §2):
+Modes (``docs/method.md#blockwise-causal-attention`` and ``#sliding-attention``):
 
 * ``full``       every query sees every earlier key (ordinary causal attention);
 * ``blockwise``  the paper's blockwise causal attention: blocks of ``h`` tokens (L/2); a query
@@ -13,17 +13,19 @@ Two implementations of every mode:
   ``scaled_dot_product_attention``; the windowed modes never materialise an n×n matrix:
   queries are cut into blocks of c and each block attends, through one batched SDPA call with
   one shared (c, w) mask, to an unfolded window of w keys, which is O(n·L);
-* a general path over explicit query/key positions (KV-cache decoding), which can also run
-  eagerly and return the pre-softmax scores and probabilities that the analysis needs.
+* a general path over explicit query/key positions (KV-cache decoding): :func:`attend`, and
+  :func:`attend_eager`, which also returns the pre-softmax scores and probabilities that the
+  analysis needs (:class:`AttentionIntermediates`).
 
 Rotary schemes (XPOS, RoPE) are applied here, with positions re-centred for every window or
 chunk of queries: only n − m matters, and re-centring keeps the XPOS factors ζ^(±n/B) bounded
-at any length (a naive centred table overflows fp32 near 72k tokens, SPEC §1).
+at any length (a naive centred table overflows fp32 near 72k tokens; ``docs/method.md#xpos``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -235,6 +237,31 @@ def _windowed(q, k, v, scheme, spec, dropout_p):
 
 
 # --------------------------------------------------------------------------- general path
+class AttentionIntermediates(NamedTuple):
+    """What the eager path exposes of one attention call, both (B, H, Tq, Tk) float32.
+
+    ``scores`` are pre-softmax (q'·k'/√d plus any bias), −inf on pairs the mode hides;
+    ``probs`` their softmax. A tuple, so ``scores, probs = intermediates`` works.
+    """
+
+    scores: torch.Tensor
+    probs: torch.Tensor
+
+
+def _positioned(q, k, q_pos, k_pos, scheme, spec):
+    """Rotary transform with positions re-centred on the queries, the visibility mask and
+    the bias: what both general paths need before the attention product."""
+    q_pos = q_pos.to(torch.int64).cpu()
+    k_pos = k_pos.to(torch.int64).cpu()
+    if scheme.kind == ROTARY:
+        centre = (int(q_pos.min()) + int(q_pos.max())) // 2
+        q = scheme.rotate_queries(q, q_pos - centre)
+        k = scheme.rotate_keys(k, k_pos - centre)
+    visible = spec.visible(positions_on(q_pos, q.device), positions_on(k_pos, q.device))
+    bias = scheme(q_pos, k_pos) if scheme.kind == BIAS else None
+    return q, k, visible, bias
+
+
 def attend(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -244,34 +271,39 @@ def attend(
     scheme: PositionScheme,
     spec: AttentionSpec,
     dropout_p: float = 0.0,
-    return_weights: bool = False,
-):
+) -> torch.Tensor:
     """Attention of queries at ``q_pos`` over keys at ``k_pos`` (any positions, e.g. a cache).
 
     q: (B, H, Tq, D), k and v: (B, H, Tk, D), all before the rotary transform. Visibility
     follows ``spec`` from the positions alone. Positions are re-centred on the queries, so
-    past keys get XPOS factors ≤ 1 however long the cache is.
-
-    With ``return_weights`` the attention runs eagerly and returns
-    ``(out, scores, probs)``: pre-softmax scores (hidden pairs −inf) and probabilities,
-    both (B, H, Tq, Tk) in float32.
+    past keys get XPOS factors ≤ 1 however long the cache is. Returns (B, H, Tq, D).
     """
-    q_pos = q_pos.to(torch.int64).cpu()
-    k_pos = k_pos.to(torch.int64).cpu()
-    if scheme.kind == ROTARY:
-        centre = (int(q_pos.min()) + int(q_pos.max())) // 2
-        q = scheme.rotate_queries(q, q_pos - centre)
-        k = scheme.rotate_keys(k, k_pos - centre)
-    visible = spec.visible(positions_on(q_pos, q.device), positions_on(k_pos, q.device))
-    bias = scheme(q_pos, k_pos) if scheme.kind == BIAS else None
-    if not return_weights:
-        return _sdpa(q, k, v, attn_mask=_bias_mask(bias, visible, q.dtype), dropout_p=dropout_p)
+    q, k, visible, bias = _positioned(q, k, q_pos, k_pos, scheme, spec)
+    return _sdpa(q, k, v, attn_mask=_bias_mask(bias, visible, q.dtype), dropout_p=dropout_p)
+
+
+def attend_eager(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    q_pos: torch.Tensor,
+    k_pos: torch.Tensor,
+    scheme: PositionScheme,
+    spec: AttentionSpec,
+) -> tuple[torch.Tensor, AttentionIntermediates]:
+    """:func:`attend` computed eagerly in float32: ``(out, AttentionIntermediates)``.
+
+    The same maths as the SDPA paths, with the (B, H, Tq, Tk) scores and probabilities
+    materialised for analysis (attention resolution needs the pre-softmax scores). Scores
+    stay float32 under autocast; ``out`` takes v's dtype.
+    """
+    q, k, visible, bias = _positioned(q, k, q_pos, k_pos, scheme, spec)
     scale = q.shape[-1] ** -0.5
-    with torch.autocast(q.device.type, enabled=False):  # scores stay fp32 under autocast
+    with torch.autocast(q.device.type, enabled=False):
         scores = (q.float() @ k.float().transpose(-1, -2)) * scale
         if bias is not None:
             scores = scores + bias.float()
         scores = scores.masked_fill(~visible, float("-inf"))
         probs = torch.softmax(scores, dim=-1)
         out = (probs @ v.float()).to(v.dtype)
-    return out, scores, probs
+    return out, AttentionIntermediates(scores, probs)

@@ -1,4 +1,4 @@
-"""KV cache for incremental decoding.
+"""KV cache for incremental decoding (``docs/method.md#the-kv-cache``).
 
 Keys are cached *before* the rotary transform, with their positions. Every decoding step
 rotates the cached keys afresh with positions re-centred on the new query: the XPOS factors
@@ -47,6 +47,11 @@ class KVCache:
                 self._k[i] = self._k[i][..., keep:, :].clone()
                 self._v[i] = self._v[i][..., keep:, :].clone()
                 self._pos[i] = pos[keep:].clone()
+
+    def nbytes(self) -> int:
+        """Bytes held by the cached keys, values and positions, all layers together."""
+        return sum(t.numel() * t.element_size()
+                   for held in (self._k, self._v, self._pos) for t in held if t is not None)
 
     def __len__(self) -> int:
         """Number of cached key positions (the same in every layer)."""

@@ -1,4 +1,4 @@
-"""The LeX language model: a decoder-only pre-LayerNorm Transformer (SPEC §4).
+"""The LeX language model: a decoder-only pre-LayerNorm Transformer (``docs/method.md#model``).
 
 ``TransformerLM(config)(input_ids, attention="full"|"blockwise"|"sliding")`` → logits
 (B, T, vocab). The position scheme comes from the registry by ``config.position``; the
@@ -9,12 +9,20 @@ blockwise attention.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attention import AttentionSpec, attend, causal_attention, causal_attention_packed
+from .attention import (
+    AttentionIntermediates,
+    AttentionSpec,
+    attend,
+    attend_eager,
+    causal_attention,
+    causal_attention_packed,
+)
 from .cache import KVCache
 from .config import ModelConfig
 from .positions import ADDITIVE, PositionScheme, build_position_scheme
@@ -39,11 +47,29 @@ def lm_loss(logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean"
     return loss.view(B, T) if reduction == "none" else loss
 
 
+@dataclass(frozen=True)
+class PassContext:
+    """What every layer of one forward pass shares.
+
+    ``positions`` (T,) int64 on the CPU are the positions of this call's tokens; with a
+    ``cache`` they continue the cached sequence and each layer extends its entry. ``eager``
+    selects the slow attention path that also returns :class:`AttentionIntermediates`.
+    """
+
+    spec: AttentionSpec
+    positions: torch.Tensor
+    cache: KVCache | None = None
+    eager: bool = False
+
+
 class SelfAttention(nn.Module):
-    def __init__(self, config: ModelConfig, scheme: PositionScheme) -> None:
+    """Multi-head causal self-attention; ``layer`` indexes this layer's KV-cache entry."""
+
+    def __init__(self, config: ModelConfig, scheme: PositionScheme, layer: int = 0) -> None:
         super().__init__()
         self.n_head = config.n_head
         self.head_dim = config.head_dim
+        self.layer = layer
         self.qkv = nn.Linear(config.d_model, 3 * config.d_model)
         self.proj = nn.Linear(config.d_model, config.d_model)
         self.dropout = config.dropout
@@ -52,37 +78,43 @@ class SelfAttention(nn.Module):
         self._scheme = (scheme,)
 
     def forward(
-        self,
-        x: torch.Tensor,
-        spec: AttentionSpec,
-        positions: torch.Tensor,
-        cache: KVCache | None = None,
-        layer: int = 0,
-        record: list | None = None,
-    ) -> torch.Tensor:
+        self, x: torch.Tensor, ctx: PassContext
+    ) -> tuple[torch.Tensor, AttentionIntermediates | None]:
+        """x (B, T, C) → (output (B, T, C), intermediates if ``ctx.eager`` else None)."""
         B, T, C = x.shape
-        scheme = self._scheme[0]
         qkv = self.qkv(x).view(B, T, 3, self.n_head, self.head_dim)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, T, D)
-        dropout_p = self.dropout if self.training else 0.0
-
-        if record is not None:
-            # Eager path for analysis: same maths as the fast path, plus scores/probs.
-            k_all, v_all, k_pos = (k, v, positions) if cache is None else cache.extend(
-                layer, k, v, positions)
-            out, scores, probs = attend(q, k_all, v_all, positions, k_pos, scheme, spec,
-                                        return_weights=True)
-            record.append((scores, probs))
-        elif cache is None:
-            out = causal_attention_packed(qkv, scheme, spec, dropout_p)
-        elif cache.is_empty(layer):
-            out = causal_attention(q, k, v, scheme, spec, dropout_p)
-            cache.extend(layer, k, v, positions)
+        if ctx.eager:
+            out, intermediates = self._attend_eager(qkv, ctx)
         else:
-            k_all, v_all, k_pos = cache.extend(layer, k, v, positions)
-            out = attend(q, k_all, v_all, positions, k_pos, scheme, spec, dropout_p)
-        out = out.transpose(1, 2).reshape(B, T, C)
-        return self.proj(out)
+            out, intermediates = self._attend_fast(qkv, ctx), None
+        return self.proj(out.transpose(1, 2).reshape(B, T, C)), intermediates
+
+    def _attend_fast(self, qkv: torch.Tensor, ctx: PassContext) -> torch.Tensor:
+        """SDPA paths: a whole sequence, a cache's first (prefill) call, or a cached step."""
+        scheme, spec, cache = self._scheme[0], ctx.spec, ctx.cache
+        dropout_p = self.dropout if self.training else 0.0
+        if cache is None:
+            return causal_attention_packed(qkv, scheme, spec, dropout_p)
+        q, k, v = _split_heads(qkv)
+        if cache.is_empty(self.layer):  # prefill: the tokens are at 0..T−1
+            cache.extend(self.layer, k, v, ctx.positions)
+            return causal_attention(q, k, v, scheme, spec, dropout_p)
+        k_all, v_all, k_pos = cache.extend(self.layer, k, v, ctx.positions)
+        return attend(q, k_all, v_all, ctx.positions, k_pos, scheme, spec, dropout_p)
+
+    def _attend_eager(
+        self, qkv: torch.Tensor, ctx: PassContext
+    ) -> tuple[torch.Tensor, AttentionIntermediates]:
+        q, k, v = _split_heads(qkv)
+        k_pos = ctx.positions
+        if ctx.cache is not None:
+            k, v, k_pos = ctx.cache.extend(self.layer, k, v, ctx.positions)
+        return attend_eager(q, k, v, ctx.positions, k_pos, self._scheme[0], ctx.spec)
+
+
+def _split_heads(qkv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(B, T, 3, H, D) → q, k, v, each (B, H, T, D)."""
+    return qkv.permute(2, 0, 3, 1, 4).unbind(0)
 
 
 class FeedForward(nn.Module):
@@ -98,17 +130,20 @@ class FeedForward(nn.Module):
 class Block(nn.Module):
     """Pre-LN block: x + Attn(LN(x)), then x + FFN(LN(x))."""
 
-    def __init__(self, config: ModelConfig, scheme: PositionScheme) -> None:
+    def __init__(self, config: ModelConfig, scheme: PositionScheme, layer: int = 0) -> None:
         super().__init__()
         self.ln_attn = nn.LayerNorm(config.d_model, eps=config.norm_eps)
-        self.attn = SelfAttention(config, scheme)
+        self.attn = SelfAttention(config, scheme, layer)
         self.ln_ffn = nn.LayerNorm(config.d_model, eps=config.norm_eps)
         self.ffn = FeedForward(config)
         self.drop = nn.Dropout(config.dropout)
 
-    def forward(self, x, spec, positions, cache=None, layer=0, record=None):
-        x = x + self.drop(self.attn(self.ln_attn(x), spec, positions, cache, layer, record))
-        return x + self.drop(self.ffn(self.ln_ffn(x)))
+    def forward(
+        self, x: torch.Tensor, ctx: PassContext
+    ) -> tuple[torch.Tensor, AttentionIntermediates | None]:
+        attended, intermediates = self.attn(self.ln_attn(x), ctx)
+        x = x + self.drop(attended)
+        return x + self.drop(self.ffn(self.ln_ffn(x))), intermediates
 
 
 class TransformerLM(nn.Module):
@@ -120,7 +155,7 @@ class TransformerLM(nn.Module):
         self.position = build_position_scheme(config)
         self.tok_emb = nn.Embedding(config.vocab_size, config.d_model)
         self.drop = nn.Dropout(config.dropout)
-        self.blocks = nn.ModuleList(Block(config, self.position) for _ in range(config.n_layer))
+        self.blocks = nn.ModuleList(Block(config, self.position, i) for i in range(config.n_layer))
         self.ln_f = nn.LayerNorm(config.d_model, eps=config.norm_eps)
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
         self.apply(self._init_weights)
@@ -153,7 +188,6 @@ class TransformerLM(nn.Module):
         input_ids: torch.Tensor,
         attention: str = "full",
         cache: KVCache | None = None,
-        record: list | None = None,
         targets: torch.Tensor | None = None,
         reduction: str = "mean",
     ) -> torch.Tensor:
@@ -165,35 +199,53 @@ class TransformerLM(nn.Module):
         than a separate method keeps DDP and torch.compile wrappers in the loop.
 
         With a ``cache`` (see :meth:`new_cache`) the tokens continue the cached sequence and
-        the cache is updated. With a ``record`` list, attention runs eagerly and appends
-        ``(scores, probs)`` per layer, each (B, H, T, Tk).
+        the cache is updated.
         """
+        logits, _ = self._run(input_ids, attention, cache, eager=False)
+        if targets is None:
+            return logits
+        return lm_loss(logits, targets, reduction)
+
+    def forward_with_intermediates(
+        self, input_ids: torch.Tensor, attention: str = "full", cache: KVCache | None = None
+    ) -> tuple[torch.Tensor, list[AttentionIntermediates]]:
+        """Logits and, per layer, the attention's :class:`AttentionIntermediates`.
+
+        Runs the eager attention path (the same maths as :meth:`forward`, with every
+        (B, H, T, Tk) score matrix materialised): for analysis and tests, not for speed.
+        """
+        return self._run(input_ids, attention, cache, eager=True)
+
+    def _run(
+        self, input_ids: torch.Tensor, attention: str, cache: KVCache | None, eager: bool
+    ) -> tuple[torch.Tensor, list[AttentionIntermediates]]:
+        """The forward pass; the list holds one entry per layer when ``eager``, else none."""
         spec = self.attention_spec(attention)
         if cache is not None and cache.spec != spec:
             raise ValueError(f"this cache was made for {cache.spec}, not {spec}")
         T = input_ids.shape[1]
         start = 0 if cache is None else cache.next_pos
-        positions = torch.arange(start, start + T)
+        ctx = PassContext(spec, torch.arange(start, start + T), cache, eager)
         x = self.tok_emb(input_ids)
         if self.position.kind == ADDITIVE:
-            x = x + self.position(positions).to(x.dtype)
+            x = x + self.position(ctx.positions).to(x.dtype)
         x = self.drop(x)
-        for i, block in enumerate(self.blocks):
-            x = block(x, spec, positions, cache, i, record)
+        intermediates = []
+        for block in self.blocks:
+            x, layer_intermediates = block(x, ctx)
+            if layer_intermediates is not None:
+                intermediates.append(layer_intermediates)
         if cache is not None:
             cache.advance(T)
-        logits = self.lm_head(self.ln_f(x))
-        if targets is None:
-            return logits
-        return lm_loss(logits, targets, reduction)
+        return self.lm_head(self.ln_f(x)), intermediates
 
     def new_cache(self, attention: str = "full") -> KVCache:
         """An empty KV cache for incremental decoding in the given attention mode."""
         return KVCache(self.config.n_layer, self.attention_spec(attention))
 
     @torch.no_grad()
-    def attention_scores(self, input_ids: torch.Tensor, attention: str = "full") -> list:
+    def attention_scores(
+        self, input_ids: torch.Tensor, attention: str = "full"
+    ) -> list[AttentionIntermediates]:
         """Per-layer ``(scores, probs)``, each (B, H, T, T), from the eager attention path."""
-        record: list = []
-        self(input_ids, attention=attention, record=record)
-        return record
+        return self.forward_with_intermediates(input_ids, attention)[1]

@@ -1,4 +1,7 @@
-"""Absolute sinusoidal position embedding (Vaswani et al.), added to token embeddings."""
+"""Absolute sinusoidal position embedding (Vaswani et al.), added to token embeddings.
+
+See ``docs/method.md#baselines`` for why it carries a learned scale.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""ALiBi: a head-specific linear penalty on the logits, ``−slope_h · (n − m)``."""
+"""ALiBi: a head-specific linear penalty on the logits, ``−slope_h · (n − m)``.
+
+See ``docs/method.md#baselines``.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Shared machinery of the rotary schemes (XPOS and RoPE).
+"""Shared machinery of the rotary schemes (XPOS and RoPE; ``docs/method.md#xpos``).
 
 Both rotate interleaved coordinate pairs ``(2j, 2j+1)`` of q and k by ``n·θ_j``; XPOS also
 scales pair j of a query at position n by ``ζ_j^(n/B)`` and of a key at m by ``ζ_j^(-m/B)``,

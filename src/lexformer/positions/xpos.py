@@ -1,4 +1,4 @@
-"""XPOS, the extrapolatable position embedding of the LeX Transformer (SPEC §1)."""
+"""XPOS, the extrapolatable position embedding of the LeX Transformer (``docs/method.md#xpos``)."""
 
 from __future__ import annotations
 
