@@ -1,10 +1,17 @@
 """XPOS transform of q and k: lexformer vs the public implementations, plus logits parity.
 
     python benchmarks/bench_xpos_peers.py [--quick] [--lengths 1024 4096 ...] [--rounds N]
+                                          [--compiled]
 
 Contenders, each doing what it does on every call of a forward pass (tables included):
 
-* ``lexformer``   ``XPos(64)(q, k, q_pos, k_pos)`` (complex tables cached by the module);
+* ``lexformer``   ``XPos(64)(q, k, q_pos, k_pos)``, the default (``arithmetic="auto"``: in
+  eager mode one complex64 multiply by tables cached by the module);
+* ``lex_real``    the same call with ``arithmetic="real"`` in eager mode: cos/sin tables in the
+  input's dtype, ``q·C + swap(q)·S`` in three passes (for information: the path
+  ``torch.compile`` takes);
+* ``lex_compiled`` (with ``--compiled``) ``torch.compile`` of that call: the real path fused
+  into one kernel forward and one backward (compiled once per case, untimed);
 * ``rotary_emb``  rotary-embedding-torch ``RotaryEmbedding(dim=64, use_xpos=True)
   .rotate_queries_and_keys(q, k)`` (its own cache holds tables up to 8192 positions and
   recomputes them per call beyond that, as it does for a user);
@@ -57,8 +64,10 @@ H, D = 8, 64
 PEERS = ("rotary_emb", "x_transformers", "torchscale")
 
 
-def contenders(T: int):
+def contenders(T: int, compiled: bool = False):
     lex = XPos(D)
+    lex_real = XPos(D)
+    lex_real.arithmetic = "real"
     remb = REmb(dim=D, use_xpos=True)
     xt = XTRotary(D, use_xpos=True)
     ts = TSXPOS(D)
@@ -70,6 +79,9 @@ def contenders(T: int):
 
     def f_lex(q, k):
         return lex(q, k, pos, pos)
+
+    def f_lex_real(q, k):
+        return lex_real(q, k, pos, pos)
 
     def f_remb(q, k):
         return remb.rotate_queries_and_keys(q, k)
@@ -89,8 +101,11 @@ def contenders(T: int):
         qc, kc = torch.view_as_complex(q), torch.view_as_complex(k)
         return torch.view_as_real(qc * table), torch.view_as_real(kc * table)
 
-    return {"lexformer": f_lex, "rotary_emb": f_remb, "x_transformers": f_xt,
-            "torchscale": f_ts, "floor": f_floor}
+    fns = {"lexformer": f_lex, "lex_real": f_lex_real, "rotary_emb": f_remb,
+           "x_transformers": f_xt, "torchscale": f_ts, "floor": f_floor}
+    if compiled:
+        fns["lex_compiled"] = torch.compile(f_lex, dynamic=False)
+    return fns
 
 
 def reference_logits(q, k, rows):
@@ -113,7 +128,7 @@ def parity(T: int, fns) -> dict:
     ref64 = reference_logits(q, k, rows)
     out = {}
     lex_logits = None
-    for name in ("lexformer",) + PEERS:
+    for name in ("lexformer", "lex_real") + PEERS:
         with torch.no_grad():
             q2, k2 = fns[name](q, k)
         logits = q2[..., rows, :].double() @ k2.double().transpose(-1, -2)
@@ -163,8 +178,10 @@ def bench_case(T, dtype, backward, fns, rounds, budget, sum_backward=False):
                 torch.autograd.backward((q2, k2), cotangents(name, q2, k2))
         return run
 
-    return C.interleaved({name: make(name) for name in fns}, rounds=rounds, budget_s=budget,
-                         min_sample_s=0.01, min_rounds=5)
+    runs = {name: make(name) for name in fns}
+    if "lex_compiled" in runs:
+        runs["lex_compiled"]()  # compile (forward, and backward if timed) before any timing
+    return C.interleaved(runs, rounds=rounds, budget_s=budget, min_sample_s=0.01, min_rounds=5)
 
 
 def main() -> None:
@@ -172,6 +189,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--lengths", type=int, nargs="+")
     ap.add_argument("--rounds", type=int)
+    ap.add_argument("--compiled", action="store_true",
+                    help="add torch.compile of lexformer's call (real arithmetic, fused)")
     ap.add_argument("--sum-backward", action="store_true",
                     help="backward of q2.sum() + k2.sum() instead of fixed random cotangents")
     C.add_threads_arg(ap)
@@ -184,7 +203,8 @@ def main() -> None:
     results, rows = [], []
     parities = {}
     for T in lengths:
-        fns = contenders(T)
+        fns = contenders(T, args.compiled)
+        lex_names = [n for n in ("lexformer", "lex_real", "lex_compiled") if n in fns]
         parities[T] = parity(T, fns)
         for dtype in (torch.float32, torch.bfloat16):
             for backward in (False, True):
@@ -198,20 +218,29 @@ def main() -> None:
                        "contention": C.contention(t),
                        "speedup_per_peer": per_peer,
                        "best_peer": best_peer, "speedup_vs_best_peer": speedup,
-                       "lexformer_over_floor": C.paired_ratio(t, "lexformer", "floor")}
+                       "lexformer_over_floor": C.paired_ratio(t, "lexformer", "floor"),
+                       "over_floor": {n: C.paired_ratio(t, n, "floor") for n in lex_names},
+                       "best_peer_speedup": {n: C.paired_ratio(t, best_peer, n)
+                                             for n in lex_names}}
                 results.append(rec)
                 rows.append([T, rec["dtype"], rec["pass"]]
-                            + [t[n]["median_s"] * 1e3 for n in ("lexformer",) + PEERS + ("floor",)]
-                            + [best_peer, speedup, rec["lexformer_over_floor"]])
+                            + [t[n]["median_s"] * 1e3 if n in t else float("nan")
+                               for n in ("lexformer", "lex_real", "lex_compiled") + PEERS
+                               + ("floor",)]
+                            + [best_peer, speedup, rec["lexformer_over_floor"]]
+                            + [rec["over_floor"].get(n, float("nan"))
+                               for n in ("lex_real", "lex_compiled")]
+                            + [rec["best_peer_speedup"].get("lex_compiled", float("nan"))])
                 print(f"T={T} {rec['dtype']} {rec['pass']}: lexformer {lex * 1e3:.2f} ms, "
                       f"best peer {best_peer} {t[best_peer]['median_s'] * 1e3:.2f} ms, "
                       f"speed-up {speedup:.2f}x; {rec['contention']['quiet_rounds']}/"
                       f"{rec['contention']['rounds']} quiet rounds", flush=True)
 
     table = C.markdown_table(
-        ["T", "dtype", "pass", "lexformer ms", "rotary-emb-torch ms", "x-transformers ms",
-         "torchscale ms", "floor ms", "best peer", "speed-up (best peer / lex)",
-         "lex / floor"], rows)
+        ["T", "dtype", "pass", "lexformer ms", "lex real ms", "lex compiled ms",
+         "rotary-emb-torch ms", "x-transformers ms", "torchscale ms", "floor ms", "best peer",
+         "speed-up (best peer / lex)", "lex / floor", "real / floor", "compiled / floor",
+         "best peer / compiled"], rows)
     ptable = C.markdown_table(
         ["T", "impl", "max rel diff vs float64", "max rel diff vs lexformer"],
         [[T, n, p[n]["vs_float64"], p[n]["vs_lexformer"]]

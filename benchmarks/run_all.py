@@ -28,6 +28,8 @@ BENCHMARKS = (
     "bench_attention",
     "bench_generate",
     "bench_train_throughput",
+    "bench_alibi",
+    "bench_compile",  # compiles 2 models first: ~2-4 min on 2 cores before any timing
 )
 
 

@@ -87,3 +87,21 @@ def test_bf16_training_step_with_fused_adamw_reduces_loss():
         opt.zero_grad()
         losses.append(loss.item())
     assert losses[-1] < losses[0] - 1.0, losses
+
+
+@pytest.mark.parametrize("cls", [XPos, RoPE])
+@pytest.mark.parametrize("mode", ["full", "blockwise", "sliding"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_real_arithmetic_on_cuda_matches_fp64_reference(cls, mode, dtype):
+    """The cos/sin path (what torch.compile runs) on the device, against float64."""
+    L, T = 64, 64 * 9 + 5
+    q, k, v = (torch.randn(2, 4, T, 32, dtype=torch.float64) for _ in range(3))
+    name = "xpos" if cls is XPos else "rope"
+    want = ref.attention(q, k, v, name, mode, block=L // 2, window=L)
+    scheme = cls(32)
+    scheme.arithmetic = "real"
+    spec = AttentionSpec(mode, block=L // 2, window=L)
+    out = causal_attention(*(x.to("cuda", dtype) for x in (q, k, v)), scheme, spec)
+    tol = 1e-4 if dtype == torch.float32 else 3e-2
+    err = (out.double().cpu() - want).abs().max().item()
+    assert err < tol * max(1.0, want.abs().max().item()), err

@@ -9,7 +9,7 @@ blockwise attention.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -54,12 +54,14 @@ class PassContext:
     ``positions`` (T,) int64 on the CPU are the positions of this call's tokens; with a
     ``cache`` they continue the cached sequence and each layer extends its entry. ``eager``
     selects the slow attention path that also returns :class:`AttentionIntermediates`.
+    ``memo`` holds what every layer would otherwise rebuild identically (ALiBi's bias).
     """
 
     spec: AttentionSpec
     positions: torch.Tensor
     cache: KVCache | None = None
     eager: bool = False
+    memo: dict = field(default_factory=dict, compare=False, hash=False, repr=False)
 
 
 class SelfAttention(nn.Module):
@@ -94,11 +96,11 @@ class SelfAttention(nn.Module):
         scheme, spec, cache = self._scheme[0], ctx.spec, ctx.cache
         dropout_p = self.dropout if self.training else 0.0
         if cache is None:
-            return causal_attention_packed(qkv, scheme, spec, dropout_p)
+            return causal_attention_packed(qkv, scheme, spec, dropout_p, ctx.memo)
         q, k, v = _split_heads(qkv)
         if cache.is_empty(self.layer):  # prefill: the tokens are at 0..T−1
             cache.extend(self.layer, k, v, ctx.positions)
-            return causal_attention(q, k, v, scheme, spec, dropout_p)
+            return causal_attention(q, k, v, scheme, spec, dropout_p, ctx.memo)
         k_all, v_all, k_pos = cache.extend(self.layer, k, v, ctx.positions)
         return attend(q, k_all, v_all, ctx.positions, k_pos, scheme, spec, dropout_p)
 
