@@ -263,11 +263,29 @@ def default_lengths(train_length: int) -> list[int]:
     return [train_length * 2 ** k // 4 for k in range(7) if train_length * 2 ** k // 4 >= 2]
 
 
+def _corpus_tokenizer(tokenizer_or_model: Any):
+    """The tokenizer that tokenizes a corpus for ``tokenizer_or_model``: a model's
+    ``corpus_tokenizer`` (pretrained models: their tokenizer in the token cache's shape), else
+    its ``tokenizer``, else the object itself."""
+    adapted = getattr(tokenizer_or_model, "corpus_tokenizer", None)
+    if adapted is not None:
+        return adapted
+    tokenizer = getattr(tokenizer_or_model, "tokenizer", tokenizer_or_model)
+    if tokenizer is None:
+        raise LexformerError("this model has no tokenizer: cannot tokenize a corpus for it")
+    if not hasattr(tokenizer, "to_json") and hasattr(tokenizer, "backend_tokenizer"):
+        from .hf.tokenizer import corpus_tokenizer  # a bare transformers tokenizer
+
+        return corpus_tokenizer(tokenizer)
+    return tokenizer
+
+
 def evaluation_documents(corpus_name: str, tokenizer_or_model: Any, split: str,
                          max_length: int, max_docs: int | None = None,
                          cache_dir: str | None = None) -> list[np.ndarray]:
     """The first ``max_length`` tokens of each document of ``split`` long enough to hold them
-    (at most ``max_docs``, ≥ 1, of them). Takes a tokenizer or a model that has one."""
+    (at most ``max_docs``, ≥ 1, of them). Takes a tokenizer (lexformer's or a transformers
+    fast tokenizer) or a model that has one; the tokens are cached per tokenizer."""
     from .config import SPLITS
     from .data import eval_documents, load_corpus, tokenize_corpus
 
@@ -275,9 +293,7 @@ def evaluation_documents(corpus_name: str, tokenizer_or_model: Any, split: str,
         raise LexformerError(f"max_docs must be at least 1, got {max_docs}")
     if split not in SPLITS:
         raise LexformerError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
-    tokenizer = getattr(tokenizer_or_model, "tokenizer", tokenizer_or_model)
-    if tokenizer is None:
-        raise LexformerError("this model has no tokenizer: cannot tokenize a corpus for it")
+    tokenizer = _corpus_tokenizer(tokenizer_or_model)
     corpus = load_corpus(corpus_name, cache_dir=cache_dir)
     tokens = tokenize_corpus(corpus, tokenizer, cache_dir=cache_dir)
     if split not in tokens.splits or len(tokens.splits[split].tokens) == 0:

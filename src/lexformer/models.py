@@ -1,10 +1,12 @@
 """Turning a model specification (a path or a name) into a :class:`LanguageModel`.
 
 ``open_model(spec)`` tries each registered :class:`ModelSource` in order and opens the spec
-with the first that recognises it. Today there is one source, a lexformer run or checkpoint
-folder. Other sources (a Hugging Face model folder, a GGUF file, a named pretrained model)
-register themselves with :func:`register_source` — see the marked registration point below —
-without any change to the commands that call :func:`open_model`.
+with the first that recognises it: a pretrained Hugging Face model (a model folder, a
+``.gguf`` file, or a built-in name such as ``smollm2``; :mod:`lexformer.hf`), then a lexformer
+run or checkpoint folder. Recognising a spec never imports transformers; opening a
+Hugging Face model without it installed fails with one line naming the ``hf`` extra. More
+sources register themselves with :func:`register_source` without any change to the commands
+that call :func:`open_model`.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .errors import LexformerError
 from .lm import LanguageModel, LexformerLM
@@ -20,12 +23,13 @@ from .lm import LanguageModel, LexformerLM
 @dataclass(frozen=True)
 class ModelSource:
     """A kind of model: ``matches(spec)`` says whether ``spec`` is one (cheaply: no weights
-    read), ``open(spec)`` loads it."""
+    read), ``open(spec, method_options)`` loads it (``method_options``: the knobs of a
+    pretrained model's attention methods, :class:`lexformer.hf.MethodOptions`, or None)."""
 
     name: str
     description: str
     matches: Callable[[str], bool]
-    open: Callable[[str], LanguageModel]
+    open: Callable[[str, Any], LanguageModel]
 
 
 class CheckpointLM(LexformerLM):
@@ -51,9 +55,12 @@ def _is_lexformer_folder(spec: str) -> bool:
     return has_checkpoint(spec)
 
 
-def _open_lexformer(spec: str) -> LanguageModel:
+def _open_lexformer(spec: str, method_options: Any = None) -> LanguageModel:
     from .checkpoint import load
 
+    if method_options is not None:
+        raise LexformerError("method options apply to pretrained (Hugging Face) models only; "
+                             f"{spec} is a lexformer model")
     return CheckpointLM(load(spec))
 
 
@@ -62,24 +69,59 @@ MODEL_SOURCES: list[ModelSource] = [
                 _open_lexformer),
 ]
 
-# ---------------------------------------------------------------- registration point
-# Further sources (``lexformer.hf``: "hf-folder", "gguf", "smollm2") call
-# ``register_source(ModelSource(...))`` from their own module; ``open_model`` tries them in
-# the order of MODEL_SOURCES. Nothing else in this module needs to change.
-
-
 def register_source(source: ModelSource, first: bool = False) -> None:
     """Add ``source`` (replacing one of the same name); ``first`` tries it before the others."""
     MODEL_SOURCES[:] = [s for s in MODEL_SOURCES if s.name != source.name]
     MODEL_SOURCES.insert(0, source) if first else MODEL_SOURCES.append(source)
 
 
-def open_model(spec: str | Path) -> LanguageModel:
-    """The model that ``spec`` names, from the first source that recognises it."""
+# ---------------------------------------------------------------- registration point
+# Further sources call ``register_source(ModelSource(...))``; ``open_model`` tries them in
+# the order of MODEL_SOURCES. The pretrained Hugging Face models are registered here.
+
+
+def require_transformers() -> None:
+    """Fail with one line (not an ImportError traceback) when transformers is missing or
+    cannot be imported."""
+    try:
+        import transformers  # noqa: F401
+    except ImportError as e:
+        raise LexformerError(f"opening a Hugging Face model needs transformers ({e}): "
+                             "install lexformer[hf] (pip install 'lexformer[hf]')") from None
+
+
+def _is_hf(spec: str) -> bool:
+    # lexformer.hf.loading imports no transformers: recognising a spec stays cheap
+    from .hf.loading import is_hf_spec
+
+    return is_hf_spec(spec)
+
+
+def _open_hf(spec: str, method_options: Any = None) -> LanguageModel:
+    """A Hugging Face model folder, ``.gguf`` file or built-in name, through
+    :func:`lexformer.hf.open_hf_model`."""
+    require_transformers()
+    from .hf import open_hf_model
+
+    return open_hf_model(spec, options=method_options)
+
+
+# Tried first: a transformers folder also holds config.json and model.safetensors, all that
+# lexformer's checkpoint test looks for; its config.json names a model_type, a lexformer
+# one never does.
+register_source(ModelSource(
+    "hf", "a Hugging Face model folder (config.json with a model_type), a .gguf file, or a "
+    "built-in pretrained model (smollm2)", _is_hf, _open_hf), first=True)
+
+
+def open_model(spec: str | Path, method_options: Any = None) -> LanguageModel:
+    """The model that ``spec`` names, from the first source that recognises it;
+    ``method_options`` (a :class:`lexformer.hf.MethodOptions`) tunes a pretrained model's
+    attention methods."""
     spec = str(spec)
     for source in MODEL_SOURCES:
         if source.matches(spec):
-            return source.open(spec)
+            return source.open(spec, method_options)
     if not Path(spec).exists():
         raise LexformerError(f"model not found: {spec} does not exist")
     raise LexformerError(
@@ -87,4 +129,5 @@ def open_model(spec: str | Path) -> LanguageModel:
         + "; or ".join(s.description for s in MODEL_SOURCES))
 
 
-__all__ = ["CheckpointLM", "MODEL_SOURCES", "ModelSource", "open_model", "register_source"]
+__all__ = ["CheckpointLM", "MODEL_SOURCES", "ModelSource", "open_model", "register_source",
+           "require_transformers"]

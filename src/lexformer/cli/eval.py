@@ -6,7 +6,11 @@ import argparse
 from pathlib import Path
 
 from ..errors import LexformerError
-from .options import attention_modes, int_list
+from .eval_tasks import PERPLEXITY, add_task_options, check_task_args, plan_tasks, run_planned_tasks
+from .options import int_list, name_list
+
+#: the corpus a model without a training corpus (a pretrained one) is evaluated on
+PRETRAINED_DEFAULT_CORPUS = "shakespeare"
 
 
 def add_parser(sub) -> None:
@@ -16,20 +20,29 @@ def add_parser(sub) -> None:
         "eval", help="perplexity by length, with and without blockwise attention",
         description="Evaluate a model with the paper's protocol: documents of at least "
                     "max(lengths) tokens, their first max(lengths) tokens split into chunks of "
-                    "each length, perplexity per (attention, length) with a 95 %% paired-"
-                    "bootstrap interval over documents (printed as ± half its width).",
+                    "each length, perplexity per (attention, length) with a 95 % paired-"
+                    "bootstrap interval over documents (printed as ± half its width). "
+                    "--task adds (or replaces it with) the context-use tasks: loss by position, "
+                    "copy at a distance, passkey retrieval.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--checkpoint", required=True,
-                   help="the model: a lexformer run or checkpoint folder")
-    p.add_argument("--corpus", help="corpus to evaluate on (default: the training corpus)")
+    p.add_argument("--model", "--checkpoint", dest="model", required=True,
+                   help="the model: a lexformer run or checkpoint folder, a Hugging Face model "
+                        "folder, a .gguf file, or smollm2 (--checkpoint is the same option)")
+    p.add_argument("--method-options", type=method_options_type, metavar="NAME=N,...",
+                   help="knobs of a pretrained model's attention methods, e.g. "
+                        "block=2048,window=4096,sinks=4 (see lexformer.hf.MethodOptions)")
+    p.add_argument("--corpus", help="corpus to evaluate on (default: the training corpus; "
+                   f"{PRETRAINED_DEFAULT_CORPUS} for a pretrained model)")
     p.add_argument("--split", default="test", choices=list(SPLITS))
     p.add_argument("--lengths", type=int_list, help="comma-separated lengths "
                    "(default: L/4 … 16·L in powers of two)")
-    p.add_argument("--attention", type=attention_modes, default=["full", "blockwise"],
-                   help="attention modes: full, blockwise, sliding")
+    p.add_argument("--attention", type=name_list, default=["full", "blockwise"],
+                   help="comma-separated attention methods the model offers (lexformer: full, "
+                        "blockwise, sliding; pretrained: the lexformer.hf.HF_METHODS names)")
     p.add_argument("--max-docs", type=int, help="use at most this many documents (≥ 1)")
     p.add_argument("--json", help="write the results as JSON here")
     p.add_argument("--no-progress", action="store_true")
+    add_task_options(p)
     p.set_defaults(handler=run)
 
 
@@ -44,37 +57,70 @@ def check_args(args) -> None:
         check_lengths(args.lengths)
     if args.json:
         ensure_writable_file(args.json, "--json file")
+    check_task_args(args)
+
+
+def method_options_type(text: str):
+    """argparse type of --method-options (shared with ``lexformer extend``)."""
+    from ..hf.methods import parse_method_options
+
+    try:
+        return parse_method_options(text)
+    except LexformerError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def training_corpus(model, override: str | None) -> str:
-    """--corpus, else the corpus the model was trained on."""
+    """--corpus, else the corpus the model was trained on; a model that records none (a
+    pretrained one) is evaluated on PRETRAINED_DEFAULT_CORPUS, whose test split holds the
+    long documents the protocol needs."""
     if override:
         return override
-    corpus = getattr(model, "training_corpus", None)
-    if not corpus:
+    if hasattr(model, "training_corpus") and not model.training_corpus:
         raise LexformerError(f"{model.name} does not record a training corpus; pass --corpus")
-    return corpus
+    return getattr(model, "training_corpus", None) or PRETRAINED_DEFAULT_CORPUS
+
+
+def open_checked_model(args):
+    """The model of --model with every --attention name checked against the methods it
+    offers (one line naming them otherwise), before any evaluation work."""
+    from ..lm import check_attention
+    from ..models import open_model
+
+    if not args.attention:
+        raise LexformerError("--attention names no method")
+    model = open_model(args.model, args.method_options)
+    for attention in args.attention:
+        check_attention(model, attention)
+    return model
 
 
 def run(args) -> int:
     from ..evaluate import check_lengths, default_lengths, evaluate_model, format_table
     from ..fileio import atomic_write_json
-    from ..models import open_model
 
     check_args(args)
-    model = open_model(args.checkpoint)
+    model = open_checked_model(args)
     lengths = check_lengths(args.lengths if args.lengths is not None
                             else default_lengths(model.context_length), model, args.attention)
     checkpoint = getattr(model, "checkpoint", None)
-    result = evaluate_model(model, training_corpus(model, args.corpus), args.split, lengths,
-                            args.attention, max_docs=args.max_docs,
-                            progress=not args.no_progress,
-                            checkpoint=str(checkpoint.path) if checkpoint else args.checkpoint,
-                            step=getattr(model, "step", None))
-    print(format_table(result.results, title=model.name))
-    print("± is half the width of the 95 % paired-bootstrap interval over "
-          f"{result.results[args.attention[0]][lengths[-1]].documents} documents")
+    corpus = training_corpus(model, args.corpus)
+    tasks = plan_tasks(args, model, corpus, lengths[-1])  # checks every task before any work
+    output = {"model": model.name, "corpus": corpus, "split": args.split,
+              "checkpoint": str(checkpoint.path) if checkpoint else args.model,
+              "step": getattr(model, "step", None)}
+    if PERPLEXITY in args.task:
+        result = evaluate_model(model, corpus, args.split, lengths,
+                                args.attention, max_docs=args.max_docs,
+                                progress=not args.no_progress,
+                                checkpoint=output["checkpoint"], step=output["step"])
+        print(format_table(result.results, title=model.name))
+        print("± is half the width of the 95 % paired-bootstrap interval over "
+              f"{result.results[args.attention[0]][lengths[-1]].documents} documents")
+        output = result.to_json()
+    if tasks is not None:
+        output.update(run_planned_tasks(args, model, tasks))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(args.json, result.to_json())
+        atomic_write_json(args.json, output)
     return 0

@@ -97,6 +97,14 @@ class HFLanguageModel:
         return GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, use_cache=True,
                                 eos_token_id=None, pad_token_id=0 if pad is None else int(pad))
 
+    @property
+    def corpus_tokenizer(self):
+        """The tokenizer as :func:`lexformer.data.tokenize_corpus` takes it (cached by its
+        JSON; no special tokens added), for :func:`lexformer.evaluate.evaluation_documents`."""
+        from .tokenizer import corpus_tokenizer
+
+        return corpus_tokenizer(self._need_tokenizer())
+
     def _need_tokenizer(self):
         if self.tokenizer is None:
             raise LexformerError(f"{self.name} has no tokenizer; cannot encode or decode text")

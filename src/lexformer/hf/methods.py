@@ -131,6 +131,24 @@ def _check_consistent(s: WindowSettings) -> None:
                              f"({s.block})")
 
 
+def parse_method_options(text: str) -> MethodOptions:
+    """``"block=2048,window=4096"`` → ``MethodOptions(block=2048, window=4096)``; an unknown
+    name or a non-integer value is one clear error naming the known options."""
+    names = [f.name for f in fields(MethodOptions)]
+    values: dict[str, int] = {}
+    for item in filter(None, (x.strip() for x in text.split(","))):
+        key, sep, value = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in names:
+            raise LexformerError(f"bad method option {item!r}: expected NAME=INTEGER with NAME "
+                                 f"one of {', '.join(names)}")
+        try:
+            values[key] = int(value)
+        except ValueError:
+            raise LexformerError(f"method option {key} needs an integer, got {value!r}") from None
+    return MethodOptions(**values)
+
+
 def self_extend_max_length(s: WindowSettings, context: int) -> int:
     """Longest input whose largest SelfExtend position, ⌊(T−1)/G⌋ + w − ⌊w/G⌋, stays < L."""
     w, g = s.neighbours, s.group
@@ -138,4 +156,4 @@ def self_extend_max_length(s: WindowSettings, context: int) -> int:
 
 
 __all__ = ["HF_METHODS", "HFMethod", "MethodOptions", "WindowSettings", "get_method",
-           "resolve_settings", "self_extend_max_length"]
+           "parse_method_options", "resolve_settings", "self_extend_max_length"]

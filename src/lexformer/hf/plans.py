@@ -82,7 +82,9 @@ def branches(s: WindowSettings, q_pos: torch.Tensor) -> list[Branch]:
 
 
 def _keys(lo: int, hi: int) -> torch.Tensor:
-    return torch.arange(lo, hi, dtype=torch.int64)
+    # hi < lo happens when a prefix (LM-Infinite's 100 global tokens, sinks) is longer than
+    # the input so far: no keys, and branches() drops the branch
+    return torch.arange(lo, max(lo, hi), dtype=torch.int64)
 
 
 def _span(q_pos, lo, hi, visible) -> Branch:

@@ -1,0 +1,347 @@
+"""``lexformer extend``: length-extension methods compared on a pretrained model.
+
+One stage per attention method: the method's perplexity at every length it is run at, on the
+same long held-out documents (the first N = max(lengths) tokens of each, chunked at every
+length as in :mod:`lexformer.evaluate`), saved to ``out/eval/<method>.json`` with its time and
+peak memory. A saved stage is reused only when it was measured with the same settings (model,
+corpus, split, documents, lengths, method options); otherwise it is measured again. Then
+``report.md`` and ``plots/`` (:mod:`lexformer.extend_report`).
+
+Full attention costs O(n²) per chunk; so do the RoPE rescalings and SelfExtend (every key
+stays visible). Those *quadratic* methods run only up to ``full_up_to`` × the declared
+context; the window methods (blockwise, sliding, sinks, lambda, blockwise+sinks) cost
+O(n·window) and run at every length. A method also stops where it cannot score at all
+(``LanguageModel.max_length``: SelfExtend's grouped positions, a fixed RoPE target).
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import LexformerError
+from .evaluate import (
+    EVAL_BATCH_TOKENS,
+    LengthResult,
+    PerplexityResult,
+    check_lengths,
+    document_nll,
+    evaluation_documents,
+)
+from .fileio import atomic_write_json, ensure_writable_dir
+
+#: the default run: the model as is, the paper's blockwise attention and a RoPE rescaling
+#: (YaRN), at L/4, L and 2L on one document of 2L tokens: 9 measurements of 16,384 tokens for
+#: SmolLM2 (L = 8192). Timed here on 2 shared CPU cores: full attention scores 16,384 tokens
+#: in chunks of 2048 in ~3 min and of 8192 in ~7.5 min, and the window methods' eager path
+#: costs ≥ 2× SDPA per key (sinks at 16,384 took > 16 min), hence ~80 min when the machine is
+#: as loaded as then, ~27 min at the quoted ~4 min per 16k-token full pass. More methods
+#: (--methods), lengths (--lengths) or documents (--max-docs) add their cells' cost.
+DEFAULT_METHODS = ("full", "blockwise", "yarn")
+#: lengths as multiples of the declared context L (the default run: L/4, L, 2L)
+DEFAULT_SCALES = (0.25, 1.0, 2.0)
+DEFAULT_FULL_UP_TO = 2.0
+DEFAULT_MAX_DOCS = 1
+DEFAULT_CORPUS = "shakespeare"
+SPLIT = "test"
+
+
+@dataclass
+class ExtendSettings:
+    """What ``lexformer extend`` measures. ``lengths`` None: ``DEFAULT_SCALES`` × context;
+    ``methods`` None: ``DEFAULT_METHODS``."""
+
+    model: str = "smollm2"
+    methods: Sequence[str] | None = None
+    lengths: Sequence[int] | None = None
+    corpus: str = DEFAULT_CORPUS
+    split: str = SPLIT
+    out: Path = Path("runs/extend")
+    max_docs: int | None = DEFAULT_MAX_DOCS
+    full_up_to: float = DEFAULT_FULL_UP_TO
+    method_options: Any = None  # lexformer.hf.MethodOptions or None
+    progress: bool = True
+
+
+def check_settings(s: ExtendSettings) -> None:
+    """Every user error in the settings alone, before the model is loaded."""
+    if s.methods is not None and not list(s.methods):
+        raise LexformerError("--methods names no method")
+    if s.methods is not None and len(set(s.methods)) != len(list(s.methods)):
+        raise LexformerError("a method is listed twice in --methods")
+    if s.max_docs is not None and s.max_docs < 1:
+        raise LexformerError(f"--max-docs must be at least 1, got {s.max_docs}")
+    if not s.full_up_to > 0:
+        raise LexformerError(f"--full-up-to must be positive, got {s.full_up_to}")
+    if s.lengths is not None:
+        check_lengths(s.lengths)
+    ensure_writable_dir(s.out, "--out folder")
+
+
+def is_quadratic(model, method: str) -> bool:
+    """Does ``method`` keep every key visible (cost O(n²) per chunk)? True for the model's
+    own attention, the RoPE rescalings and SelfExtend; False for the window methods."""
+    from .hf.methods import get_method
+
+    if method == "self-extend":  # a "window" method by mechanism, yet every key stays visible
+        return True
+    try:
+        return get_method(method).kind != "window"
+    except LexformerError:  # not a Hugging Face method name: assume the worst
+        return True
+
+
+def method_lengths(model, method: str, lengths: Sequence[int], full_up_to: float
+                   ) -> tuple[list[int], str]:
+    """The lengths ``method`` runs at, and why it stops where it does ("" if it runs at all)."""
+    limit, why = None, ""
+    if is_quadratic(model, method):
+        limit = int(full_up_to * model.context_length)
+        why = f"every key visible (O(n²)); run up to {full_up_to:g}·L = {limit} (--full-up-to)"
+    own = model.max_length(method)
+    if own is not None and (limit is None or own < limit):
+        limit, why = own, f"cannot score past {own} tokens"
+    kept = [n for n in lengths if limit is None or n <= limit]
+    return kept, (why if len(kept) < len(lengths) else "")
+
+
+@dataclass
+class StageRecord:
+    """One method's measurement: results plus cost (RSS: resident set size)."""
+
+    method: str
+    result: PerplexityResult
+    seconds: float
+    peak_rss_mb: float
+    memory_measure: str
+    stop_reason: str = ""
+    reused: bool = False
+
+
+def _say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- memory
+def _reset_peak_rss() -> bool:
+    """Reset the kernel's RSS high-water mark of this process (Linux ≥ 4.0); False where
+    that is not possible."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss_mb() -> float:
+    """VmHWM from /proc (resettable), else ru_maxrss (KiB on Linux, the process's peak)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# --------------------------------------------------------------------------- stages
+def model_identity(spec: str) -> str:
+    """The spec, plus the size and modification time of every file behind it when it is a
+    path: a model folder rewritten in place is not taken for the one measured before."""
+    import hashlib
+
+    path = Path(spec).expanduser()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else (
+        [path] if path.is_file() else [])
+    h = hashlib.sha256(spec.encode())
+    for f in files:
+        st = f.stat()
+        h.update(f"{f.relative_to(path) if path.is_dir() else f.name}:{st.st_size}:"
+                 f"{st.st_mtime_ns}".encode())
+    return f"{spec}@{h.hexdigest()[:16]}" if files else spec
+
+
+def stage_settings(s: ExtendSettings, model_id: str, lengths: list[int], n_docs: int,
+                   top: int) -> dict[str, Any]:
+    """What a saved stage must match to be reused: model, documents, the lengths the method
+    is run at (these follow from --lengths and --full-up-to) and the method options."""
+    options = asdict(s.method_options) if s.method_options is not None else None
+    return {"model": model_id, "corpus": s.corpus, "split": s.split, "documents": n_docs,
+            "document_tokens": top, "lengths": lengths, "method_options": options}
+
+
+def _reusable(path: Path, wanted: dict[str, Any]) -> StageRecord | None:
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text())
+        if data.get("settings") != wanted:
+            return None
+        result = PerplexityResult.from_json(data)
+        return StageRecord(data["method"], result, float(data["stage_seconds"]),
+                           float(data["peak_rss_mb"]), str(data["memory_measure"]),
+                           str(data.get("stop_reason", "")), reused=True)
+    except (KeyError, ValueError, TypeError):
+        return None  # an older or damaged file: measure again
+
+
+def measure(model, docs, lengths: list[int], method: str, progress: bool
+            ) -> dict[int, LengthResult]:
+    """Perplexity of ``method`` at each of ``lengths`` over ALL N tokens of every document
+    (N = the documents' length, which may exceed max(lengths)), so that every method scores
+    the same tokens at a given length and two methods are compared on matched documents."""
+    import numpy as np
+    import torch
+
+    from .stats import perplexity_interval, resample_indices
+
+    tokens = torch.from_numpy(np.stack([np.asarray(d, dtype=np.int64) for d in docs]))
+    n_docs, top = tokens.shape
+    indices = resample_indices(n_docs) if n_docs > 1 else None  # the same for every method
+    bar = _bar(len(lengths) * top * n_docs, method, progress)
+    out = {}
+    for n in lengths:
+        doc_nll = _document_nll(model, tokens, n, method, bar)
+        scored = n_docs * (top // n) * (n - 1)
+        out[n] = LengthResult(length=n, perplexity=float(np.exp(doc_nll.sum() / scored)),
+                              nll=float(doc_nll.sum() / scored), tokens=scored,
+                              documents=n_docs,
+                              ci95=perplexity_interval(doc_nll, scored / n_docs, indices),
+                              doc_nll=tuple(float(x) for x in doc_nll))
+    if bar is not None:
+        bar.close()
+    return out
+
+
+def _document_nll(model, tokens, n: int, method: str, bar):
+    """:func:`lexformer.evaluate.document_nll` a slice of whole chunks at a time, so the
+    progress bar moves during a long measurement (each document's NLL is the sum over its
+    chunks either way)."""
+    n_docs, top = tokens.shape
+    step = max(n, EVAL_BATCH_TOKENS // n * n)
+    total = 0.0
+    for start in range(0, top, step):
+        total = total + document_nll(model, tokens[:, start:start + step], n, method)
+        if bar is not None:
+            bar.update(min(step, top - start) * n_docs)
+            bar.set_postfix(length=n)
+    return total
+
+
+def _bar(total: int, method: str, progress: bool):
+    if not progress:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=method, unit="tok", unit_scale=True, leave=False)
+
+
+def run_stage(model, method: str, docs, lengths: list[int], stop: str, path: Path,
+              settings: dict[str, Any], progress: bool) -> StageRecord:
+    """Measure ``method`` at ``lengths`` (or reuse the saved stage at ``path``)."""
+    saved = _reusable(path, settings)
+    if saved is not None:
+        _say(f"    {method}: already measured with these settings, reused")
+        return saved
+    resettable = _reset_peak_rss()
+    before = _peak_rss_mb()
+    t0 = time.time()
+    results = {method: measure(model, docs, lengths, method, progress)}
+    seconds = time.time() - t0
+    peak = _peak_rss_mb()
+    how = ("peak RSS during the stage (VmHWM, reset before it)" if resettable else
+           "growth of the process's peak RSS during the stage (ru_maxrss delta)")
+    peak_mb = peak if resettable else max(0.0, peak - before)
+    result = PerplexityResult(model=model.name, corpus=settings["corpus"],
+                              split=settings["split"], results=results, seconds=seconds)
+    record = StageRecord(method, result, seconds, peak_mb, how, stop)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, {**result.to_json(), "method": method, "settings": settings,
+                             "stage_seconds": seconds, "peak_rss_mb": peak_mb,
+                             "memory_measure": how, "stop_reason": stop})
+    return record
+
+
+# --------------------------------------------------------------------------- pipeline
+@dataclass
+class ExtendRun:
+    """Everything the report needs, from one invocation (stages measured or reused)."""
+
+    settings: ExtendSettings
+    model_name: str
+    context: int
+    lengths: list[int]
+    documents: int
+    stages: list[StageRecord]
+    command: str = ""
+    wall: float = 0.0
+    started: float = field(default_factory=time.time)
+
+
+def default_lengths(context: int, scales: Sequence[float] = DEFAULT_SCALES) -> list[int]:
+    return [int(context * k) for k in scales if int(context * k) >= 2]
+
+
+def plan_methods(model, s: ExtendSettings, lengths: list[int]
+                 ) -> list[tuple[str, list[int], str]]:
+    """(method, the lengths it runs at, why it stops) for every method, all checked against
+    the model before any measurement."""
+    from .lm import check_attention
+
+    methods = list(s.methods) if s.methods is not None else [
+        m for m in DEFAULT_METHODS if m in model.attention_methods]
+    plan = []
+    for method in methods:
+        check_attention(model, method)
+        kept, stop = method_lengths(model, method, lengths, s.full_up_to)
+        if not kept:
+            raise LexformerError(f"{method} cannot run at any of the lengths ({stop}); "
+                                 "leave it out, or raise --full-up-to")
+        plan.append((method, kept, stop))
+    return plan
+
+
+def run_extend(s: ExtendSettings) -> Path:
+    """Measure every method (or reuse its stage) and write ``report.md``; returns its path."""
+    from .extend_report import write_report
+    from .models import open_model
+
+    started = time.time()
+    check_settings(s)
+    model = open_model(s.model, s.method_options)
+    lengths = check_lengths(s.lengths if s.lengths is not None
+                            else default_lengths(model.context_length))
+    plan = plan_methods(model, s, lengths)
+    total = len(plan) + 2
+    _say(f"[1/{total}] documents: {s.corpus!r} {s.split}, {lengths[-1]} tokens each")
+    docs = evaluation_documents(s.corpus, model, s.split, lengths[-1], s.max_docs)
+    model_id = model_identity(s.model)
+    stages = []
+    for i, (method, kept, stop) in enumerate(plan, start=2):
+        _say(f"[{i}/{total}] {method} at {', '.join(map(str, kept))}")
+        stages.append(run_stage(model, method, docs, kept, stop,
+                                Path(s.out) / "eval" / f"{_file_name(method)}.json",
+                                stage_settings(s, model_id, kept, len(docs), lengths[-1]),
+                                s.progress))
+    _say(f"[{total}/{total}] report and plot")
+    run = ExtendRun(s, model.name, model.context_length, lengths, len(docs), stages,
+                    command=" ".join(["lexformer"] + sys.argv[1:]) if sys.argv else "",
+                    wall=time.time() - started, started=started)
+    report = write_report(Path(s.out), run)
+    _say(f"done: {report}")
+    return report
+
+
+def _file_name(method: str) -> str:
+    return method.replace("+", "-plus-")
+
+
+__all__ = ["DEFAULT_FULL_UP_TO", "DEFAULT_MAX_DOCS", "DEFAULT_METHODS",
+           "DEFAULT_SCALES", "ExtendRun", "ExtendSettings", "StageRecord", "check_settings",
+           "default_lengths", "is_quadratic", "method_lengths", "plan_methods", "run_extend"]

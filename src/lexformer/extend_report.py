@@ -1,0 +1,296 @@
+"""``report.md`` and the plot of ``lexformer extend``, from an :class:`~lexformer.extend.ExtendRun`.
+
+One function per section. Cells read ``12.34 ±0.56``: ± is half the width of the 95 %
+bootstrap interval over documents (no ± with one document). The sentences of "What this
+means" come from the numbers; one method is said to beat another at a length only where the
+paired bootstrap interval of their difference excludes zero
+(:func:`lexformer.stats.perplexity_difference`).
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .evaluate import LengthResult
+from .fileio import atomic_write_text
+from .stats import perplexity_difference, resample_indices
+
+PLOT = "plots/perplexity_vs_length.png"
+#: documents' summed NLL within this relative distance count as the same score (see _same)
+SAME_RTOL = 1e-7
+
+#: method → (where it comes from); descriptions come from lexformer.hf.HF_METHODS
+SOURCES = {
+    "full": "the pretrained model as is",
+    "blockwise": "BCA — Sun et al. 2022, arXiv 2212.10554",
+    "sliding": "sliding-window attention (baseline)",
+    "sinks": "StreamingLLM — Xiao et al. 2023, arXiv 2309.17453",
+    "lambda": "LM-Infinite — Han et al. 2023, arXiv 2308.16137",
+    "self-extend": "Self-Extend — Jin et al. 2024, arXiv 2401.01325",
+    "blockwise+sinks": "BCA (arXiv 2212.10554) with StreamingLLM sinks (arXiv 2309.17453)",
+    "pi": "PI — Chen et al. 2023, arXiv 2306.15595",
+    "dynamic-ntk": "dynamic NTK — bloc97/emozilla 2023 (reddit r/LocalLLaMA)",
+    "yarn": "YaRN — Peng et al. 2023, arXiv 2309.00071",
+    "llama3": "Llama-3 scaling — Meta 2024",
+}
+
+
+def _cells(run) -> dict[str, dict[int, LengthResult]]:
+    return {st.method: st.result.results[st.method] for st in run.stages}
+
+
+def _cell_text(r: LengthResult | None) -> str:
+    if r is None:
+        return "–"
+    half = "" if r.ci95 is None else f" ±{(r.ci95[1] - r.ci95[0]) / 2:.2f}"
+    return (f"{r.perplexity:.2f}" if r.perplexity < 1000 else f"{r.perplexity:.0f}") + half
+
+
+def _scale(n: int, context: int) -> str:
+    k = n / context
+    return f"{k:g}·L" if k >= 1 else f"L/{context / n:g}"
+
+
+# --------------------------------------------------------------------------- sections
+def section_header(run) -> list[str]:
+    s = run.settings
+    return [f"# Length extension of {run.model_name} (declared context L = {run.context})", "",
+            f"Perplexity on the first {run.lengths[-1]} tokens of {run.documents} "
+            f"{s.split} document(s) of `{s.corpus}` (lexformer's held-out split; a pretrained "
+            "model may still have seen this public text in training), cut into chunks of each "
+            "length; every chunk is scored on its own, so every "
+            "length and method scores the same tokens. Methods whose every key stays "
+            f"visible (O(n²)) run up to {s.full_up_to:g}·L (`--full-up-to`); window methods "
+            "run at every length.", ""]
+
+
+def section_methods(run) -> list[str]:
+    from .hf.methods import HF_METHODS
+
+    lines = ["## Methods", "", "| method | what it does | source |", "|---|---|---|"]
+    for st in run.stages:
+        spec = HF_METHODS.get(st.method)
+        lines.append(f"| {st.method} | {spec.summary if spec else '–'} | "
+                     f"{SOURCES.get(st.method, '–')} |")
+    return lines + [""]
+
+
+def section_table(run) -> list[str]:
+    cells = _cells(run)
+    head = [f"{n} ({_scale(n, run.context)})" for n in run.lengths]
+    lines = ["## Perplexity by length", "", "| method | " + " | ".join(head) + " |",
+             "|---|" + "---|" * len(run.lengths)]
+    for method, per in cells.items():
+        lines.append(f"| {method} | " + " | ".join(_cell_text(per.get(n))
+                                                   for n in run.lengths) + " |")
+    note = ("± is half the width of the 95 % bootstrap interval over documents (1000 "
+            "resamples)." if run.documents > 1 else
+            "One document: no interval (nothing to resample); the cells are point values.")
+    lines += ["", note + " – : not run (see below).", ""]
+    stops = [f"- **{st.method}** stops at {max(cells[st.method])}: {st.stop_reason}."
+             for st in run.stages if st.stop_reason]
+    return lines + (["Where each method stops and why:", ""] + stops + [""] if stops else [])
+
+
+def section_plot(run) -> list[str]:
+    return ["## Perplexity against length", "",
+            f"![perplexity vs length]({PLOT})", "",
+            f"x: evaluation length (log2); dashed line: the declared context L = {run.context}.",
+            ""]
+
+
+def section_cost(run) -> list[str]:
+    lines = ["## Time and memory", "", "| method | seconds | peak RSS (MiB) | measured |",
+             "|---|---|---|---|"]
+    for st in run.stages:
+        lines.append(f"| {st.method} | {st.seconds:.1f} | {st.peak_rss_mb:.0f} | "
+                     f"{'earlier run (reused)' if st.reused else 'this run'} |")
+    measures = sorted({st.memory_measure for st in run.stages})
+    return lines + ["", "Time: wall-clock of the stage's scoring (model loading and "
+                    "tokenizing excluded). Memory: " + "; ".join(measures) + ", in MiB "
+                    "(process memory: weights, activations and Python alike).", ""]
+
+
+def _same(a: LengthResult, b: LengthResult) -> bool:
+    """The same score on every document up to float rounding: kernels that compute the same
+    attention differ by ~1e-9 relative in the documents' summed NLL (measured on the test
+    model), a real difference between methods by far more."""
+    return bool(np.allclose(a.doc_nll, b.doc_nll, rtol=SAME_RTOL, atol=0))
+
+
+def _signed(x: float) -> str:
+    return f"{x:+.2f}" if abs(x) >= 0.01 or x == 0 else f"{x:+.1e}"
+
+
+def _compare(cells, n: int, best: str, other: str) -> tuple[str, str]:
+    """How ``best`` stands against ``other`` at n — "below" (paired interval of the difference
+    excludes zero), "same" (identical up to rounding) or "open" — and the difference as text."""
+    a, b = cells[best][n], cells[other][n]
+    if _same(a, b):
+        return "same", other
+    indices = resample_indices(a.documents) if a.documents > 1 else None
+    d = perplexity_difference(a.doc_nll, b.doc_nll, a.tokens_per_document, indices)
+    if not all(map(math.isfinite, d.ci95)):
+        return "open", f"{other} ({_signed(d.value)}; one document: no interval)"
+    text = (f"{other} ({_signed(d.value)}, 95 % interval {_signed(d.ci95[0])} … "
+            f"{_signed(d.ci95[1])})")
+    return ("open" if d.is_tie else "below"), text
+
+
+def _identical_groups(here: dict[str, LengthResult], exclude: str
+                      ) -> list[tuple[str, list[str]]]:
+    """The methods other than ``exclude``, those with the same scores grouped (first, rest),
+    so that methods identical at this length are named once."""
+    groups: list[tuple[str, list[str]]] = []
+    for method in here:
+        if method == exclude:
+            continue
+        for first, twins in groups:
+            if _same(here[first], here[method]):
+                twins.append(method)
+                break
+        else:
+            groups.append((method, []))
+    return groups
+
+
+def _length_finding(run, cells, n: int) -> str | None:
+    here = {m: per[n] for m, per in cells.items() if n in per}
+    if len(here) < 2:
+        return None
+    best = min(here, key=lambda m: here[m].perplexity)
+    groups: dict[str, list[str]] = {"below": [], "same": [], "open": []}
+    for first, twins in _identical_groups(here, exclude=best):
+        kind, text = _compare(cells, n, best, first)
+        groups[kind].append(" = ".join([first] + twins) + text[len(first):])
+    text = (f"At {n} ({_scale(n, run.context)}) {best} has the lowest perplexity "
+            f"({here[best].perplexity:.2f}).")
+    if groups["same"]:
+        text += " " + ", ".join(groups["same"]) + " score(s) the same up to rounding."
+    if groups["below"]:
+        text += " It is below " + ", ".join(groups["below"]) + "."
+    if groups["open"]:
+        text += (" The data cannot order it against " + ", ".join(groups["open"])
+                 + " (the paired interval of the difference includes zero).")
+    return text
+
+
+def findings(run) -> list[str]:
+    cells = _cells(run)
+    out = [f for n in run.lengths if n >= run.context
+           if (f := _length_finding(run, cells, n)) is not None]
+    full = cells.get("full", {})
+    beyond = [n for n in full if n > run.context]
+    if run.context in full and beyond:
+        n, at_l = max(beyond), full[run.context].perplexity
+        out.append(f"Full attention past its declared context: perplexity {at_l:.2f} at L, "
+                   f"{full[n].perplexity:.2f} at {n} (×{full[n].perplexity / at_l:.3f}).")
+    growth = [f"{method} ×{per[max(per)].perplexity / per[run.context].perplexity:.3f} "
+              f"(to {max(per)})" for method, per in cells.items()
+              if method != "full" and run.context in per and max(per) > run.context]
+    if growth:
+        out.append("Perplexity from L to the longest length each method ran at: "
+                   + ", ".join(growth) + ".")
+    if not out:
+        out.append(f"No length at or past the declared context L = {run.context} was measured "
+                   "by two or more methods: nothing to compare there (see the table).")
+    if run.documents < 2:
+        out.append("With one document no difference can be called significant: run with "
+                   "more documents (`--max-docs`) to order the methods.")
+    return out
+
+
+def section_findings(run) -> list[str]:
+    return ["## What this means", ""] + [f"- {f}" for f in findings(run)] + [""]
+
+
+def machine_name() -> str:
+    """``lscpu``'s model name, else the platform's processor string."""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name:"):
+                return line.split(":", 1)[1].strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _versions() -> str:
+    import numpy
+    import torch
+
+    from . import __version__
+
+    try:
+        import transformers
+        hf = f", transformers {transformers.__version__}"
+    except ImportError:
+        hf = ""
+    return (f"lexformer {__version__}, torch {torch.__version__}{hf}, numpy "
+            f"{numpy.__version__}, Python {platform.python_version()}")
+
+
+def section_provenance(run) -> list[str]:
+    import torch
+
+    return ["## Provenance", "", f"- command: `{run.command}`",
+            f"- wall-clock of this invocation: {run.wall:.0f} s (stages already on disk "
+            "are reused)",
+            f"- machine: {machine_name()}, {torch.get_num_threads()} torch threads, "
+            f"{platform.system()} {platform.release()}",
+            f"- date: {time.strftime('%Y-%m-%d %H:%M:%S %Z', time.localtime(run.started))}",
+            f"- versions: {_versions()}", ""]
+
+
+# --------------------------------------------------------------------------- files
+def write_plot(out: Path, run) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    try:
+        for method, per in _cells(run).items():
+            xs = sorted(per)
+            ax.plot(xs, [per[n].perplexity for n in xs], marker="o", markersize=3,
+                    label=method)
+        values = [r.perplexity for per in _cells(run).values() for r in per.values()]
+        if max(values) > 10 * min(values):  # full attention far past L: keep the rest legible
+            ax.set_yscale("log")
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(run.lengths, [str(n) for n in run.lengths])
+        ax.minorticks_off()
+        ax.axvline(run.context, color="black", linestyle="--", linewidth=1,
+                   label=f"declared context L = {run.context}")
+        ax.set_xlabel("evaluation length (tokens)")
+        ax.set_ylabel("perplexity")
+        ax.set_title(f"{run.model_name}: perplexity against length")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        path = out / PLOT
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=120, bbox_inches="tight")
+    finally:
+        plt.close(fig)
+    return path
+
+
+def write_report(out: Path, run) -> Path:
+    write_plot(out, run)
+    lines = (section_header(run) + section_methods(run) + section_table(run)
+             + section_plot(run) + section_cost(run) + section_findings(run)
+             + section_provenance(run))
+    path = out / "report.md"
+    atomic_write_text(path, "\n".join(lines))
+    return path
+
+
+__all__ = ["SOURCES", "findings", "machine_name", "write_plot", "write_report"]

@@ -1,0 +1,130 @@
+"""``lexformer eval --model`` on a pretrained (Hugging Face) model: a tiny random Llama with its
+own tokenizer, saved locally (no network, no hub), through the real CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+
+from cli_harness import assert_clean_failure, run_cli  # noqa: E402
+from tiny_hf import TEST_FILES, write_corpus, write_model  # noqa: E402
+
+LENGTHS = (16, 32, 64, 128)
+METHODS = ("full", "blockwise", "sinks")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """(model folder, corpus folder, cache folder)."""
+    root = tmp_path_factory.mktemp("eval-hf")
+    corpus = write_corpus(root / "corpus")
+    return write_model(root / "model", corpus), corpus, root / "cache"
+
+
+@pytest.fixture(scope="module")
+def evaluated(tiny):
+    """(the CLI's process, its JSON) for full, blockwise and sinks at LENGTHS."""
+    model, corpus, cache = tiny
+    out = cache.parent / "eval.json"
+    proc = run_cli("eval", "--model", model, "--attention", ",".join(METHODS),
+                   "--lengths", ",".join(map(str, LENGTHS)), "--corpus", corpus,
+                   "--json", out, "--no-progress", env={"LEXFORMER_CACHE": str(cache)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc, json.loads(out.read_text())
+
+
+def test_table_and_json_shape(evaluated):
+    proc, data = evaluated
+    rows = {line.split()[0]: line.split() for line in proc.stdout.splitlines() if line.strip()}
+    for method in METHODS:
+        assert method in rows, proc.stdout
+        assert sum("±" in cell for cell in rows[method]) == len(LENGTHS)  # one cell per length
+    assert set(data["results"]) == set(METHODS)
+    for per in data["results"].values():
+        assert sorted(map(int, per)) == list(LENGTHS)
+        for cell in per.values():
+            lo, hi = cell["ci95"]
+            assert lo <= cell["perplexity"] <= hi
+            assert cell["documents"] == len(TEST_FILES)
+
+
+def test_windows_equal_full_inside_the_context(evaluated):
+    """At lengths ≤ L = 64 blockwise (h = 32: a query sees its block and the previous one) and
+    sinks (4 sinks + a window of 60) see every earlier key at its true distance: the same
+    perplexity as full attention, up to float32 summation order."""
+    _, data = evaluated
+    r = data["results"]
+    for n in ("16", "32", "64"):
+        for method in ("blockwise", "sinks"):
+            assert r[method][n]["perplexity"] == pytest.approx(r["full"][n]["perplexity"],
+                                                               rel=1e-5)
+
+
+def _test_documents(corpus, tokenizer, n_tokens: int) -> list[list[int]]:
+    """The first n_tokens ids of each test-split file (file order), tokenized directly."""
+    texts = [(corpus / f"doc{i:02d}.txt").read_text() for i in TEST_FILES]
+    return [tokenizer(t, add_special_tokens=False)["input_ids"][:n_tokens] for t in texts]
+
+
+def test_full_equals_the_unpatched_model(tiny, evaluated):
+    """``full`` through ``eval --model`` is the plain transformers model's perplexity on the
+    same chunks, computed here without lexformer (float64 sums of float32 NLLs)."""
+    model_dir, corpus, _ = tiny
+    _, data = evaluated
+    model = transformers.AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir)
+    docs = torch.tensor(_test_documents(corpus, tokenizer, LENGTHS[-1]))
+    for n in LENGTHS:
+        chunks = docs.reshape(-1, n)
+        with torch.no_grad():
+            logits = model(chunks).logits[:, :-1].float()
+        nll = torch.nn.functional.cross_entropy(logits.flatten(0, 1), chunks[:, 1:].flatten(),
+                                                reduction="sum").double()
+        expected = math.exp(nll.item() / chunks[:, 1:].numel())
+        assert data["results"]["full"][str(n)]["perplexity"] == pytest.approx(expected,
+                                                                              rel=1e-5)
+
+
+def test_unknown_method_for_this_model(tiny):
+    model, corpus, cache = tiny
+    proc = run_cli("eval", "--model", model, "--attention", "full,warp-drive", "--corpus",
+                   corpus, env={"LEXFORMER_CACHE": str(cache)})
+    assert_clean_failure(proc, "warp-drive", "self-extend")  # names the bad one and the choices
+
+
+def test_not_a_model(tmp_path):
+    (tmp_path / "notes.txt").write_text("hello")
+    proc = run_cli("eval", "--model", tmp_path, "--corpus", tmp_path)
+    assert_clean_failure(proc, "not a model lexformer can open")
+
+
+def test_bad_method_options_fail_at_parse_time(tiny):
+    proc = run_cli("eval", "--model", tiny[0], "--method-options", "blok=3")
+    assert_clean_failure(proc, "blok", "block")
+
+
+def test_missing_transformers_is_one_line(tiny, tmp_path):
+    """A ``transformers`` that cannot be imported (shadowed by one that raises) ends in the
+    install hint, not a traceback."""
+    shim = tmp_path / "shim" / "transformers"
+    shim.mkdir(parents=True)
+    (shim / "__init__.py").write_text("raise ImportError('simulated: no transformers')\n")
+    proc = run_cli("eval", "--model", tiny[0], "--corpus", tiny[1],
+                   env={"PYTHONPATH": str(shim.parent), "LEXFORMER_CACHE": str(tiny[2])})
+    assert_clean_failure(proc, "lexformer[hf]")
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_importing_lexformer_models_does_not_import_transformers():
+    import subprocess
+    import sys
+
+    code = ("import sys, lexformer.models, lexformer.evaluate, lexformer.cli; "
+            "print('transformers' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.strip() == "False", out.stderr

@@ -1,0 +1,218 @@
+"""``lexformer extend`` end to end on a tiny random Llama (no network, no hub): the stages,
+their reuse, the report's sections and plot; the stopping rule; the findings' wording."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+transformers = pytest.importorskip("transformers")
+
+from tiny_hf import CONTEXT, TEST_FILES, write_corpus, write_model  # noqa: E402
+
+from lexformer.errors import LexformerError  # noqa: E402
+from lexformer.evaluate import LengthResult, PerplexityResult  # noqa: E402
+from lexformer.extend import (  # noqa: E402
+    ExtendRun,
+    ExtendSettings,
+    StageRecord,
+    method_lengths,
+    run_extend,
+)
+from lexformer.extend_report import findings  # noqa: E402
+from lexformer.stats import perplexity_interval  # noqa: E402
+
+#: lambda's default 100 global tokens exceed the tiny model's whole context: must still run
+METHODS = ("full", "blockwise", "sinks", "lambda", "self-extend", "yarn")
+SECTIONS = ("# Length extension of", "## Methods", "## Perplexity by length",
+            "## Perplexity against length", "## Time and memory", "## What this means",
+            "## Provenance")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _own_cache(tmp_path_factory):
+    """Token caches of this module in a temporary folder, not the user's cache."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LEXFORMER_CACHE", str(tmp_path_factory.mktemp("cache")))
+        yield
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("extend")
+    corpus = write_corpus(root / "corpus")
+    return write_model(root / "model", corpus), corpus
+
+
+def _cli(*argv: str) -> int:
+    """``lexformer extend ARGV`` through its own parser (it is not yet in cli.SUBCOMMANDS)."""
+    from lexformer.cli import extend
+
+    parser = argparse.ArgumentParser()
+    extend.add_parser(parser.add_subparsers())
+    args = parser.parse_args(["extend", *argv])
+    return args.handler(args)
+
+
+@pytest.fixture(scope="module")
+def first_run(tiny, tmp_path_factory):
+    """One extend run (full attention stopped at L) and the times of its stage files."""
+    model, corpus = tiny
+    out = tmp_path_factory.mktemp("extend-out")
+    assert _cli("--model", str(model), "--methods", ",".join(METHODS), "--corpus", str(corpus),
+                "--out", str(out), "--max-docs", "3", "--full-up-to", "1",
+                "--no-progress") == 0
+    return out, {p.name: p.stat().st_mtime_ns for p in (out / "eval").iterdir()}
+
+
+def test_report_has_every_section_and_the_plot(first_run):
+    out, stages = first_run
+    report = (out / "report.md").read_text()
+    positions = [report.index(s) for s in SECTIONS]
+    assert positions == sorted(positions)  # every section, in order
+    plot = out / "plots" / "perplexity_vs_length.png"
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "plots/perplexity_vs_length.png" in report
+    for method in METHODS:
+        assert f"| {method} |" in report
+    assert "arXiv 2309.17453" in report and "arXiv 2212.10554" in report
+    assert len(stages) == len(METHODS)
+
+
+def test_quadratic_methods_stop_at_full_up_to(first_run):
+    """Default lengths L/4, L, 2L; full, self-extend and yarn stop at 1·L (--full-up-to 1),
+    the window methods go on to 2L; the report says where and why."""
+    out, _ = first_run
+    lengths = {}
+    for path in (out / "eval").iterdir():
+        data = json.loads(path.read_text())
+        lengths[data["method"]] = sorted(map(int, data["results"][data["method"]]))
+        assert data["settings"]["documents"] == len(TEST_FILES)
+    assert lengths["full"] == lengths["yarn"] == lengths["self-extend"] == [16, 64]
+    assert lengths["blockwise"] == lengths["sinks"] == lengths["lambda"] == [16, 64, 128]
+    report = (out / "report.md").read_text()
+    assert "**full** stops at 64" in report and "--full-up-to" in report
+
+
+def test_second_run_reuses_every_stage(tiny, first_run, capfd):
+    model, corpus = tiny
+    out, stages = first_run
+    capfd.readouterr()
+    assert _cli("--model", str(model), "--methods", ",".join(METHODS), "--corpus", str(corpus),
+                "--out", str(out), "--max-docs", "3", "--full-up-to", "1",
+                "--no-progress") == 0
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "eval").iterdir()} == stages
+    assert capfd.readouterr().err.count("reused") == len(METHODS)
+    assert "earlier run (reused)" in (out / "report.md").read_text()
+
+
+def test_changed_settings_measure_again(tiny, first_run, tmp_path):
+    """A stage saved with other documents is not reused."""
+    model, corpus = tiny
+    out, _ = first_run
+    copy = tmp_path / "out"
+    (copy / "eval").mkdir(parents=True)
+    saved = (out / "eval" / "blockwise.json").read_text()
+    (copy / "eval" / "blockwise.json").write_text(saved)
+    run_extend(ExtendSettings(model=str(model), methods=["blockwise"], corpus=str(corpus),
+                              out=copy, max_docs=1, progress=False))
+    data = json.loads((copy / "eval" / "blockwise.json").read_text())
+    assert data["settings"]["documents"] == 1
+
+
+def test_raising_full_up_to_measures_only_the_quadratic_stages_again(tiny, first_run,
+                                                                      tmp_path):
+    """The lengths a method runs at are part of its stage's settings: with --full-up-to 2
+    full reaches 2L (measured again) while blockwise, whose lengths are unchanged, is reused."""
+    import shutil
+
+    model, corpus = tiny
+    out = tmp_path / "out"
+    shutil.copytree(first_run[0], out)
+    before = {p.name: p.read_text() for p in (out / "eval").iterdir()}
+    run_extend(ExtendSettings(model=str(model), methods=["full", "blockwise"],
+                              corpus=str(corpus), out=out, max_docs=3, full_up_to=2,
+                              progress=False))
+    full = json.loads((out / "eval" / "full.json").read_text())
+    assert sorted(map(int, full["results"]["full"])) == [16, 64, 128]
+    assert (out / "eval" / "blockwise.json").read_text() == before["blockwise.json"]
+
+
+def test_unknown_method_fails_before_any_work(tiny, tmp_path):
+    with pytest.raises(LexformerError, match="warp-drive"):
+        run_extend(ExtendSettings(model=str(tiny[0]), methods=["full", "warp-drive"],
+                                  corpus=str(tiny[1]), out=tmp_path / "out", progress=False))
+    assert not (tmp_path / "out" / "eval").exists()
+
+
+def test_bad_settings_fail_before_loading(tmp_path):
+    for settings, words in ((ExtendSettings(max_docs=0, out=tmp_path), "--max-docs"),
+                            (ExtendSettings(full_up_to=0, out=tmp_path), "--full-up-to"),
+                            (ExtendSettings(methods=["full", "full"], out=tmp_path), "twice")):
+        with pytest.raises(LexformerError, match=words):
+            run_extend(settings)
+
+
+class _Stub:
+    context_length = 100
+    attention_methods = ("full", "blockwise", "self-extend", "yarn")
+
+    def max_length(self, method):
+        return 300 if method == "self-extend" else None
+
+
+def test_method_lengths_rule():
+    lengths = [25, 100, 200, 400, 800]
+    assert method_lengths(_Stub(), "blockwise", lengths, 2.0) == (lengths, "")
+    kept, why = method_lengths(_Stub(), "yarn", lengths, 2.0)
+    assert kept == [25, 100, 200] and "O(n²)" in why
+    kept, why = method_lengths(_Stub(), "self-extend", lengths, 8.0)
+    assert kept == [25, 100, 200] and "cannot score past 300" in why
+
+
+def _stage(method: str, doc_nll: list[float]) -> StageRecord:
+    n, docs = 200, len(doc_nll)
+    tokens = docs * (n - 1)
+    cell = LengthResult(n, math.exp(sum(doc_nll) / tokens), sum(doc_nll) / tokens, tokens,
+                        docs, perplexity_interval(doc_nll, n - 1), tuple(doc_nll))
+    result = PerplexityResult(model="m", corpus="c", split="test", results={method: {n: cell}})
+    return StageRecord(method, result, 1.0, 10.0, "test")
+
+
+def test_findings_order_only_where_the_interval_excludes_zero():
+    """a is lower than b on every document (clear); c beats a on half the documents and
+    loses on the other half (no ordering); d is a copy of a (same up to rounding)."""
+    a = [400.0, 410.0, 420.0, 430.0, 440.0, 450.0]
+    b = [x + 30.0 for x in a]
+    c = [x + (-6.0 if i % 2 else 6.5) for i, x in enumerate(a)]
+    run = ExtendRun(ExtendSettings(), "m", 100, [200], 6,
+                    [_stage("a", a), _stage("b", b), _stage("c", c), _stage("d", list(a))])
+    text = findings(run)[0]
+    assert text.startswith("At 200 (2·L) a has the lowest perplexity")
+    assert "It is below b" in text
+    assert "cannot order it against c" in text
+    assert "d score(s) the same up to rounding" in text
+
+
+def test_one_document_orders_nothing():
+    run = ExtendRun(ExtendSettings(), "m", 100, [200], 1,
+                    [_stage("a", [400.0]), _stage("b", [500.0])])
+    lines = findings(run)
+    assert "cannot order it against b" in lines[0]
+    assert "--max-docs" in lines[-1]
+
+
+def test_context_constant_matches_the_model(first_run):
+    out, _ = first_run
+    assert f"L = {CONTEXT}" in (out / "report.md").read_text()
+    assert Path(out / "eval" / "self-extend.json").exists()
+
+
+def test_nothing_at_or_past_the_context_is_said_so():
+    run = ExtendRun(ExtendSettings(), "m", 1000, [200], 6,
+                    [_stage("a", [400.0] * 6), _stage("b", [410.0] * 6)])
+    assert findings(run)[0].startswith("No length at or past the declared context")

@@ -1,0 +1,53 @@
+"""A tiny random Llama with its own byte-level BPE tokenizer, saved as a Hugging Face model
+folder, and a small text corpus whose test documents are long enough for it: what the
+``eval --model`` and ``extend`` tests run on (no network, no hub). Shared by
+``test_eval_hf.py`` and ``test_extend.py`` (import it as ``from tiny_hf import ...``)."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+CONTEXT = 64
+#: the corpus has this many files; files 0, 7 and 14 form the test split
+N_FILES = 15
+TEST_FILES = (0, 7, 14)
+WORDS = ("the king and queen went to the castle where a storm was rising over hills of "
+         "green while bells rang in towers and old men told tales of war and love").split()
+
+
+def write_corpus(folder: Path, words_per_file: int = 500) -> Path:
+    """``N_FILES`` text files of seeded random words (sorted names: doc index = file index)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(0)
+    for i in range(N_FILES):
+        text = " ".join(rng.choice(WORDS) for _ in range(words_per_file))
+        (folder / f"doc{i:02d}.txt").write_text(text + "\n")
+    return folder
+
+
+def write_model(folder: Path, corpus: Path, seed: int = 0) -> Path:
+    """A 2-layer Llama (declared context ``CONTEXT``) and a byte-level BPE tokenizer trained on
+    ``corpus``, saved to ``folder`` as transformers would save any model."""
+    import torch
+    import transformers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=300, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train([str(p) for p in sorted(corpus.glob("*.txt"))], trainer)
+    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok)
+    torch.manual_seed(seed)
+    config = transformers.LlamaConfig(
+        vocab_size=tok.get_vocab_size(), hidden_size=32, intermediate_size=64,
+        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=8,
+        max_position_embeddings=CONTEXT, eos_token_id=None, bos_token_id=None,
+        pad_token_id=None)
+    model = transformers.LlamaForCausalLM(config).eval()
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    fast.save_pretrained(folder)
+    return folder
