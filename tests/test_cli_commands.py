@@ -9,7 +9,8 @@ import pytest
 from cli_harness import run_cli
 from test_train import _write_corpus
 
-from lexformer.train import TrainConfig, train
+from lexformer.presets import from_preset
+from lexformer.train import train
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +21,7 @@ def smoke(tmp_path_factory):
     env = {"LEXFORMER_CACHE": str(base / "cache")}
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("LEXFORMER_CACHE", env["LEXFORMER_CACHE"])
-        cfg = TrainConfig.from_preset("smoke", position="xpos", corpus=str(corpus),
+        cfg = from_preset("smoke", position="xpos", corpus=str(corpus),
                                       tokens=8 * 64 * 10)
         train(cfg, base / "model", progress=False)
     return base, env
@@ -35,6 +36,7 @@ def test_eval_prints_intervals_and_writes_json(smoke):
     assert "±" in proc.stdout and "95 % paired-bootstrap" in proc.stdout
     data = json.loads(out.read_text())
     assert set(data["results"]) == {"full", "blockwise"}
+    assert "tasks" not in data  # perplexity alone keeps the JSON it always had
     for per in data["results"].values():
         assert set(per) == {"16", "32", "64"}
         for cell in per.values():

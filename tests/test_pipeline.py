@@ -15,6 +15,8 @@ from lexformer import LexformerError
 from lexformer.pipeline import reproduce
 
 TOKENS = 8 * 64 * 8  # 8 smoke steps
+CONTEXT = "## Does the model use its context?"
+DISTANCES = [8, 16, 32, 64, 128, 256, 512, 1024]  # L/8 … 16·L at the smoke preset's L = 64
 
 
 def _write_other_corpus(folder, n_docs=10, words_per_doc=2500):
@@ -59,7 +61,7 @@ def test_report_has_every_section_and_plot(run):
     text = report.read_text()
     for heading in ("## Table 2 analogue", "## Table 5 analogue", "## Table 3 analogue",
                     "## Paired differences", "## Out-of-domain perplexity",
-                    "## Training", "## What this run shows", "## Provenance"):
+                    "## Training", "## What this run shows", "## Provenance", CONTEXT):
         assert heading in text, heading
     for png in ("perplexity_vs_length.png", "expectation_curves.png", "expected_scores.png"):
         data = (out / "plots" / png).read_bytes()
@@ -169,6 +171,104 @@ def test_two_seeds_give_mean_and_spread(tmp_path, monkeypatch):
     cell = line.split("|")[3].strip()  # length 64
     assert cell == f"{np.mean(values):.2f} ±{np.std(values, ddof=1):.2f}"
     assert "mean over 2 seeds" in report.read_text()
+
+
+def test_context_section_shows_this_runs_copy_gains_and_plots(run):
+    out, report, _, _ = run
+    text = report.read_text()
+    assert CONTEXT in text
+    section = text.split(CONTEXT, 1)[1].split("\n## ", 1)[0]
+    assert "| 64 (L) |" in section and "| 1024 (16·L) |" in section
+    rows = _table_rows(text, CONTEXT)
+    assert set(rows) == {(s, a) for s in ("alibi", "xpos") for a in ("full", "blockwise")}
+    results = json.loads((out / "results.json").read_text())
+    for (scheme, attention), shown in rows.items():
+        saved = json.loads((out / "copy" / f"{scheme}.json").read_text())
+        gains = saved["results"]["copy"][attention]
+        assert sorted(map(int, gains)) == DISTANCES
+        measured = [gains[str(d)]["gain"] for d in DISTANCES]
+        assert shown == pytest.approx(measured, abs=0.0006)
+        summary = results["copy_gain"][scheme][attention]
+        assert [summary[str(d)] for d in DISTANCES] == pytest.approx(measured, rel=1e-12)
+        assert all(g["samples"] == 4 for g in gains.values())  # the smoke preset's samples
+    for png in ("position_loss.png", "copy_gain.png"):
+        assert (out / "plots" / png).read_bytes().startswith(b"\x89PNG")
+        assert f"plots/{png}" in section
+
+
+def test_task_stages_measure_the_trained_checkpoint_in_both_attention_modes(run):
+    out, _, _, _ = run
+    step = json.loads((out / "eval" / "xpos.json").read_text())["step"]
+    for task, key in (("position-loss", "position-loss"), ("copy", "copy")):
+        saved = json.loads((out / task / "xpos.json").read_text())
+        assert saved["step"] == step and saved["task"] == task
+        assert set(saved["results"][key]) == {"full", "blockwise"}
+    bins = json.loads((out / "position-loss" / "xpos.json").read_text())["results"][
+        "position-loss"]["full"]
+    assert sorted(map(int, bins)) == [2 ** k for k in range(11)]  # chunks of 1024 tokens
+
+
+def test_context_paragraph_follows_the_measured_gains(run):
+    """Each scheme's reach under each attention mode, recomputed from the saved JSON."""
+    out, report, _, _ = run
+    section = report.read_text().split(CONTEXT, 1)[1].split("\n## ", 1)[0]
+    for attention in ("full", "blockwise"):
+        sentence = section.split(f"With {attention} attention, ", 1)[1].split(". ", 1)[0]
+        for scheme in ("alibi", "xpos"):
+            gains = json.loads((out / "copy" / f"{scheme}.json").read_text())["results"][
+                "copy"][attention]
+            copying = [d for d in DISTANCES if gains[str(d)]["gain"] > 0.05]
+            expected = (f"{scheme} copies up to {copying[-1]} tokens" if copying
+                        else f"{scheme} copies at no distance")
+            assert expected in sentence, (attention, sentence)
+
+
+def _context_inputs(full, blockwise):
+    from lexformer.report_context import ContextInputs
+    from lexformer.tasks import BinLoss, CopyScore, TaskResults
+
+    def scores(gains):
+        return {d: CopyScore(g, 4.0, 4.0 * (1 - g), 8) for d, g in zip(DISTANCES, gains)}
+
+    bins = {e: BinLoss(5.0 - 0.1 * k, 10) for k, e in enumerate([1, 2, 4, 8, 16, 32, 64, 1024])}
+    results = TaskResults(copy={"full": scores(full), "blockwise": scores(blockwise)},
+                          position_loss={"full": bins, "blockwise": bins})
+    return ContextInputs(train_length=64, schemes=["xpos"], tasks={"xpos": [results]},
+                         samples=8, span=32, chunk_length=1024)
+
+
+def test_context_paragraph_states_where_blockwise_gain_falls_and_full_copies_past_L():
+    from lexformer.report_context import context_paragraph
+
+    text = context_paragraph(_context_inputs(
+        full=[0.9, 0.9, 0.8, 0.8, 0.7, 0.6, 0.5, 0.4],
+        blockwise=[0.9, 0.8, 0.5, 0.2, 0.01, 0.0, -0.01, 0.0]))
+    assert ("With full attention, xpos copies up to 1024 tokens (16·L, gain 0.40), the longest "
+            "distance measured.") in text
+    assert "Past L (64 tokens) under full attention: xpos still copies." in text
+    assert ("With blockwise attention, xpos copies up to 64 tokens (L, gain 0.20); its gain "
+            "falls to about 0 from 128 (2·L) on.") in text
+    assert "Past L (64 tokens) under blockwise attention: no scheme copies." in text
+    assert "full: xpos 4.40 → 4.30" in text  # bin ending at L (64) → the last bin (1024)
+
+
+def test_stale_task_results_are_measured_again(run):
+    """A saved task result of another step, or of other settings, is redone."""
+    out, _, corpus, other = run
+    path = out / "copy" / "xpos.json"
+    saved = json.loads(path.read_text())
+    gain = saved["results"]["copy"]["full"]["64"]["gain"]
+    for change in ({"step": saved["step"] + 1000}, {"settings": {**saved["settings"],
+                                                                 "samples": 99}}):
+        stale = json.loads(path.read_text())
+        stale.update(change)
+        stale["results"]["copy"]["full"]["64"]["gain"] = 0.75
+        path.write_text(json.dumps(stale))
+        reproduce(preset="smoke", corpus=str(corpus), out=out, schemes=("alibi", "xpos"),
+                  tokens=TOKENS, progress=False, ood_corpus=str(other))
+        again = json.loads(path.read_text())
+        assert again["step"] == saved["step"] and again["settings"] == saved["settings"]
+        assert again["results"]["copy"]["full"]["64"]["gain"] == pytest.approx(gain, rel=1e-12)
 
 
 def test_unknown_scheme_is_refused(tmp_path):

@@ -5,17 +5,21 @@
 2. train every scheme × seed with the same data order, seed and budget *in tokens*;
 3. evaluate every model at L/4 … 16·L with full and blockwise attention;
 4. out-of-domain: the same on a corpus no model was trained on;
-5. attention resolution (analytic curves, and each first-seed model's ŝ[n] at L and 2L);
-6. ``report.md`` with the tables beside the paper's, and the plots (:mod:`lexformer.report`).
+5. context use: loss by position and copy at distances L/8 … 16·L for every model under
+   full and blockwise attention (:mod:`lexformer.tasks`);
+6. attention resolution (analytic curves, and each first-seed model's ŝ[n] at L and 2L);
+7. ``report.md`` with the tables beside the paper's, and the plots (:mod:`lexformer.report`).
 
 Layout of ``out``: ``models/<scheme>`` (first seed; the layout of earlier versions) and
 ``models/<scheme>-seed<k>`` (other seeds), ``eval/<model>.json``, ``ood/<model>.json``,
-``analysis.json``, ``timings.json``, ``report.md``, ``results.json``, ``plots/``.
+``position-loss/<model>.json``, ``copy/<model>.json``, ``analysis.json``, ``timings.json``,
+``report.md``, ``results.json``, ``plots/``.
 
 A stage's saved output is reused only when it was made with the same settings: a model only
 if its saved training config equals the wanted one (otherwise the run is refused, naming the
 differing fields), an evaluation only if it measured the same checkpoint step at the same
-lengths on the same corpus (otherwise it is redone).
+lengths on the same corpus (otherwise it is redone), a task result only if it measured the
+same checkpoint step with the same task settings.
 """
 
 from __future__ import annotations
@@ -24,25 +28,32 @@ import json
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .analysis import AnalysisResult, analytic_resolutions, analyze_checkpoint
-from .checkpoint import has_checkpoint, load, read_meta
+from .checkpoint import has_checkpoint, load, read_meta, read_train_config
+from .config import describe_differences
 from .errors import LexformerError
 from .evaluate import PerplexityResult, check_lengths, default_lengths, evaluate_model
 from .fileio import atomic_write_json, ensure_writable_dir
+from .presets import from_preset
 from .report import ReportInputs, TrainingRecord, write_report
+from .report_context import ContextInputs
+from .tasks import TaskResults, TaskSettings, default_distances, run_tasks
+from .tasks.settings import DEFAULT_SAMPLES
 from .train import TrainConfig, prepare_data, train
 
 DEFAULT_SCHEMES = ("absolute", "alibi", "rope", "xpos", "none")
 ATTENTIONS = ("full", "blockwise")
 EVAL_SPLIT = "test"
-#: TrainConfig fields that change how a run executes, not what it computes
-RUNTIME_FIELDS = frozenset({"threads", "cache_dir", "compile"})
+#: the context-use tasks run on every model, each a resumable stage
+CONTEXT_TASKS = ("position-loss", "copy")
+#: copy samples per distance by preset: the smoke preset only shows that the stages work
+TASK_SAMPLES = {"smoke": 4}
 
 
 def default_ood_corpus(corpus: str) -> str:
@@ -76,6 +87,7 @@ class ReproduceSettings:
     dtype: str | None = None
     ood_corpus: str | None = "auto"  # "auto": default_ood_corpus; None or "none": no stage
     progress: bool = True
+    task_samples: int | None = None  # copy samples per distance; None: TASK_SAMPLES or 16
 
     @property
     def seed_list(self) -> list[int]:
@@ -106,6 +118,8 @@ def check_settings(s: ReproduceSettings) -> None:
         raise LexformerError(f"--seed must be >= 0, got {s.seed}")
     if s.tokens is not None and s.tokens < 1:
         raise LexformerError(f"--tokens must be positive, got {s.tokens}")
+    if s.task_samples is not None and s.task_samples < 1:
+        raise LexformerError(f"copy samples must be at least 1, got {s.task_samples}")
     ensure_writable_dir(s.out, "--out folder")
 
 
@@ -144,8 +158,24 @@ class Pipeline:
 
     @property
     def n_stages(self) -> int:
-        per_run = 3 if self.settings.ood else 2  # train, eval (, out-of-domain eval)
+        # train, eval (, out-of-domain eval), position-loss, copy
+        per_run = (3 if self.settings.ood else 2) + len(CONTEXT_TASKS)
         return 1 + per_run * len(self.configs) + 2  # data …, analysis, report
+
+    @property
+    def task_settings(self) -> TaskSettings:
+        """Position-loss over chunks of the longest evaluation length; copy at the default
+        distances L/8 … 16·L (those a model can score)."""
+        samples = self.settings.task_samples or TASK_SAMPLES.get(self.settings.preset,
+                                                                  DEFAULT_SAMPLES)
+        return TaskSettings(length=self.lengths[-1], samples=samples)
+
+    @property
+    def task_document_length(self) -> int:
+        """Tokens a task document holds: the longest evaluation length, or the copy prefix
+        (L/2), span and longest distance if that is more (the copied text is real text)."""
+        s, L = self.task_settings, self.train_length
+        return max(self.lengths[-1], max(1, L // 2) + s.span + max(default_distances(L)))
 
     def stage(self, text: str) -> None:
         self.done_stages += 1
@@ -158,7 +188,7 @@ def plan(s: ReproduceSettings) -> Pipeline:
     """Configs for every scheme × seed and the evaluation lengths, all checked."""
     check_settings(s)
     seeds = s.seed_list
-    configs = {Run(scheme, seed, first=(seed == seeds[0])): TrainConfig.from_preset(
+    configs = {Run(scheme, seed, first=(seed == seeds[0])): from_preset(
         s.preset, position=scheme, corpus=s.corpus, tokens=s.tokens, seed=seed, dtype=s.dtype)
         for seed in seeds for scheme in s.schemes}
     L = next(iter(configs.values())).train_length
@@ -180,43 +210,23 @@ def stage_data(p: Pipeline) -> None:
     _, tokenizer, _ = prepare_data(next(iter(p.configs.values())))
     for corpus in filter(None, (p.settings.corpus, p.settings.ood)):
         evaluation_documents(corpus, tokenizer, EVAL_SPLIT, p.lengths[-1], max_docs=1)
+    try:  # the context-use tasks' text: copy needs L/2 + span + 16·L tokens of one document
+        evaluation_documents(p.settings.corpus, tokenizer, EVAL_SPLIT, p.task_document_length,
+                             max_docs=1)
+    except LexformerError as e:
+        raise LexformerError(f"copy at distances up to 16·L needs test documents of "
+                             f"{p.task_document_length} tokens: {e}") from None
     if "data" not in p.timings:
         p.record("data", time.time() - t0)
 
 
-def _config_differences(meta: dict[str, Any], wanted: TrainConfig) -> str:
-    """The fields in which the training config saved in a checkpoint's ``meta`` (its whole
-    config.json) differs from ``wanted``, as one phrase (empty when the run would be the
-    same)."""
-    try:
-        from .config import describe_differences
-    except ImportError:  # the flat TrainConfig of earlier versions
-        describe_differences = None
-    if describe_differences is not None and hasattr(type(wanted), "from_dict"):
-        # from_dict reads every saved layout, including the first, flat one
-        return describe_differences(type(wanted).from_dict(meta), wanted)
-    saved, want = meta.get("train", {}), wanted.to_dict()
-    out = []
-    for key in sorted((set(saved) | set(want)) - RUNTIME_FIELDS):
-        a, b = saved.get(key), want.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += [f"{key}.{k}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
-        elif a != b:
-            out.append(f"{key} {a!r} → {b!r}")
-    return ", ".join(out)
-
-
 def _check_same_training(run_dir: Path, cfg: TrainConfig) -> None:
-    diffs = _config_differences(read_meta(run_dir), cfg)
+    # read_train_config reads every saved layout, the first flat one included
+    diffs = describe_differences(read_train_config(run_dir), cfg)
     if diffs:
         raise LexformerError(
             f"{run_dir} holds a model trained with other settings ({diffs}; saved → wanted); "
             "choose another --out or remove that folder (nothing was changed)")
-
-
-def _summary_value(summary: Any, name: str) -> Any:
-    """``train`` returns a dict today and a TrainSummary dataclass soon: read either."""
-    return summary[name] if isinstance(summary, dict) else getattr(summary, name)
 
 
 def stage_train(p: Pipeline, run: Run) -> None:
@@ -229,7 +239,7 @@ def stage_train(p: Pipeline, run: Run) -> None:
             return
     t0 = time.time()
     summary = train(cfg, run_dir, resume=has_checkpoint(run_dir), progress=p.settings.progress)
-    if _summary_value(summary, "stopped_early"):
+    if summary.stopped_early:
         raise KeyboardInterrupt
     p.record(f"train/{run.name}", time.time() - t0)
 
@@ -266,6 +276,93 @@ def stage_eval(p: Pipeline, run: Run, corpus: str, folder: str) -> PerplexityRes
     atomic_write_json(path, result.to_json())
     p.record(f"{folder}/{run.name}", time.time() - t0)
     return result
+
+
+@dataclass
+class TaskRecord:
+    """One context-use task measured on one model, with what identifies the measurement."""
+
+    model: str
+    task: str
+    corpus: str
+    step: int | None
+    settings: dict[str, Any]
+    results: TaskResults
+    seconds: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"model": self.model, "task": self.task, "corpus": self.corpus,
+                "split": EVAL_SPLIT, "step": self.step, "settings": self.settings,
+                "seconds": self.seconds, "results": self.results.to_json()}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TaskRecord:
+        return cls(model=str(data["model"]), task=str(data["task"]), corpus=str(data["corpus"]),
+                   step=data["step"], settings=dict(data["settings"]),
+                   results=TaskResults.from_json(data["results"]), seconds=data.get("seconds"))
+
+
+def settings_json(settings: TaskSettings) -> dict[str, Any]:
+    """The task settings as JSON values (tuples as lists), for saving and comparing."""
+    return json.loads(json.dumps(asdict(settings)))
+
+
+def _task_attentions(results: TaskResults, task: str) -> set[str]:
+    from .tasks import TASKS
+
+    return set(getattr(results, TASKS[task].result_field))
+
+
+def _reusable_task(path: Path, record: TaskRecord) -> TaskRecord | None:
+    """The saved record at ``path`` if it measured the same step, corpus and settings under
+    every attention mode; None otherwise (measure again)."""
+    if not path.exists():
+        return None
+    try:
+        saved = TaskRecord.from_json(json.loads(path.read_text()))
+    except (KeyError, ValueError, TypeError, LexformerError):
+        return None  # an older or damaged file: measure again
+    same = ((saved.task, saved.step, saved.corpus, saved.settings)
+            == (record.task, record.step, record.corpus, record.settings)
+            and _task_attentions(saved.results, saved.task) == set(ATTENTIONS))
+    return saved if same else None
+
+
+def stage_task(p: Pipeline, run: Run, task: str) -> TaskResults:
+    """One context-use task on one model under full and blockwise attention into
+    ``<task>/<model>.json`` (or reuse it)."""
+    from .evaluate import evaluation_documents
+    from .models import CheckpointLM
+
+    path, corpus = p.out / task / f"{run.name}.json", p.settings.corpus
+    step = read_meta(p.out / "models" / run.name).get("step")
+    wanted = TaskRecord(run.name, task, corpus, step, settings_json(p.task_settings),
+                        TaskResults())
+    p.stage(f"{task} {run.name} ({' and '.join(ATTENTIONS)} attention)")
+    saved = _reusable_task(path, wanted)
+    if saved is not None:
+        _say(f"    {run.name}: {task} already measured (step {step}), skipped")
+        return saved.results
+    ckpt = load(p.out / "models" / run.name)
+    t0 = time.time()
+    documents = evaluation_documents(corpus, ckpt.tokenizer, EVAL_SPLIT, p.task_document_length)
+    wanted.results = run_tasks(CheckpointLM(ckpt), [task], ATTENTIONS, documents,
+                               p.task_settings, progress=p.settings.progress)
+    wanted.seconds = round(time.time() - t0, 2)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, wanted.to_json())
+    p.record(f"{task}/{run.name}", time.time() - t0)
+    return wanted.results
+
+
+def merge_task_results(parts: Sequence[TaskResults]) -> TaskResults:
+    """The tasks of several records of one model in one TaskResults."""
+    merged = TaskResults()
+    for part in parts:
+        merged.copy.update(part.copy)
+        merged.position_loss.update(part.position_loss)
+        merged.passkey.update(part.passkey)
+    return merged
 
 
 def stage_analysis(p: Pipeline) -> AnalysisResult:
@@ -306,8 +403,16 @@ def training_record(run: Run, run_dir: Path) -> TrainingRecord:
     return rec
 
 
-def _by_scheme(p: Pipeline, results: dict[Run, PerplexityResult]) -> dict[str, list]:
+def _by_scheme(p: Pipeline, results: dict[Run, Any]) -> dict[str, list]:
+    """Per-run results grouped by scheme, in seed order."""
     return {s: [results[r] for r in p.runs if r.scheme == s] for s in p.settings.schemes}
+
+
+def _context_inputs(p: Pipeline, tasks: dict[Run, TaskResults]) -> ContextInputs:
+    s = p.task_settings
+    return ContextInputs(train_length=p.train_length, schemes=list(p.settings.schemes),
+                         tasks=_by_scheme(p, tasks), samples=s.samples, span=s.span,
+                         chunk_length=p.lengths[-1], attentions=ATTENTIONS)
 
 
 def run_pipeline(settings: ReproduceSettings) -> Path:
@@ -323,6 +428,8 @@ def run_pipeline(settings: ReproduceSettings) -> Path:
     evals = {run: stage_eval(p, run, settings.corpus, "eval") for run in p.runs}
     ood = ({run: stage_eval(p, run, settings.ood, "ood") for run in p.runs}
            if settings.ood else {})
+    tasks = {run: merge_task_results([stage_task(p, run, task) for task in CONTEXT_TASKS])
+             for run in p.runs}
     analysis = stage_analysis(p)
     p.stage("report and plots")
     inputs = ReportInputs(
@@ -332,7 +439,7 @@ def run_pipeline(settings: ReproduceSettings) -> Path:
         training=[training_record(r, p.out / "models" / r.name) for r in p.runs],
         ood_corpus=settings.ood, ood=_by_scheme(p, ood) if ood else {},
         command=" ".join(["lexformer"] + sys.argv[1:]) if sys.argv else "",
-        wall=time.time() - p.started, timings=p.timings)
+        wall=time.time() - p.started, timings=p.timings, context=_context_inputs(p, tasks))
     report = write_report(p.out, inputs)
     _say(f"done: {report}")
     return report
@@ -342,13 +449,13 @@ def reproduce(preset: str = "tiny", corpus: str = "shakespeare",
               out: str | Path = "runs/reproduce", schemes: Sequence[str] = DEFAULT_SCHEMES,
               lengths: Sequence[int] | None = None, tokens: int | None = None, seed: int = 0,
               dtype: str | None = None, progress: bool = True, seeds: int = 1,
-              ood_corpus: str | None = "auto") -> Path:
+              ood_corpus: str | None = "auto", task_samples: int | None = None) -> Path:
     """Keyword form of :func:`run_pipeline`; returns the path of ``report.md``."""
     return run_pipeline(ReproduceSettings(
         preset=preset, corpus=corpus, out=Path(out), schemes=tuple(schemes), lengths=lengths,
         tokens=tokens, seed=seed, seeds=seeds, dtype=dtype, ood_corpus=ood_corpus,
-        progress=progress))
+        progress=progress, task_samples=task_samples))
 
 
-__all__ = ["ATTENTIONS", "DEFAULT_SCHEMES", "ReproduceSettings", "Run", "default_ood_corpus",
-           "reproduce", "run_pipeline"]
+__all__ = ["ATTENTIONS", "CONTEXT_TASKS", "DEFAULT_SCHEMES", "ReproduceSettings", "Run",
+           "TaskRecord", "default_ood_corpus", "reproduce", "run_pipeline"]

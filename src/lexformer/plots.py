@@ -8,7 +8,9 @@ importing :mod:`lexformer` never touches matplotlib or a display.
 Curves are keyed by :class:`lexformer.evaluate.Label` — a ``(scheme, attention)`` pair —
 and get one colour per scheme and one line style per attention mode (full solid, blockwise
 dashed, sliding dotted), so a scheme's two curves read as a pair. The legend shows
-``"<scheme> / <attention>"``.
+``"<scheme> / <attention>"``. The small helpers every figure uses — :func:`pyplot`,
+:func:`save_figure`, :func:`line_styles`, :func:`legend_label` — are public, so the figures of
+:mod:`lexformer.tasks.plots` share them.
 """
 
 from __future__ import annotations
@@ -21,10 +23,12 @@ from typing import Any
 import numpy as np
 
 DPI = 120
-_LINESTYLES = {"full": "-", "blockwise": "--", "sliding": ":"}
+#: line style per attention mode; other methods (a pretrained model's) get dash-dot
+LINESTYLES = {"full": "-", "blockwise": "--", "sliding": ":"}
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (no display needed), imported on first use."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -33,44 +37,45 @@ def _pyplot():
     return plt
 
 
-def _prepare(path: str | Path) -> Path:
+def save_figure(fig: Any, path: str | Path) -> Path:
+    """Write ``fig`` as a PNG at :data:`DPI` (creating the folder), close it, return the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def _save(fig: Any, path: Path) -> Path:
-    plt = _pyplot()
     try:
         fig.savefig(path, dpi=DPI, bbox_inches="tight")
     finally:
-        plt.close(fig)
+        pyplot().close(fig)
     return path
 
 
-def _label(key: tuple[str, str]) -> tuple[str, str]:
-    scheme, attention = key
-    return str(scheme), str(attention)
+def split_label(key: Any) -> tuple[str, str]:
+    """``(scheme, attention)`` of a curve key: a pair, a ``"scheme / attention"`` string, or a
+    bare attention mode (scheme ``""``) or model name (attention ``""``)."""
+    if isinstance(key, tuple):
+        return str(key[0]), str(key[1])
+    if " / " in key:
+        scheme, attention = key.split(" / ", 1)
+        return scheme.strip(), attention.strip()
+    return ("", key) if key in LINESTYLES else (key, "")
 
 
-def _legend(key: tuple[str, str]) -> str:
-    return "{} / {}".format(*_label(key))
+def legend_label(key: Any) -> str:
+    return " / ".join(part for part in split_label(key) if part)
 
 
-def _scheme_colours(labels: Iterable[tuple[str, str]]) -> dict[str, Any]:
-    plt = _pyplot()
-    cycle = plt.rcParams["axes.prop_cycle"].by_key().get("color", ["C0"])
+def line_styles(keys: Iterable[Any]) -> dict[Any, dict[str, Any]]:
+    """``{key: {"color", "linestyle"}}``: one colour per scheme (bare attention modes each get
+    their own), one line style per attention mode, so a scheme's curves read as a group."""
+    cycle = pyplot().rcParams["axes.prop_cycle"].by_key().get("color", ["C0"])
     colours: dict[str, Any] = {}
-    for label in labels:
-        scheme = _label(label)[0]
-        if scheme not in colours:
-            colours[scheme] = cycle[len(colours) % len(cycle)]
-    return colours
-
-
-def _style(label: tuple[str, str], colours: Mapping[str, Any]) -> dict[str, Any]:
-    scheme, attention = _label(label)
-    return {"color": colours[scheme], "linestyle": _LINESTYLES.get(attention, "-.")}
+    styles = {}
+    for key in keys:
+        scheme, attention = split_label(key)
+        colour_key = scheme or attention
+        colours.setdefault(colour_key, cycle[len(colours) % len(cycle)])
+        styles[key] = {"color": colours[colour_key],
+                       "linestyle": LINESTYLES.get(attention, "-." if attention else "-")}
+    return styles
 
 
 # --------------------------------------------------------------------------- figures
@@ -88,8 +93,7 @@ def plot_expectation_curves(
     """
     from .analysis import expectation_curve, resolution
 
-    plt = _pyplot()
-    path = _prepare(path)
+    plt = pyplot()
     gammas = {"RoPE": None, "XPOS": 0.4} if gammas is None else gammas
     fig, ax = plt.subplots(figsize=(7, 4))
     n = np.arange(max_distance + 1)
@@ -103,7 +107,7 @@ def plot_expectation_curves(
     ax.set_xlim(0, max_distance)
     ax.legend(loc="best")
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _length_axes(ax: Any, lengths: list[int], values: list[float], train_length: int,
@@ -124,7 +128,7 @@ def _length_axes(ax: Any, lengths: list[int], values: list[float], train_length:
 
 
 def _plot_ppl_lines(ax: Any, table: Mapping[tuple[str, str], Mapping[Any, float | None]],
-                    colours: Mapping[str, Any]) -> tuple[list[int], list[float]]:
+                    styles: Mapping[Any, dict[str, Any]]) -> tuple[list[int], list[float]]:
     lengths: set[int] = set()
     values: list[float] = []
     for label, per in table.items():
@@ -133,8 +137,8 @@ def _plot_ppl_lines(ax: Any, table: Mapping[tuple[str, str], Mapping[Any, float 
         if not points:
             continue
         xs, ys = zip(*points)
-        ax.plot(xs, ys, marker="o", markersize=3, label=_legend(label),
-                **_style(label, colours))
+        ax.plot(xs, ys, marker="o", markersize=3, label=legend_label(label),
+                **styles[label])
         lengths.update(xs)
         values.extend(ys)
     return sorted(lengths), values
@@ -155,25 +159,24 @@ def plot_perplexity_vs_length(
     ``paper`` ({label: {length: ppl}}, e.g. :data:`lexformer.paper.TABLE2_BY_LABEL`) a second panel
     shows the paper's numbers with its own training length.
     """
-    plt = _pyplot()
-    path = _prepare(path)
+    plt = pyplot()
     labels = list(results) + (list(paper) if paper else [])
-    colours = _scheme_colours(labels)
+    styles = line_styles(labels)
     ncols = 2 if paper else 1
     fig, axes = plt.subplots(1, ncols, figsize=(6.5 * ncols, 4.5), squeeze=False)
     ax = axes[0, 0]
-    lengths, values = _plot_ppl_lines(ax, results, colours)
+    lengths, values = _plot_ppl_lines(ax, results, styles)
     _length_axes(ax, sorted(set(lengths) | {train_length}), values, train_length,
                  f"this run (trained at L = {train_length})")
     ax.legend(fontsize=8, loc="best")
     if paper:
         ax = axes[0, 1]
-        lengths, values = _plot_ppl_lines(ax, paper, colours)
+        lengths, values = _plot_ppl_lines(ax, paper, styles)
         _length_axes(ax, sorted(set(lengths) | {paper_train_length}), values,
                      paper_train_length, f"paper, Table 2 (trained at L = {paper_train_length})")
         ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_expected_scores(path: str | Path, curves: Mapping[tuple[str, str], Any]) -> Path:
@@ -181,20 +184,21 @@ def plot_expected_scores(path: str | Path, curves: Mapping[tuple[str, str], Any]
 
     NaN entries (distances no query can see, e.g. ≥ L under blockwise attention) leave gaps.
     """
-    plt = _pyplot()
-    path = _prepare(path)
-    colours = _scheme_colours(curves)
+    plt = pyplot()
+    styles = line_styles(curves)
     fig, ax = plt.subplots(figsize=(7, 4))
     for label, s_hat in curves.items():
         s_hat = np.asarray(s_hat, dtype=np.float64)
-        ax.plot(np.arange(s_hat.size), s_hat, linewidth=1.0, label=_legend(label),
-                **_style(label, colours))
+        ax.plot(np.arange(s_hat.size), s_hat, linewidth=1.0, label=legend_label(label),
+                **styles[label])
     ax.set_xlabel("relative distance n")
     ax.set_ylabel("mean pre-softmax score ŝ[n]")
     ax.set_title("Expected attention score by distance (paper Eq. 11)")
     ax.legend(fontsize=8, loc="best")
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
-__all__ = ["plot_expectation_curves", "plot_expected_scores", "plot_perplexity_vs_length"]
+__all__ = ["DPI", "LINESTYLES", "legend_label", "line_styles", "plot_expectation_curves",
+           "plot_expected_scores", "plot_perplexity_vs_length", "pyplot", "save_figure",
+           "split_label"]

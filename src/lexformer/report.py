@@ -5,6 +5,9 @@ sentences of "What this run shows" are generated from those numbers, and an orde
 two models is stated only where the paired bootstrap interval of their difference excludes
 zero (otherwise the text says "tie at this scale" and gives the interval).
 
+The section "Does the model use its context?" (copy gain and loss by position) comes from
+:mod:`lexformer.report_context`.
+
 Cells read ``81.12 ±0.90``: with one seed ± is half the width of the 95 % paired-bootstrap
 interval over documents; with several seeds the value is the mean over seeds and ± their
 standard deviation (n − 1 in the denominator).
@@ -26,6 +29,7 @@ from .analysis import AnalysisResult
 from .evaluate import Label, LengthResult, PerplexityResult
 from .fileio import atomic_write_json, atomic_write_text
 from .paper import PAPER_TRAIN_LENGTH, TABLE2, TABLE2_BY_LABEL, TABLE3, TABLE5
+from .report_context import ContextInputs, context_json, section_context, write_context_plots
 from .stats import Difference, perplexity_difference, resample_indices
 
 ATTENTIONS = ("full", "blockwise")
@@ -67,6 +71,7 @@ class ReportInputs:
     command: str = ""
     wall: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
+    context: ContextInputs | None = None  # copy and loss by position; None: not measured
 
     @property
     def labels(self) -> list[Label]:
@@ -395,7 +400,8 @@ def results_json(inp: ReportInputs) -> dict[str, Any]:
             "ood_perplexity": per_label(inp.ood) if inp.ood else None,
             "training": [r.to_json() for r in inp.training],
             "resolution": {s: {r.key: r.resolution for r in inp.analysis.models[s].results}
-                           for s in inp.schemes}}
+                           for s in inp.schemes},
+            **(context_json(inp.context) if inp.context else {})}
 
 
 def write_report(out: Path, inp: ReportInputs) -> Path:
@@ -413,6 +419,10 @@ def write_report(out: Path, inp: ReportInputs) -> Path:
     lines += section_differences(inp)
     lines += section_ood(inp)
     lines += section_table3(inp, str(exp), str(shat))
+    if inp.context is not None:
+        position_png, copy_png = (p.relative_to(out) for p in
+                                  write_context_plots(out / "plots", inp.context))
+        lines += section_context(inp.context, str(position_png), str(copy_png))
     lines += section_training(inp)
     lines += section_findings(inp)
     lines += section_provenance(inp)

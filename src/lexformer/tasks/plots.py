@@ -6,8 +6,9 @@ name (the keys of :class:`TaskResults`), a ``"<scheme> / <attention>"`` string, 
 style per attention method (full solid, blockwise dashed, sliding dotted).
 
 matplotlib is imported inside the functions with the Agg backend, so importing
-:mod:`lexformer.tasks` never touches it. Figures are PNGs at the same 120 dpi as
-:mod:`lexformer.plots` (which keeps its save helpers private, hence the small copy here).
+:mod:`lexformer.tasks` never touches it. Figures share the helpers of :mod:`lexformer.plots`
+(:func:`~lexformer.plots.pyplot`, :func:`~lexformer.plots.save_figure`,
+:func:`~lexformer.plots.line_styles`), hence its 120 dpi and its colours and line styles.
 """
 
 from __future__ import annotations
@@ -17,57 +18,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from ..plots import legend_label, line_styles, pyplot, save_figure
 from .results import BinLoss, CopyScore, PasskeyCell, TaskResults
-
-DPI = 120
-_LINESTYLES = {"full": "-", "blockwise": "--", "sliding": ":"}
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig: Any, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    plt = _pyplot()
-    try:
-        fig.savefig(path, dpi=DPI, bbox_inches="tight")
-    finally:
-        plt.close(fig)
-    return path
-
-
-def _scheme_and_attention(key: Any) -> tuple[str, str]:
-    if isinstance(key, tuple):
-        return str(key[0]), str(key[1])
-    if " / " in key:
-        scheme, attention = key.split(" / ", 1)
-        return scheme.strip(), attention.strip()
-    return ("", key) if key in _LINESTYLES else (key, "")
-
-
-def _legend(key: Any) -> str:
-    return " / ".join(part for part in _scheme_and_attention(key) if part)
-
-
-def _styles(keys: Iterable[Any]) -> dict[Any, dict[str, Any]]:
-    cycle = _pyplot().rcParams["axes.prop_cycle"].by_key().get("color", ["C0"])
-    colours: dict[str, Any] = {}
-    styles = {}
-    for key in keys:
-        scheme, attention = _scheme_and_attention(key)
-        # bare attention names each get a colour of their own; schemes share one per scheme
-        colour_key = scheme or attention
-        colours.setdefault(colour_key, cycle[len(colours) % len(cycle)])
-        styles[key] = {"color": colours[colour_key],
-                       "linestyle": _LINESTYLES.get(attention, "-")}
-    return styles
 
 
 def _mark_train_length(ax: Any, train_length: int | None) -> None:
@@ -82,7 +34,7 @@ def _line(ax: Any, key: Any, points: list[tuple[int, float]], style: dict[str, A
     if not points:
         return []
     xs, ys = zip(*points)
-    ax.plot(xs, ys, marker="o", markersize=3, label=_legend(key), **style)
+    ax.plot(xs, ys, marker="o", markersize=3, label=legend_label(key), **style)
     return list(xs)
 
 
@@ -99,8 +51,8 @@ def _log2_axis(ax: Any, xs: Iterable[int]) -> None:
 def plot_position_loss(path: str | Path, curves: Mapping[Any, Mapping[int, BinLoss]],
                        train_length: int | None = None) -> Path:
     """Mean token loss against position bin end (log2 x), one line per key."""
-    styles = _styles(curves)
-    fig, ax = _pyplot().subplots(figsize=(7, 4))
+    styles = line_styles(curves)
+    fig, ax = pyplot().subplots(figsize=(7, 4))
     xs: list[int] = []
     for key, bins in curves.items():
         xs += _line(ax, key, [(end, b.loss) for end, b in bins.items()], styles[key])
@@ -111,14 +63,14 @@ def plot_position_loss(path: str | Path, curves: Mapping[Any, Mapping[int, BinLo
     ax.set_title("Loss by position")
     ax.legend(fontsize=8, loc="best")
     ax.grid(alpha=0.3, which="both")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_copy_gain(path: str | Path, curves: Mapping[Any, Mapping[int, CopyScore]],
                    train_length: int | None = None) -> Path:
     """Copy gain against distance (log2 x), one line per key; 0 and 1 drawn as guides."""
-    styles = _styles(curves)
-    fig, ax = _pyplot().subplots(figsize=(7, 4))
+    styles = line_styles(curves)
+    fig, ax = pyplot().subplots(figsize=(7, 4))
     xs: list[int] = []
     for key, scores in curves.items():
         xs += _line(ax, key, [(d, s.gain) for d, s in scores.items()], styles[key])
@@ -131,7 +83,7 @@ def plot_copy_gain(path: str | Path, curves: Mapping[Any, Mapping[int, CopyScore
     ax.set_title("Copy at a distance")
     ax.legend(fontsize=8, loc="best")
     ax.grid(alpha=0.3, which="both")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _heatmap(ax: Any, grid: Mapping[int, Mapping[float, PasskeyCell]], title: str) -> Any:
@@ -157,15 +109,15 @@ def plot_passkey(path: str | Path,
     """One accuracy heatmap (depth × length) per key, side by side."""
     keys = [key for key, grid in grids.items() if grid]
     columns = max(1, len(keys))
-    fig, axes = _pyplot().subplots(1, columns, figsize=(4.5 * columns, 3.8), squeeze=False)
+    fig, axes = pyplot().subplots(1, columns, figsize=(4.5 * columns, 3.8), squeeze=False)
     image = None
     for ax, key in zip(axes[0], keys):
-        image = _heatmap(ax, grids[key], _legend(key))
+        image = _heatmap(ax, grids[key], legend_label(key))
     if image is not None:
         fig.colorbar(image, ax=list(axes[0]), label="accuracy", shrink=0.9)
     axes[0, 0].set_ylabel("key depth (fraction of the filler before the key)")
     fig.suptitle("Passkey retrieval")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_task_results(results: TaskResults, folder: str | Path,
