@@ -20,7 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from lexformer.train import TrainConfig, train  # noqa: E402
+from lexformer.presets import from_preset
+from lexformer.train import train  # noqa: E402
 
 
 def main() -> int:
@@ -33,7 +34,7 @@ def main() -> int:
     runs = {}
     with tempfile.TemporaryDirectory() as tmp:
         for dtype in ("fp32", "bf16"):
-            cfg = TrainConfig.from_preset("tiny", position=args.position, dtype=dtype,
+            cfg = from_preset("tiny", position=args.position, dtype=dtype,
                                           eval_interval=50)
             t0 = time.perf_counter()
             train(cfg, Path(tmp) / dtype, progress=False, stop_after_steps=args.steps)

@@ -16,7 +16,8 @@ from cli_harness import assert_clean_failure, run_cli, tree_hashes
 from test_train import _write_corpus
 
 from lexformer.cli import main
-from lexformer.train import TrainConfig, train
+from lexformer.presets import from_preset
+from lexformer.train import train
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +31,7 @@ def place(tmp_path_factory):
     env = {"LEXFORMER_CACHE": str(base / "cache")}
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("LEXFORMER_CACHE", env["LEXFORMER_CACHE"])
-        cfg = TrainConfig.from_preset("smoke", corpus=str(corpus), tokens=8 * 64 * 10)
+        cfg = from_preset("smoke", corpus=str(corpus), tokens=8 * 64 * 10)
         train(cfg, base / "model", progress=False)
     return base, env
 

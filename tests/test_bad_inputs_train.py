@@ -15,7 +15,8 @@ from test_train import _write_corpus
 
 from lexformer import cli
 from lexformer.checkpoint import CONFIG_FILE, MODEL_FILE, STATE_FILE
-from lexformer.train import TrainConfig, train
+from lexformer.presets import from_preset
+from lexformer.train import train
 
 STEP_TOKENS = 8 * 64  # one smoke step
 
@@ -28,7 +29,7 @@ def place(tmp_path_factory):
     (base / "afile").write_text("not a folder\n")
     cache = base / "cache"
     for run, tokens, stop in (("stopped", 3 * STEP_TOKENS, 1), ("finished", STEP_TOKENS, None)):
-        cfg = TrainConfig.from_preset("smoke", corpus=str(corpus), tokenizer="bytes",
+        cfg = from_preset("smoke", corpus=str(corpus), tokenizer="bytes",
                                       tokens=tokens)
         train(cfg, base / run, progress=False, stop_after_steps=stop, threads=1,
               cache_dir=str(cache))

@@ -22,10 +22,11 @@ from lexformer.checkpoint import (
 )
 from lexformer.config import TrainConfig
 from lexformer.data import ByteTokenizer
+from lexformer.presets import from_preset
 
 
 def _config() -> TrainConfig:
-    cfg = TrainConfig.from_preset("smoke", tokenizer="bytes", d_model=16, n_head=2, d_ff=32,
+    cfg = from_preset("smoke", tokenizer="bytes", d_model=16, n_head=2, d_ff=32,
                                   n_layer=1, train_length=8)
     return cfg.with_vocab_size(256)
 

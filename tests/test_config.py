@@ -21,7 +21,7 @@ from lexformer.config import (
     describe_differences,
 )
 from lexformer.positions import POSITION_SCHEMES, ROTARY, build_position_scheme
-from lexformer.presets import PRESETS
+from lexformer.presets import PRESETS, from_preset
 
 # What the presets held before they became functions (dict layout of lexformer 0.1); the
 # values must not change, except paper's batch_size (8 was refused by the divisibility check
@@ -37,7 +37,7 @@ OLD_PRESETS = {
     "tiny": {
         "model": {"n_layer": 4, "n_head": 8, "d_model": 256, "d_ff": 1024, "train_length": 256},
         "train": {"batch_size": 16, "tokens": 16 * 256 * 600, "lr": 1e-3, "warmup_steps": 100,
-                  "dtype": "bf16", "eval_interval": 100, "eval_batches": 8,
+                  "dtype": "auto", "eval_interval": 100, "eval_batches": 8,
                   "checkpoint_interval": 100},
         "tokenizer": {"kind": "bpe", "vocab_size": 4096},
     },
@@ -77,22 +77,22 @@ def test_config_round_trips_through_json(name):
 
 
 def test_polynomial_schedule_is_recorded_as_linear():
-    cfg = TrainConfig.from_preset("smoke", schedule="polynomial")
+    cfg = from_preset("smoke", schedule="polynomial")
     assert cfg.optim.schedule == "linear" and cfg.to_dict()["optim"]["schedule"] == "linear"
     assert PRESETS["paper"]().optim.schedule == "linear"
 
 
 def test_from_preset_takes_field_paths_unique_names_and_none():
-    cfg = TrainConfig.from_preset("smoke", position="rope", corpus="milton", tokens=1000,
+    cfg = from_preset("smoke", position="rope", corpus="milton", tokens=1000,
                                   seed=None, dtype=None, **{"optim.lr": 0.5, "d_model": 32})
     assert (cfg.model.position, cfg.data.corpus, cfg.tokens) == ("rope", "milton", 1000)
     assert (cfg.optim.lr, cfg.model.d_model, cfg.seed) == (0.5, 32, 0)
     # batch_size and grad_accum change together: validated once, as a whole
-    assert TrainConfig.from_preset("smoke", batch_size=12, grad_accum=4).grad_accum == 4
+    assert from_preset("smoke", batch_size=12, grad_accum=4).grad_accum == 4
     with pytest.raises(LexformerError, match="unknown training setting 'vocab_size'"):
-        TrainConfig.from_preset("smoke", vocab_size=300)  # derived: use bpe_vocab_size
+        from_preset("smoke", vocab_size=300)  # derived: use bpe_vocab_size
     with pytest.raises(LexformerError, match="unknown preset 'huge'"):
-        TrainConfig.from_preset("huge")
+        from_preset("huge")
 
 
 @pytest.mark.parametrize("overrides,words", [
@@ -121,7 +121,7 @@ def test_from_preset_takes_field_paths_unique_names_and_none():
 ])
 def test_bad_settings_are_refused_naming_the_field(overrides, words):
     with pytest.raises(LexformerError, match="invalid") as info:
-        TrainConfig.from_preset("smoke", **overrides)
+        from_preset("smoke", **overrides)
     assert words in str(info.value)
 
 
@@ -170,7 +170,7 @@ OLD_META = {
 
 def test_the_first_checkpoint_layout_still_reads():
     cfg = TrainConfig.from_dict(OLD_META)
-    wanted = TrainConfig.from_preset("smoke", position="rope", corpus="milton",
+    wanted = from_preset("smoke", position="rope", corpus="milton",
                                      schedule="polynomial")
     assert config_differences(cfg, wanted) == []  # polynomial became linear on both sides
     assert cfg.model.vocab_size == 369 and cfg.data.bpe_vocab_size == 512
@@ -183,10 +183,10 @@ def test_the_first_checkpoint_layout_still_reads():
 def test_config_differences_names_the_fields_and_ignores_the_derived_vocabulary():
     saved = PRESETS["smoke"]().with_vocab_size(300)
     assert config_differences(saved, PRESETS["smoke"]()) == []
-    wanted = TrainConfig.from_preset("smoke", lr=1e-2, seed=4, d_model=128)
+    wanted = from_preset("smoke", lr=1e-2, seed=4, d_model=128)
     assert config_differences(saved, wanted) == ["model.d_model", "optim.lr", "seed"]
     assert "optim.lr 0.003 → 0.01" in describe_differences(saved, wanted)
-    other = TrainConfig.from_preset("tiny")
+    other = from_preset("tiny")
     assert {"preset", "model.n_layer", "data.bpe_vocab_size", "tokens"} <= set(
         config_differences(saved, other))
 
@@ -238,7 +238,7 @@ def test_train_options_come_from_the_fields():
         "data.bpe_vocab_size": 300}
     assert overrides_from_args(args, RuntimeOptions, "runtime.") == {"threads": 2}
     assert overrides_from_args(parser.parse_args([]), TrainConfig) == {}
-    cfg = TrainConfig.from_preset("smoke", **overrides_from_args(args, TrainConfig))
+    cfg = from_preset("smoke", **overrides_from_args(args, TrainConfig))
     assert (cfg.optim.lr, cfg.optim.schedule, cfg.compile) == (0.01, "linear", True)
 
 

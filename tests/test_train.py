@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 from lexformer import LexformerError, load
 from lexformer.config import OptimConfig
 from lexformer.optim import lr_at
+from lexformer.presets import from_preset
 from lexformer.train import TrainConfig, train
 
 WORDS = ("the king queen lord lady sword crown night day love death speak hear come go "
@@ -45,7 +46,7 @@ def _cfg(corpus_dir: Path, **kw) -> TrainConfig:
                 tokens=8 * 64 * 6, checkpoint_interval=2, eval_interval=3, eval_batches=2,
                 position="xpos")
     base.update(kw)
-    return TrainConfig.from_preset("smoke", **base)
+    return from_preset("smoke", **base)
 
 
 def _train(cfg: TrainConfig, out: Path, cache: Path, **kw):
@@ -123,7 +124,7 @@ def test_lr_schedule_warms_up_then_decays_to_the_floor():
 
 def test_bad_training_configs_are_refused():
     with pytest.raises(LexformerError, match="unknown preset"):
-        TrainConfig.from_preset("huge")
+        from_preset("huge")
     with pytest.raises(LexformerError, match="divisible by grad_accum"):
         TrainConfig(batch_size=6, grad_accum=4)
     with pytest.raises(LexformerError, match="dtype"):
@@ -176,7 +177,7 @@ def test_sigterm_saves_a_checkpoint_and_resume_matches(corpus_dir, tmp_path):
     stopped_at = meta["step"]
     assert 3 <= stopped_at < 400
     # the checkpoint is complete and consistent: resuming runs to a given later step
-    _train(TrainConfig.from_preset("smoke", corpus=str(corpus_dir), tokenizer="bytes",
+    _train(from_preset("smoke", corpus=str(corpus_dir), tokenizer="bytes",
                                    tokens=tokens),
            tmp_path / "run", tmp_path / "cache", resume=True, stop_after_steps=stopped_at + 2)
     assert json.loads((tmp_path / "run" / "checkpoint" / "config.json").read_text())[

@@ -228,7 +228,7 @@ class TrainConfig:
         "--tokens", "training budget in tokens (overrides preset)"))
     seed: int = field(default=0, metadata=option("--seed", "seed of weights and data order"))
     dtype: DType = field(default="auto", metadata=option(
-        "--dtype", "bf16 autocast (auto: bf16 on CUDA, fp32 on CPU)"))
+        "--dtype", "bf16 autocast (auto: bf16 where the device computes it natively, else fp32)"))
     compile: bool = field(default=False, metadata=option(
         "--compile", "torch.compile the model"))
     eval_interval: int = 100
@@ -250,17 +250,9 @@ class TrainConfig:
         # warmup_steps may exceed the budget on purpose: a few-step smoke run then stays in
         # warm-up, which lr_at handles; refusing it would refuse every short test run.
 
-    @classmethod
-    def from_preset(cls, preset: str, **overrides: Any) -> TrainConfig:
-        """A named preset (``lexformer.presets``) with ``overrides`` applied; ``None`` keeps
-        the preset's value. Override names are field paths (``optim.lr``) or unique field
-        names (``lr``, ``position``, ``train_length``, ``bpe_vocab_size``)."""
-        from .presets import preset_config
-
-        return preset_config(preset).with_overrides(**overrides)
-
     def with_overrides(self, **overrides: Any) -> TrainConfig:
-        """A copy with ``overrides`` applied (same names as :meth:`from_preset`), validated
+        """A copy with ``overrides`` applied (``None`` keeps a value; names are field paths such
+        as ``optim.lr`` or unique field names such as ``lr``, ``position``), validated
         once as a whole (so e.g. batch_size and grad_accum may change together)."""
         data = self.to_dict()
         for name, value in overrides.items():

@@ -13,6 +13,7 @@ shape plus a budget in tokens); every field not set here keeps the dataclasses' 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from .config import DataConfig, ModelConfig, OptimConfig, TrainConfig
 from .errors import LexformerError
@@ -35,8 +36,9 @@ def tiny() -> TrainConfig:
         data=DataConfig(tokenizer="bpe", bpe_vocab_size=4096),
         optim=OptimConfig(lr=1e-3, warmup_steps=100),
         # 600 steps × 16 × 256 = 2.46 M tokens (~1.9 epochs of Shakespeare's train split);
-        # bf16 autocast: ~1.5× the fp32 step rate on this CPU (docs/benchmarks.md).
-        batch_size=16, tokens=16 * 256 * 600, dtype="bf16",
+        # dtype auto: bf16 autocast where the CPU computes bf16 natively (~1.5× the fp32 step
+        # rate there, docs/benchmarks.md), fp32 where bf16 would be emulated (~11× slower).
+        batch_size=16, tokens=16 * 256 * 600, dtype="auto",
         eval_interval=100, eval_batches=8, checkpoint_interval=100)
 
 
@@ -64,4 +66,11 @@ def preset_config(name: str) -> TrainConfig:
     return PRESETS[name]()
 
 
-__all__ = ["PRESETS", "paper", "preset_config", "smoke", "tiny"]
+def from_preset(name: str, **overrides: Any) -> TrainConfig:
+    """The preset ``name`` with ``overrides`` applied (see :meth:`TrainConfig.with_overrides`:
+    ``None`` keeps the preset's value; names are field paths such as ``optim.lr`` or unique
+    field names such as ``lr``, ``position``, ``train_length``, ``bpe_vocab_size``)."""
+    return preset_config(name).with_overrides(**overrides)
+
+
+__all__ = ["PRESETS", "from_preset", "paper", "preset_config", "smoke", "tiny"]

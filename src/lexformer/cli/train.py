@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..presets import from_preset
+
 RUNTIME = "runtime."
 
 
@@ -41,7 +43,7 @@ def run(args) -> int:
     from ..train import train
     from .options import overrides_from_args
 
-    cfg = TrainConfig.from_preset(args.preset, **overrides_from_args(args, TrainConfig))
+    cfg = from_preset(args.preset, **overrides_from_args(args, TrainConfig))
     runtime = RuntimeOptions(**overrides_from_args(args, RuntimeOptions, RUNTIME),
                              progress=not args.no_progress)
     summary = train(cfg, args.out, resume=args.resume, progress=runtime.progress,
