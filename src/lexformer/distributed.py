@@ -72,6 +72,27 @@ class Dist:
         return value / self.world
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Does ``device`` multiply bf16 in hardware? CUDA does; an x86 CPU does only with
+    AVX512-BF16 or AMX. Without it bf16 autocast is emulated and ~11x slower than fp32 on
+    this project's AVX2 machines (tiny preset step, 1 thread), so ``auto`` picks fp32."""
+    if device.type == "cuda":
+        return True
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_dtype(requested: str, device: torch.device) -> str:
+    """``auto`` → bf16 where the device computes it natively, else fp32."""
+    if requested != "auto":
+        return requested
+    return "bf16" if native_bf16(device) else "fp32"
+
+
 def init_distributed(device: torch.device) -> tuple[Dist, torch.device]:
     """Join the process group when started by torchrun; each rank then gets its own GPU."""
     world = int(os.environ.get("WORLD_SIZE", "1"))

@@ -36,7 +36,7 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .config import RuntimeOptions, TrainConfig, describe_differences
-from .distributed import init_distributed, resolve_device
+from .distributed import init_distributed, resolve_device, resolve_dtype
 from .errors import LexformerError
 from .fileio import atomic_write_text, ensure_writable_dir
 from .model import TransformerLM
@@ -205,8 +205,7 @@ class Trainer:
                  device: torch.device) -> None:
         self.cfg, self.out_dir, self.runtime = cfg, out_dir, runtime
         self.dist, self.device = init_distributed(device)
-        self.dtype = cfg.dtype if cfg.dtype != "auto" else (
-            "bf16" if self.device.type == "cuda" else "fp32")
+        self.dtype = resolve_dtype(cfg.dtype, self.device)
         self.total = cfg.total_steps()
         self.step_no = 0
         self.metrics_path = out_dir / METRICS_FILE
@@ -314,6 +313,7 @@ class Trainer:
                     # another thread count or CPU kind rounds differently
                     "numerics": {"torch_threads": torch.get_num_threads(),
                                  "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                                 "dtype": self.dtype,
                                  "device": str(self.device)},
                     "tokens_seen": step * cfg.batch_size * cfg.train_length,
                     "last_loss": self.last_loss}
