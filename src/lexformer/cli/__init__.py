@@ -12,11 +12,11 @@ import errno
 import sys
 
 from ..errors import LexformerError
-from . import analyze, generate, reproduce, train
+from . import analyze, extend, generate, reproduce, train
 from . import eval as eval_cmd
 
 #: the subcommands, in the order ``--help`` lists them
-SUBCOMMANDS = (train, eval_cmd, generate, reproduce, analyze)
+SUBCOMMANDS = (train, eval_cmd, generate, reproduce, analyze, extend)
 
 EXAMPLES = """\
 examples:
@@ -24,7 +24,10 @@ examples:
   lexformer reproduce --preset smoke --out runs/smoke   # the same pipeline in a few minutes
   lexformer train --preset tiny --position xpos --out runs/xpos
   torchrun --nproc_per_node=2 -m lexformer train --preset smoke --out runs/ddp
-  lexformer eval --checkpoint runs/xpos --lengths 64,128,256,512,1024 --attention full,blockwise
+  lexformer eval --model runs/xpos --lengths 64,128,256,512,1024 --attention full,blockwise
+  lexformer eval --model runs/xpos --task position-loss,copy --json runs/xpos/context.json
+  lexformer eval --model smollm2 --attention full,blockwise,yarn --lengths 2048,8192 --max-docs 1
+  lexformer extend --model smollm2 --out runs/extend   # length-extension methods on SmolLM2-135M
   lexformer analyze --checkpoint runs/xpos --out runs/xpos/analysis
   lexformer generate --checkpoint runs/xpos --prompt "ROMEO." --max-new-tokens 200
 """
