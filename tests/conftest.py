@@ -31,3 +31,22 @@ def _seed():
     """Every test starts from the same RNG state."""
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    """A smoke model trained for 10 steps on a corpus in tmp, with its own cache: one per
+    test module that asks for it (CLI tests write their outputs beside it)."""
+    from text_corpus import write_corpus
+
+    from lexformer.presets import from_preset
+    from lexformer.train import train
+
+    base = tmp_path_factory.mktemp("cli")
+    corpus = write_corpus(base / "texts", n_docs=8, words_per_doc=3000)
+    env = {"LEXFORMER_CACHE": str(base / "cache")}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LEXFORMER_CACHE", env["LEXFORMER_CACHE"])
+        cfg = from_preset("smoke", position="xpos", corpus=str(corpus), tokens=8 * 64 * 10)
+        train(cfg, base / "model", progress=False)
+    return base, env

@@ -13,7 +13,7 @@ import subprocess
 
 import pytest
 from cli_harness import assert_clean_failure, run_cli, tree_hashes
-from test_train import _write_corpus
+from text_corpus import write_corpus
 
 from lexformer.cli import main
 from lexformer.presets import from_preset
@@ -24,8 +24,8 @@ from lexformer.train import train
 def place(tmp_path_factory):
     """A trained 10-step smoke model, a plain file, a short corpus, and the cache."""
     base = tmp_path_factory.mktemp("bad")
-    corpus = _write_corpus(base / "texts", n_docs=8, words_per_doc=3000)
-    _write_corpus(base / "short", n_docs=6, words_per_doc=60)
+    corpus = write_corpus(base / "texts", n_docs=8, words_per_doc=3000)
+    write_corpus(base / "short", n_docs=6, words_per_doc=60)
     (base / "afile").write_text("not a folder\n")
     (base / "existing").mkdir()
     env = {"LEXFORMER_CACHE": str(base / "cache")}

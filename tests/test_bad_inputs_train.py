@@ -11,7 +11,7 @@ import shutil
 import pytest
 import torch
 from cli_harness import assert_clean_failure, run_cli, tree_hashes
-from test_train import _write_corpus
+from text_corpus import write_corpus
 
 from lexformer import cli
 from lexformer.checkpoint import CONFIG_FILE, MODEL_FILE, STATE_FILE
@@ -25,7 +25,7 @@ STEP_TOKENS = 8 * 64  # one smoke step
 def place(tmp_path_factory):
     """A corpus, a plain file, a run stopped after 1 of 3 steps, a finished 1-step run."""
     base = tmp_path_factory.mktemp("bad_train")
-    corpus = _write_corpus(base / "texts", n_docs=6, words_per_doc=1500)
+    corpus = write_corpus(base / "texts", n_docs=6, words_per_doc=1500)
     (base / "afile").write_text("not a folder\n")
     cache = base / "cache"
     for run, tokens, stop in (("stopped", 3 * STEP_TOKENS, 1), ("finished", STEP_TOKENS, None)):

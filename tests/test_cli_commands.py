@@ -7,24 +7,6 @@ import json
 
 import pytest
 from cli_harness import run_cli
-from test_train import _write_corpus
-
-from lexformer.presets import from_preset
-from lexformer.train import train
-
-
-@pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-    """A smoke model trained for 10 steps on a corpus in tmp, with its own cache."""
-    base = tmp_path_factory.mktemp("cli")
-    corpus = _write_corpus(base / "texts", n_docs=8, words_per_doc=3000)
-    env = {"LEXFORMER_CACHE": str(base / "cache")}
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("LEXFORMER_CACHE", env["LEXFORMER_CACHE"])
-        cfg = from_preset("smoke", position="xpos", corpus=str(corpus),
-                                      tokens=8 * 64 * 10)
-        train(cfg, base / "model", progress=False)
-    return base, env
 
 
 def test_eval_prints_intervals_and_writes_json(smoke):

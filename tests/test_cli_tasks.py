@@ -9,31 +9,16 @@ import json
 
 import pytest
 from cli_harness import assert_clean_failure, run_cli, tree_hashes
-from test_train import _write_corpus
 
 from lexformer.cli.eval_tasks import plan_tasks, task_names
 from lexformer.config import ModelConfig
 from lexformer.errors import LexformerError
 from lexformer.lm import LexformerLM
 from lexformer.model import TransformerLM
-from lexformer.presets import from_preset
-from lexformer.train import train
 
 L = 64  # the smoke preset's training length
 
 
-@pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-    """A smoke model trained for 10 steps on a corpus in tmp, with its own cache."""
-    base = tmp_path_factory.mktemp("cli-tasks")
-    corpus = _write_corpus(base / "texts", n_docs=8, words_per_doc=3000)
-    env = {"LEXFORMER_CACHE": str(base / "cache")}
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("LEXFORMER_CACHE", env["LEXFORMER_CACHE"])
-        cfg = from_preset("smoke", position="xpos", corpus=str(corpus),
-                                      tokens=8 * 64 * 10)
-        train(cfg, base / "model", progress=False)
-    return base, env
 
 
 @pytest.fixture(scope="module")

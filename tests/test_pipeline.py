@@ -9,7 +9,7 @@ import re
 import numpy as np
 import pytest
 from cli_harness import tree_hashes
-from test_train import WORDS, _write_corpus
+from text_corpus import WORDS, write_corpus
 
 from lexformer import LexformerError
 from lexformer.pipeline import reproduce
@@ -33,7 +33,7 @@ def _write_other_corpus(folder, n_docs=10, words_per_doc=2500):
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     base = tmp_path_factory.mktemp("repro")
-    corpus = _write_corpus(base / "texts", n_docs=8, words_per_doc=4000)
+    corpus = write_corpus(base / "texts", n_docs=8, words_per_doc=4000)
     other = _write_other_corpus(base / "other")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("LEXFORMER_CACHE", str(base / "cache"))
@@ -156,7 +156,7 @@ def test_rerun_with_other_settings_is_refused(run, change, field):
 
 
 def test_two_seeds_give_mean_and_spread(tmp_path, monkeypatch):
-    corpus = _write_corpus(tmp_path / "texts", n_docs=6, words_per_doc=3000)
+    corpus = write_corpus(tmp_path / "texts", n_docs=6, words_per_doc=3000)
     monkeypatch.setenv("LEXFORMER_CACHE", str(tmp_path / "cache"))
     report = reproduce(preset="smoke", corpus=str(corpus), out=tmp_path / "out",
                        schemes=("xpos",), tokens=8 * 64 * 3, lengths=[32, 64, 128],

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
+from text_corpus import write_corpus
 
 from lexformer import LexformerError, load
 from lexformer.config import OptimConfig
@@ -21,24 +22,10 @@ from lexformer.optim import lr_at
 from lexformer.presets import from_preset
 from lexformer.train import TrainConfig, train
 
-WORDS = ("the king queen lord lady sword crown night day love death speak hear come go "
-         "thou thee thy my heart blood fair foul sweet good ill war peace").split()
-
-
-def _write_corpus(folder: Path, n_docs: int = 8, words_per_doc: int = 3000) -> Path:
-    rng = np.random.default_rng(0)
-    folder.mkdir(parents=True, exist_ok=True)
-    for i in range(n_docs):
-        text = []
-        for _ in range(words_per_doc // 10):
-            text.append(" ".join(rng.choice(WORDS, size=10)).capitalize() + ".")
-        (folder / f"doc{i:02d}.txt").write_text("\n".join(text))
-    return folder
-
 
 @pytest.fixture(scope="module")
 def corpus_dir(tmp_path_factory) -> Path:
-    return _write_corpus(tmp_path_factory.mktemp("corpus") / "texts")
+    return write_corpus(tmp_path_factory.mktemp("corpus") / "texts")
 
 
 def _cfg(corpus_dir: Path, **kw) -> TrainConfig:
