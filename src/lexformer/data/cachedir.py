@@ -40,5 +40,14 @@ def write_split_json(cache: Path, corpus: Corpus) -> Path:
     atomic_write_text(path, json.dumps(data, indent=2) + "\n")
     return path
 
+def publish_folder(tmp: Path, root: Path) -> None:
+    """Move a completely built folder ``tmp`` into place at ``root`` in one rename; if another
+    process published ``root`` first, keep theirs (the caller removes ``tmp``)."""
+    try:
+        os.replace(tmp, root)
+    except OSError:
+        if not root.is_dir():  # not another process that finished first
+            raise
 
-__all__ = ["default_cache_dir", "resolve_cache_dir", "write_split_json"]
+
+__all__ = ["default_cache_dir", "publish_folder", "resolve_cache_dir", "write_split_json"]

