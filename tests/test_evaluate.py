@@ -127,3 +127,19 @@ def test_learned_positions_stop_at_their_training_length():
 def test_documents_of_the_wrong_length_are_refused(model, docs):
     with pytest.raises(LexformerError, match="exactly 32 tokens"):
         evaluate_perplexity(model, [d[:16] for d in docs], LENGTHS, ["full"], progress=False)
+
+
+def test_default_lengths_stop_at_16L_for_models_trained_here_and_2L_for_pretrained_ones():
+    from types import SimpleNamespace
+
+    from lexformer.cli.eval import _default_lengths
+    from lexformer.evaluate import default_lengths
+    from lexformer.lm import LexformerLM
+
+    assert default_lengths(256) == [64, 128, 256, 512, 1024, 2048, 4096]
+    assert default_lengths(8192, up_to=2) == [2048, 4096, 8192, 16384]
+    here = LexformerLM.__new__(LexformerLM)
+    here.context_length = 64
+    assert _default_lengths(here)[-1] == 16 * 64
+    pretrained = SimpleNamespace(context_length=8192)  # any other LanguageModel
+    assert _default_lengths(pretrained)[-1] == 2 * 8192

@@ -258,9 +258,10 @@ def format_table(results: Mapping[str, Mapping[int, LengthResult]], title: str =
     return "\n".join(rows)
 
 
-def default_lengths(train_length: int) -> list[int]:
-    """L/4, L/2, L, 2L, 4L, 8L, 16L."""
-    return [train_length * 2 ** k // 4 for k in range(7) if train_length * 2 ** k // 4 >= 2]
+def default_lengths(train_length: int, up_to: int = 16) -> list[int]:
+    """L/4, L/2, L, 2L, … up to ``up_to``·L (16·L: the paper's protocol)."""
+    return [train_length * 2 ** k // 4 for k in range(7)
+            if train_length * 2 ** k // 4 >= 2 and 2 ** k <= 4 * up_to]
 
 
 def _corpus_tokenizer(tokenizer_or_model: Any):

@@ -11,6 +11,8 @@ from .options import int_list, name_list
 
 #: the corpus a model without a training corpus (a pretrained one) is evaluated on
 PRETRAINED_DEFAULT_CORPUS = "shakespeare"
+#: default top length of a pretrained model, in units of its declared context
+PRETRAINED_UP_TO = 2
 
 
 def add_parser(sub) -> None:
@@ -35,7 +37,7 @@ def add_parser(sub) -> None:
                    f"{PRETRAINED_DEFAULT_CORPUS} for a pretrained model)")
     p.add_argument("--split", default="test", choices=list(SPLITS))
     p.add_argument("--lengths", type=int_list, help="comma-separated lengths "
-                   "(default: L/4 … 16·L in powers of two)")
+                   "(default: L/4 … 16·L in powers of two; L/4 … 2·L for a pretrained model)")
     p.add_argument("--attention", type=name_list, default=["full", "blockwise"],
                    help="comma-separated attention methods the model offers (lexformer: full, "
                         "blockwise, sliding; pretrained: the lexformer.hf.HF_METHODS names)")
@@ -95,14 +97,24 @@ def open_checked_model(args):
     return model
 
 
+def _default_lengths(model) -> list[int]:
+    """L/4 … 16·L for a model trained here; L/4 … 2·L for a pretrained one, whose context runs
+    to thousands of tokens: 16× it would take days on a CPU."""
+    from ..evaluate import default_lengths
+    from ..lm import LexformerLM
+
+    return default_lengths(model.context_length,
+                           up_to=16 if isinstance(model, LexformerLM) else PRETRAINED_UP_TO)
+
+
 def run(args) -> int:
-    from ..evaluate import check_lengths, default_lengths, evaluate_model, format_table
+    from ..evaluate import check_lengths, evaluate_model, format_table
     from ..fileio import atomic_write_json
 
     check_args(args)
     model = open_checked_model(args)
     lengths = check_lengths(args.lengths if args.lengths is not None
-                            else default_lengths(model.context_length), model, args.attention)
+                            else _default_lengths(model), model, args.attention)
     checkpoint = getattr(model, "checkpoint", None)
     corpus = training_corpus(model, args.corpus)
     tasks = plan_tasks(args, model, corpus, lengths[-1])  # checks every task before any work
