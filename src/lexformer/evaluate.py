@@ -22,12 +22,12 @@ import numpy as np
 import torch
 
 from .errors import LexformerError
-from .lm import LanguageModel, LexformerLM
+from .lm import BATCH_TOKENS, LanguageModel, LexformerLM, score_sequences
 from .model import TransformerLM
 from .stats import perplexity_interval, resample_indices
 
-#: chunks per forward pass are grouped so that one batch holds about this many tokens
-EVAL_BATCH_TOKENS = 16384
+#: tokens per forward pass (the library-wide batching of lexformer.lm.score_sequences)
+EVAL_BATCH_TOKENS = BATCH_TOKENS
 
 
 class Label(NamedTuple):
@@ -166,11 +166,8 @@ def document_nll(model: LanguageModel, tokens: torch.Tensor, length: int, attent
     ``length``; float64, shape (n_docs,)."""
     n_docs, top = tokens.shape
     chunks = tokens.reshape(-1, length)  # document d owns rows d·(N/length) … (d+1)·(N/length)−1
-    per_batch = max(1, batch_tokens // length)
-    chunk_nll = np.empty(len(chunks), dtype=np.float64)
-    for i in range(0, len(chunks), per_batch):
-        nll = model.token_nll(chunks[i: i + per_batch], attention)  # (b, length − 1) fp32
-        chunk_nll[i: i + len(nll)] = nll.double().sum(dim=1).cpu().numpy()
+    nll = score_sequences(model, chunks, attention, batch_tokens)  # (chunks, length − 1) fp32
+    chunk_nll = nll.double().sum(dim=1).numpy()
     return chunk_nll.reshape(n_docs, top // length).sum(axis=1)
 
 

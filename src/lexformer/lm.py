@@ -46,6 +46,20 @@ class LanguageModel(Protocol):
         ...
 
 
+#: sequences per forward pass are grouped so that one batch holds about this many tokens
+BATCH_TOKENS = 16384
+
+
+def score_sequences(model: LanguageModel, sequences: torch.Tensor, attention: str,
+                    batch_tokens: int = BATCH_TOKENS) -> torch.Tensor:
+    """(n, T) int64 ids → (n, T - 1) float32 NLL on the CPU, a few sequences per pass: the
+    one batching loop behind perplexity and every context-use task."""
+    per_batch = max(1, batch_tokens // sequences.shape[1])
+    parts = [model.token_nll(sequences[i: i + per_batch], attention).float().cpu()
+             for i in range(0, len(sequences), per_batch)]
+    return torch.cat(parts)
+
+
 def check_attention(model: LanguageModel, attention: str) -> str:
     """``attention`` if the model offers it, else one clear error naming what it offers."""
     if attention not in model.attention_methods:
@@ -128,4 +142,5 @@ class LexformerLM:
         return None
 
 
-__all__ = ["LanguageModel", "LexformerLM", "check_attention"]
+__all__ = ["BATCH_TOKENS", "LanguageModel", "LexformerLM", "check_attention",
+           "score_sequences"]

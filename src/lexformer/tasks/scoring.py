@@ -1,4 +1,4 @@
-"""Helpers shared by the tasks: batched scoring through the LanguageModel protocol, length
+"""Helpers shared by the tasks: batched scoring (``lexformer.lm.score_sequences``), length
 checks against what an attention method can score, and progress bars."""
 
 from __future__ import annotations
@@ -7,24 +7,11 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import TypeVar
 
 import numpy as np
-import torch
 
 from ..errors import LexformerError
-from ..lm import LanguageModel
-
-#: sequences per forward pass are grouped so that one batch holds about this many tokens
-BATCH_TOKENS = 16384
+from ..lm import BATCH_TOKENS, LanguageModel, score_sequences
 
 T = TypeVar("T")
-
-
-def score_sequences(model: LanguageModel, sequences: torch.Tensor, attention: str,
-                    batch_tokens: int = BATCH_TOKENS) -> torch.Tensor:
-    """(n, T) int64 ids → (n, T - 1) float32 NLL on the CPU, a few sequences per pass."""
-    per_batch = max(1, batch_tokens // sequences.shape[1])
-    parts = [model.token_nll(sequences[i: i + per_batch], attention).float().cpu()
-             for i in range(0, len(sequences), per_batch)]
-    return torch.cat(parts)
 
 
 def fits(model: LanguageModel, attention: str, length: int) -> bool:
