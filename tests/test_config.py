@@ -26,7 +26,8 @@ from lexformer.presets import PRESETS, from_preset
 # What the presets held before they became functions (dict layout of lexformer 0.1); the
 # values must not change, except paper's batch_size (8 was refused by the divisibility check
 # with grad_accum 64; 512 = 64 micro-steps of 8 is what its token budget assumed) and its
-# schedule (polynomial of power 1 is linear).
+# schedule (polynomial of power 1 is linear). The old ``tiny`` lives on as ``small``; today's
+# ``tiny`` is a smaller default sized for 2-core AVX2 CPUs (checked below).
 OLD_PRESETS = {
     "smoke": {
         "model": {"n_layer": 2, "n_head": 4, "d_model": 64, "d_ff": 256, "train_length": 64},
@@ -34,7 +35,7 @@ OLD_PRESETS = {
                   "eval_interval": 30, "eval_batches": 4, "checkpoint_interval": 30},
         "tokenizer": {"kind": "bpe", "vocab_size": 512},
     },
-    "tiny": {
+    "small": {
         "model": {"n_layer": 4, "n_head": 8, "d_model": 256, "d_ff": 1024, "train_length": 256},
         "train": {"batch_size": 16, "tokens": 16 * 256 * 600, "lr": 1e-3, "warmup_steps": 100,
                   "dtype": "auto", "eval_interval": 100, "eval_batches": 8,
@@ -67,6 +68,20 @@ def test_presets_keep_their_values(name):
     # everything else is the dataclasses' defaults, as before
     assert cfg.optim.min_lr_ratio == 0.1 and cfg.optim.betas == (0.9, 0.98)
     assert cfg.seed == 0 and cfg.model.position == "xpos" and cfg.data.corpus == "shakespeare"
+
+
+def test_tiny_is_the_small_shape_scaled_down_for_the_default_run():
+    tiny, small = PRESETS["tiny"](), PRESETS["small"]()
+    # the same training length, tokenizer, batch and head size (so XPOS/RoPE keep their
+    # frequencies); a narrower model with fewer tokens so five schemes fit ~45 min on 2 cores
+    for path in ("model.train_length", "data.bpe_vocab_size", "batch_size", "dtype"):
+        owner, name = (tiny, path) if "." not in path else (getattr(tiny, path.split(".")[0]),
+                                                            path.split(".")[1])
+        other = small if "." not in path else getattr(small, path.split(".")[0])
+        assert getattr(owner, name) == getattr(other, name), path
+    assert tiny.model.head_dim == small.model.head_dim == 32
+    assert (tiny.model.n_layer, tiny.model.d_model, tiny.model.d_ff) == (4, 128, 512)
+    assert tiny.tokens == 16 * 256 * 400 < small.tokens
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
