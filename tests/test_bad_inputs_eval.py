@@ -64,6 +64,8 @@ CASES = [
     (["reproduce", "--preset", "smoke", "--out", "{base}/r", "--schemes", "xpos,fancy"],
      ["unknown scheme", "fancy"]),
     (["reproduce", "--preset", "smoke", "--out", "{base}/r", "--seeds", "0"], ["--seeds"]),
+    (["reproduce", "--preset", "smoke", "--out", "{base}/r", "--task-samples", "0"],
+     ["copy samples", "at least 1"]),
     (["reproduce", "--preset", "smoke", "--out", "{base}/afile"], ["afile", "not a folder"]),
     (["reproduce", "--preset", "smoke", "--out", "{base}/r", "--lengths", "24,64"],
      ["divide"]),

@@ -37,6 +37,9 @@ def add_parser(sub) -> None:
     p.add_argument("--ood-corpus", default="auto",
                    help="corpus for the out-of-domain table; auto: milton when training on "
                         "shakespeare, else shakespeare; none: skip that stage")
+    p.add_argument("--task-samples", type=int,
+                   help="copy-at-a-distance samples per distance and mode (default: 16; 4 for "
+                        "the smoke preset); the copy gain's interval narrows as 1/sqrt(N)")
     p.add_argument("--dtype", choices=list(DTYPES))
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(handler=run)
@@ -48,5 +51,6 @@ def run(args) -> int:
     run_pipeline(ReproduceSettings(
         preset=args.preset, corpus=args.corpus, out=args.out, schemes=args.schemes,
         lengths=args.lengths, tokens=args.tokens, seed=args.seed, seeds=args.seeds,
-        dtype=args.dtype, ood_corpus=args.ood_corpus, progress=not args.no_progress))
+        dtype=args.dtype, ood_corpus=args.ood_corpus, task_samples=args.task_samples,
+        progress=not args.no_progress))
     return 0
