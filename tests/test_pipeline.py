@@ -171,6 +171,9 @@ def test_two_seeds_give_mean_and_spread(tmp_path, monkeypatch):
     cell = line.split("|")[3].strip()  # length 64
     assert cell == f"{np.mean(values):.2f} ±{np.std(values, ddof=1):.2f}"
     assert "mean over 2 seeds" in report.read_text()
+    # the paired differences carry the interval over seeds as well as over documents
+    rows = report.read_text().split("## Paired differences", 1)[1].split("\n## ", 1)[0]
+    assert "; seeds " in rows and "docs " in rows
 
 
 def test_context_section_shows_this_runs_copy_gains_and_plots(run):

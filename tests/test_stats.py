@@ -97,3 +97,58 @@ def test_single_document_has_no_interval():
     assert perplexity_interval([400.0], [100.0]) is None
     d = perplexity_difference([400.0], [390.0], [100.0])
     assert d.is_tie and d.ci95 == (-math.inf, math.inf)
+
+
+# --------------------------------------------------------------------------- several seeds
+def test_t_quantiles_match_the_tables():
+    from lexformer.stats import t_quantile_975
+    # standard tables: t(0.975) for 1, 2, 4, 10 degrees of freedom; large dof → 1.96
+    for dof, expected in [(1, 12.706), (2, 4.303), (4, 2.776), (10, 2.228)]:
+        assert t_quantile_975(dof) == pytest.approx(expected, abs=1e-3)
+    assert t_quantile_975(30) == pytest.approx(2.042, rel=0.01)
+    assert t_quantile_975(1000) == pytest.approx(1.962, rel=0.01)
+    with pytest.raises(Exception, match="degree of freedom"):
+        t_quantile_975(0)
+
+
+def test_seed_interval_is_mean_plus_minus_t_standard_error():
+    from lexformer.stats import seed_interval
+    x = [10.0, 12.0, 14.0]
+    half = 4.303 * 2.0 / math.sqrt(3)        # sd of (10, 12, 14) is 2
+    lo, hi = seed_interval(x)
+    assert (lo, hi) == pytest.approx((12 - half, 12 + half), abs=1e-3)
+    assert seed_interval([5.0]) is None
+
+
+def test_seed_difference_against_per_seed_references():
+    from lexformer.stats import seed_difference
+    nll, tokens = _docs()
+    rng = np.random.default_rng(9)
+    seeds_a = [nll * (1 + 0.01 * rng.standard_normal()) for _ in range(3)]
+    seeds_b = [x * 0.98 for x in seeds_a]           # b is 2 % better in NLL on every seed
+    idx = resample_indices(len(nll), resamples=200)
+    d = seed_difference(seeds_a, seeds_b, tokens, idx)
+    ppl = lambda x: math.exp(sum(x) / sum(tokens))  # noqa: E731
+    per_seed = [ppl(a) - ppl(b) for a, b in zip(seeds_a, seeds_b)]
+    assert d.value == pytest.approx(np.mean(per_seed), rel=1e-12)
+    # documents: the seed-averaged paired bootstrap, computed one seed at a time by the
+    # plain-Python reference
+    ref = np.mean([_reference_resamples(a, tokens, idx) - _reference_resamples(b, tokens, idx)
+                   for a, b in zip(seeds_a, seeds_b)], axis=0)
+    assert d.ci95 == pytest.approx(tuple(np.percentile(ref, [2.5, 97.5])), rel=1e-9)
+    # seeds: every seed improves, with little spread → both intervals exclude zero
+    assert d.seed_ci95[0] > 0 and not d.is_tie
+
+
+def test_seed_difference_is_a_tie_when_seeds_disagree():
+    from lexformer.stats import seed_difference
+    nll, tokens = _docs()
+    # b is better on two seeds and worse on the third: the documents agree within each seed,
+    # but the seeds do not, and the comparison must say tie
+    seeds_a = [nll, nll, nll]
+    seeds_b = [nll * 0.97, nll * 0.97, nll * 1.05]
+    d = seed_difference(seeds_a, seeds_b, tokens, resample_indices(len(nll), resamples=200))
+    assert d.seed_ci95[0] < 0 < d.seed_ci95[1]
+    assert d.is_tie
+    with pytest.raises(Exception, match="same seeds"):
+        seed_difference(seeds_a, seeds_b[:2], tokens)

@@ -30,7 +30,7 @@ from .evaluate import Label, LengthResult, PerplexityResult
 from .fileio import atomic_write_json, atomic_write_text
 from .paper import PAPER_TRAIN_LENGTH, TABLE2, TABLE2_BY_LABEL, TABLE3, TABLE5
 from .report_context import ContextInputs, context_json, section_context, write_context_plots
-from .stats import Difference, perplexity_difference, resample_indices
+from .stats import Difference, perplexity_difference, resample_indices, seed_difference
 
 ATTENTIONS = ("full", "blockwise")
 LEX = Label("xpos", "blockwise")
@@ -99,13 +99,16 @@ def cell_text(cells: Sequence[LengthResult]) -> str:
 
 def difference(table: dict[str, list[PerplexityResult]], a: Label, b: Label,
                n: int) -> Difference:
-    """ppl(a) − ppl(b) at length n, paired over documents; with several seeds each
-    document's NLL is first averaged over seeds (the interval covers document sampling)."""
+    """ppl(a) − ppl(b) at length n: for one seed, paired over documents; for several, the
+    mean over seeds of the per-seed differences, with an interval over documents and one over
+    seeds (seed k of a paired with seed k of b: the same data order)."""
     ca, cb = _cells(table, a, n), _cells(table, b, n)
-    nll_a = np.mean([c.doc_nll for c in ca], axis=0)
-    nll_b = np.mean([c.doc_nll for c in cb], axis=0)
-    return perplexity_difference(nll_a, nll_b, ca[0].tokens_per_document,
-                                 resample_indices(len(nll_a)))
+    indices = resample_indices(len(ca[0].doc_nll))
+    if len(ca) == 1:
+        return perplexity_difference(ca[0].doc_nll, cb[0].doc_nll, ca[0].tokens_per_document,
+                                     indices)
+    return seed_difference([c.doc_nll for c in ca], [c.doc_nll for c in cb],
+                           ca[0].tokens_per_document, indices)
 
 
 def _num(v: float | None) -> str:
@@ -124,7 +127,19 @@ def _fmt_eta(seconds: float) -> str:
 
 
 def _diff_text(d: Difference) -> str:
-    return f"{d.value:+.2f} (95 % interval {d.ci95[0]:+.2f} … {d.ci95[1]:+.2f})"
+    if d.seed_ci95 is None:
+        return f"{d.value:+.2f} (95 % interval {d.ci95[0]:+.2f} … {d.ci95[1]:+.2f})"
+    return (f"{d.value:+.2f} (95 % intervals: over documents {d.ci95[0]:+.2f} … "
+            f"{d.ci95[1]:+.2f}, over seeds {d.seed_ci95[0]:+.2f} … {d.seed_ci95[1]:+.2f})")
+
+
+def _interval_text(d: Difference, sep: str = " … ") -> str:
+    """The interval(s) of a difference for a table cell: over documents, and over seeds when
+    several seeds were trained."""
+    docs = f"{d.ci95[0]:+.2f}{sep}{d.ci95[1]:+.2f}"
+    if d.seed_ci95 is None:
+        return docs
+    return f"docs {docs}; seeds {d.seed_ci95[0]:+.2f}{sep}{d.seed_ci95[1]:+.2f}"
 
 
 def _row_name(label: Label) -> str:
@@ -172,8 +187,9 @@ def _extrapolation_lengths(inp: ReportInputs) -> list[int]:
 def section_table5(inp: ReportInputs) -> list[str]:
     ext = _extrapolation_lengths(inp)
     lines = ["## Table 5 analogue: blockwise attention per scheme", "",
-             "blockwise − full is the paired difference in perplexity with its 95 % interval; "
-             "*tie* marks an interval that contains zero.", "",
+             "blockwise − full is the paired difference in perplexity with its 95 % interval "
+             "(with several seeds: over documents and over seeds); *tie* marks an interval "
+             "that contains zero.", "",
              "| scheme | " + " | ".join(f"full @ {n}" for n in ext) + " | "
              + " | ".join(f"blockwise @ {n}" for n in ext) + " | "
              + " | ".join(f"blockwise − full @ {n}" for n in ext)
@@ -186,7 +202,7 @@ def section_table5(inp: ReportInputs) -> list[str]:
         lines.append(
             f"| {s} | " + " | ".join(cell_text(_cells(inp.evals, full, n)) for n in ext)
             + " | " + " | ".join(cell_text(_cells(inp.evals, block, n)) for n in ext) + " | "
-            + " | ".join(f"{d.value:+.2f} [{d.ci95[0]:+.2f}, {d.ci95[1]:+.2f}]"
+            + " | ".join(f"{d.value:+.2f} [{_interval_text(d, ', ')}]"
                          + (" *tie*" if d.is_tie else "") for d in diffs) + " | "
             + (f"{pf[0]} / {pf[1]}" if pf else "–") + " | "
             + (f"{pb[0]} / {pb[1]}" if pb else "–") + " |")
@@ -198,7 +214,8 @@ def section_differences(inp: ReportInputs) -> list[str]:
     lines = ["## Paired differences", "",
              "At each length, the model with the lowest perplexity against every other: "
              "difference in perplexity (other − best) with its 95 % paired-bootstrap interval "
-             "over documents; *tie* marks an interval that contains zero, *identical* two "
+             "over documents (with several seeds also the Student-t interval of the per-seed "
+             "differences); *tie* marks an interval that contains zero, *identical* two "
              "configurations that score every document the same (full and blockwise "
              "attention at lengths ≤ L).", "",
              "| length | best | other | other − best | 95 % interval | |",
@@ -210,7 +227,7 @@ def section_differences(inp: ReportInputs) -> list[str]:
             mark = ("identical" if _same(inp.evals, other, best, n)
                     else "tie" if d.is_tie else "")
             lines.append(f"| {n} | {best} | {other} | {d.value:+.2f} | "
-                         f"{d.ci95[0]:+.2f} … {d.ci95[1]:+.2f} | {mark} |")
+                         f"{_interval_text(d)} | {mark} |")
     return lines + [""]
 
 
