@@ -302,8 +302,10 @@ def section_provenance(inp: ReportInputs) -> list[str]:
 # --------------------------------------------------------------------------- findings
 def _same(table, a: Label, b: Label, n: int) -> bool:
     """Two configurations that score every document identically (up to float rounding), as
-    full and blockwise attention do at lengths ≤ L."""
-    return all(np.allclose(x.doc_nll, y.doc_nll, rtol=1e-9, atol=0)
+    full and blockwise attention do at lengths ≤ L. Their fp32 kernels differ, so document
+    NLLs agree to ~1e-8 relative, not exactly; 1e-6 is far below any real difference between
+    two models (the smallest seen in a default run: ~1e-4)."""
+    return all(np.allclose(x.doc_nll, y.doc_nll, rtol=1e-6, atol=0)
                for x, y in zip(_cells(table, a, n), _cells(table, b, n)))
 
 
