@@ -33,3 +33,17 @@ def test_rounding_level_differences_are_identical_and_real_ones_are_not():
     text = _ordering(table, labels, 256)
     assert "xpos / full" in text.split(",")[0] and "xpos / blockwise" in text.split(",")[0]
     assert "ahead of the next best rope / full" in text
+
+
+def test_a_tie_with_the_third_best_is_reported_even_when_the_runner_up_is_separable():
+    rng = np.random.default_rng(1)
+    base = 480 + 20 * rng.random(40)
+    runner_up = base * (1 + 2e-3)                     # worse on every document: separable
+    signs = np.resize([1.0, -1.0], 40)                # noise with mean ~0 across documents
+    noisy = base * (1 + 3e-3 + 0.03 * signs)          # 0.3 % worse on average, ±3 % per doc
+    table = {"xpos": [_result({"full": base})], "rope": [_result({"full": runner_up})],
+             "alibi": [_result({"full": noisy})]}
+    labels = [Label(s, "full") for s in ("xpos", "rope", "alibi")]
+    text = _ordering(table, labels, 256)
+    assert text.startswith("tie at this scale between xpos / full and alibi / full")
+    assert "rope" not in text

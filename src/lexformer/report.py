@@ -323,16 +323,19 @@ def _groups(table, labels: Sequence[Label], n: int) -> list[list[Label]]:
 
 
 def _ordering(table, labels: Sequence[Label], n: int) -> str:
-    """The best configuration at n, and whether the runner-up is separable from it."""
+    """The best configuration at n and which others it is not separable from. Every other
+    configuration is compared with the best (paired intervals differ by pair, so the
+    runner-up being separable does not make the third one separable)."""
     groups = _groups(table, labels, n)
     names = [" = ".join(map(str, g)) for g in groups]
     if len(groups) == 1:
         return f"{names[0]} (identical scores)"
-    d = difference(table, groups[1][0], groups[0][0], n)
-    if d.is_tie:
-        return (f"tie at this scale between {names[0]} and {names[1]} (difference "
-                f"{_diff_text(d)})")
-    return f"{names[0]}, ahead of the next best {names[1]} by {_diff_text(d)}"
+    diffs = [difference(table, g[0], groups[0][0], n) for g in groups[1:]]
+    tied = [(name, d) for name, d in zip(names[1:], diffs) if d.is_tie]
+    if tied:
+        return (f"tie at this scale between {names[0]} and " + "; ".join(
+            f"{name} (difference {_diff_text(d)})" for name, d in tied))
+    return f"{names[0]}, ahead of the next best {names[1]} by {_diff_text(diffs[0])}"
 
 
 def _lex_findings(inp: ReportInputs, extrap: list[int]) -> list[str]:
