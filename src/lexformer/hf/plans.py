@@ -7,20 +7,26 @@ one softmax, so a method built from several branches is one exact attention, not
 of two. Keys never appear in two branches of the same query (the masks are disjoint).
 
 Keys sit in the cache at their absolute positions 0..n−1 and were rotated there, queries
-too. Relative distance is what RoPE scores see, so:
+too. Relative distance is what RoPE scores see, and a RoPE score depends on the two
+rotations only through their difference: moving a key forward by δ is the same as moving
+the query back by δ. Every re-positioning below is therefore written as a rotation of each
+query (``q_shift``, one angle per query) and/or of each key (``k_shift``, one per key), never
+per (query, key) pair, so that a branch is a plain attention over rotated q and k:
 
 * ``blockwise`` / ``sliding``: masks only, distances unchanged;
 * ``sinks`` (StreamingLLM): the kept cache is the S sinks then the last W tokens; positions
   are indices in it. Window keys keep their distance to the query; a sink s sits at
-  distance (S + W − 1) − s once the query i has evicted tokens, i.e. the sink key moves
-  forward by δ_i = max(0, i − (S + W − 1)) (a per-(query, key) rotation of the S sinks);
+  distance (S + W − 1) − s once the query i has evicted tokens, i.e. the sink moves forward
+  by δ_i = max(0, i − (S + W − 1)): the query turns back by δ_i;
 * ``lambda`` (LM-Infinite): the first n_global tokens plus a local window of n_local; every
-  distance is min(i − j, cap): a global key j moves forward by max(0, i − j − cap) and the
-  local window (n_local ≤ cap) is unchanged;
+  distance is min(i − j, cap). The local window (n_local ≤ cap) is unchanged; a global key
+  within cap of the query too; a global key farther away sits at distance cap: the query
+  turns to position cap and the key to position 0;
 * ``self-extend``: keys within the neighbour window w keep i − j; farther keys use grouped
   positions: the query is rotated to ⌊i/G⌋ + w − ⌊w/G⌋ and the key to ⌊j/G⌋;
 * ``blockwise+sinks``: blockwise plus the S first tokens, which for a query in block b ≥ 2
-  sit just before the window, at (b − 1)·h − S + s (a shift of (b − 1)·h − S).
+  sit just before the window, at (b − 1)·h − S + s: a forward shift of (b − 1)·h − S, the
+  same for the whole block, by which the query turns back.
 """
 
 from __future__ import annotations
@@ -35,19 +41,17 @@ from .methods import WindowSettings
 @dataclass(frozen=True)
 class Branch:
     """Keys ``lo..hi−1``; ``mask`` (q, m): visible pairs; shifts in positions (int64):
-    ``q_shift`` (q,) rotates queries, ``k_shift`` (m,) keys, ``pair_shift`` (q, m) the key
-    as seen by each query."""
+    ``q_shift`` (q,) rotates queries, ``k_shift`` (m,) keys (``None``: no rotation)."""
 
     lo: int
     hi: int
     mask: torch.Tensor
     q_shift: torch.Tensor | None = None
     k_shift: torch.Tensor | None = None
-    pair_shift: torch.Tensor | None = None
 
 
 def reach(s: WindowSettings, n_keys: int) -> int:
-    """How many keys at most one query scores under method ``s`` (sizes the query chunks)."""
+    """How many keys at most one query scores under method ``s`` (beyond the window: n_keys)."""
     return {
         "blockwise": 2 * s.block,
         "sliding": s.window,
@@ -73,6 +77,25 @@ def first_needed(s: WindowSettings, position: int) -> int | None:
     if s.method == "lambda":
         return max(0, position - s.local_window + 1)
     return None
+
+
+def query_chunks(s: WindowSettings, start: int, stop: int, max_chunk: int) -> list[range]:
+    """Cut query positions start..stop−1 into runs of at most ``max_chunk``, of even sizes.
+
+    Block methods cut at every block boundary too: the queries of one block share their
+    key range and sink shift, so a chunk inside a block sees a rectangle of keys that are
+    visible to all its queries plus a causal square, and needs no large mask.
+    """
+    cuts = [start]
+    if s.method in ("blockwise", "blockwise+sinks"):
+        cuts += range((start // s.block + 1) * s.block, stop, s.block)
+    cuts.append(stop)
+    chunks = []
+    for a, b in zip(cuts, cuts[1:]):
+        pieces = -(-(b - a) // max_chunk)
+        edges = [a + (b - a) * i // pieces for i in range(pieces + 1)]
+        chunks += [range(x, y) for x, y in zip(edges, edges[1:])]
+    return chunks
 
 
 def branches(s: WindowSettings, q_pos: torch.Tensor) -> list[Branch]:
@@ -106,17 +129,23 @@ def _sliding(s: WindowSettings, q_pos):
     return [_span(q_pos, lo, int(q_pos[-1]) + 1, lambda q, k: (k <= q) & (q - k < w))]
 
 
-def _prefix(q_pos, n: int, visible, shift) -> Branch:
-    """The first n keys, with a per-(query, key) forward shift."""
+def _prefix(q_pos, n: int, visible, q_shift=None, k_shift=None) -> Branch:
+    """The first n keys; ``q_shift(q)`` / ``k_shift(k)``: their extra rotations."""
     k = _keys(0, min(n, int(q_pos[-1]) + 1))
-    q, kk = q_pos[:, None], k[None, :]
-    return Branch(0, len(k), visible(q, kk), pair_shift=shift(q, kk).expand(len(q_pos), len(k)))
+    return Branch(0, len(k), visible(q_pos[:, None], k[None, :]),
+                  None if q_shift is None else _nonzero_or_none(q_shift(q_pos)),
+                  None if k_shift is None else _nonzero_or_none(k_shift(k)))
+
+
+def _nonzero_or_none(shift: torch.Tensor) -> torch.Tensor | None:
+    return shift if bool(shift.any()) else None  # a zero rotation is no rotation
 
 
 def _sinks(s: WindowSettings, q_pos):
     S, w = s.sinks, s.window
+    # the sink moves forward by max(0, i − (S + W − 1)): the query turns back by as much
     sinks = _prefix(q_pos, S, lambda q, k: k <= q,
-                    lambda q, k: (q - (S + w - 1)).clamp(min=0))
+                    q_shift=lambda q: -(q - (S + w - 1)).clamp(min=0))
     lo = max(S, int(q_pos[0]) - w + 1)
     window = _span(q_pos, lo, int(q_pos[-1]) + 1, lambda q, k: (k <= q) & (q - k < w))
     return [sinks, window]
@@ -124,10 +153,13 @@ def _sinks(s: WindowSettings, q_pos):
 
 def _lambda(s: WindowSettings, q_pos):
     g, n_local, cap = s.global_tokens, s.local_window, s.distance_cap
-    head = _prefix(q_pos, g, lambda q, k: k <= q, lambda q, k: (q - k - cap).clamp(min=0))
+    near = _prefix(q_pos, g, lambda q, k: (k <= q) & (q - k < cap))
+    # distance capped at cap: the query at position cap, the key at 0
+    far = _prefix(q_pos, g, lambda q, k: q - k >= cap,
+                  q_shift=lambda q: cap - q, k_shift=lambda k: -k)
     lo = max(g, int(q_pos[0]) - n_local + 1)
     local = _span(q_pos, lo, int(q_pos[-1]) + 1, lambda q, k: (k <= q) & (q - k < n_local))
-    return [head, local]
+    return [near, far, local]
 
 
 def _self_extend(s: WindowSettings, q_pos):
@@ -144,7 +176,7 @@ def _self_extend(s: WindowSettings, q_pos):
 def _blockwise_sinks(s: WindowSettings, q_pos):
     h, S = s.block, s.sinks
     sinks = _prefix(q_pos, S, lambda q, k: (k <= q) & (k // h < q // h - 1),
-                    lambda q, k: (q // h - 1) * h - S)
+                    q_shift=lambda q: S - (q // h - 1) * h)
     return [*_blockwise(s, q_pos), sinks]
 
 
@@ -157,4 +189,4 @@ _BUILDERS = {
     "blockwise+sinks": _blockwise_sinks,
 }
 
-__all__ = ["Branch", "branches", "first_needed", "prefix_tokens", "reach"]
+__all__ = ["Branch", "branches", "first_needed", "prefix_tokens", "query_chunks", "reach"]

@@ -25,12 +25,20 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
-def rotate_by(x: torch.Tensor, shift: torch.Tensor, inv_freq: torch.Tensor) -> torch.Tensor:
-    """Rotate ``x`` (..., D) by ``shift`` positions; ``shift`` broadcasts against x[..., 0]."""
-    rot_dim = 2 * inv_freq.shape[-1]
-    angles = shift.to(x.device, torch.float64)[..., None] * inv_freq.to(x.device, torch.float64)
+def turn_table(shift: torch.Tensor, inv_freq: torch.Tensor, dtype: torch.dtype,
+               device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin (…, rot_dim) of a rotation by ``shift`` positions, in ``dtype``.
+
+    The angles are computed in float64 so the shift itself adds no float32 angle error.
+    """
+    angles = shift.to(device, torch.float64)[..., None] * inv_freq.to(device, torch.float64)
     angles = torch.cat((angles, angles), dim=-1)
-    cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+    return angles.cos().to(dtype), angles.sin().to(dtype)
+
+
+def apply_turn(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate ``x`` (..., D) by a :func:`turn_table` that broadcasts against it."""
+    rot_dim = cos.shape[-1]
     if rot_dim == x.shape[-1]:
         return x * cos + rotate_half(x) * sin
     head, tail = x[..., :rot_dim], x[..., rot_dim:]
@@ -38,4 +46,9 @@ def rotate_by(x: torch.Tensor, shift: torch.Tensor, inv_freq: torch.Tensor) -> t
     return torch.cat((turned, tail.expand(*turned.shape[:-1], tail.shape[-1])), dim=-1)
 
 
-__all__ = ["rotate_by", "rotate_half"]
+def rotate_by(x: torch.Tensor, shift: torch.Tensor, inv_freq: torch.Tensor) -> torch.Tensor:
+    """Rotate ``x`` (..., D) by ``shift`` positions; ``shift`` broadcasts against x[..., 0]."""
+    return apply_turn(x, *turn_table(shift, inv_freq, x.dtype, x.device))
+
+
+__all__ = ["apply_turn", "rotate_by", "rotate_half", "turn_table"]

@@ -1,38 +1,50 @@
 """The attention engine behind every window method: O(n·L) time and memory, never n×n.
 
-Queries are processed in chunks of consecutive positions; each chunk scores only the key
-ranges its :class:`~lexformer.hf.plans.Branch` es name (its block and the previous one, a
-window, the few sink tokens), so work and memory grow with n times the window, not n².
-This is the same cut-into-windows idea as lexformer's own windowed attention
+Queries are processed in chunks of consecutive positions (:func:`~lexformer.hf.plans.
+query_chunks`: at most ``MAX_CHUNK``, never across a block boundary); each chunk scores only
+the key ranges its :class:`~lexformer.hf.plans.Branch` es name (its block and the previous
+one, a window, the few sink tokens), so work and memory grow with n times the window, not
+n². This is the same cut-into-windows idea as lexformer's own windowed attention
 (:mod:`lexformer.attention`), specialised to keys that the Hugging Face model has already
 rotated and to methods that re-position some keys.
 
-A chunk with one shift-free branch (blockwise, sliding) goes through
-``scaled_dot_product_attention`` with a (chunk, window) boolean mask. Chunks with several
-branches or shifted keys compute scores explicitly (softmax in at least float32) so that all
-branches share one softmax. Grouped-query attention is handled by viewing the query heads
-as (kv heads, group) instead of repeating keys.
+Every branch is a plain attention once its queries and keys are rotated (the plans never
+rotate per (query, key) pair), so it runs in the fused attention kernel, which also returns
+each query's log-sum-exp; the branches, and the pieces a branch is cut into, are then merged
+into one exact softmax (:mod:`lexformer.hf.lse_attention`). A branch's keys are cut by what
+the chunk's queries see of them: keys that every query sees (no mask at all), keys at the
+queries' own positions (a causal square: the kernel's own causal mode, which skips the
+hidden half), and keys that only some queries see (a mask, over a band no wider than the
+chunk when chunks follow the blocks). No score matrix is ever materialised.
+
+Grouped-query attention is handled without repeating keys: the query heads that share a
+key head are stacked along the query axis (B, Hkv, G·Tc, D), which the kernel sees as Hkv
+heads with G times as many queries. The causal square alone, where stacking would break the
+kernel's causal alignment, repeats its Tc keys instead.
+
+Which keys each chunk sees, the masks and the query rotations depend only on positions, not
+on the layer, so they are worked out once per forward pass (the *plan*) and reused by every
+layer; when decoding one token at a time that bookkeeping would otherwise cost more than
+the attention itself.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import torch
-import torch.nn.functional as F
 
+from .lse_attention import additive_mask, attend_part, merge_parts
 from .methods import WindowSettings
-from .plans import Branch, branches, prefix_tokens, reach
-from .rotation import rotate_by
+from .plans import Branch, branches, prefix_tokens, query_chunks
+from .rotation import apply_turn, rotate_by, turn_table
 
-#: score elements one chunk may hold (per batch element): bounds memory at any length.
-CHUNK_BUDGET = 1 << 23
-MIN_CHUNK, MAX_CHUNK = 16, 1024
+#: queries per chunk: large enough for the kernel to run at full speed, small enough that
+#: the masked band and the causal square (about Tc/2 wasted keys per query) stay small
+MAX_CHUNK = 512
 
-
-def chunk_size(s: WindowSettings, n_heads: int, n_keys: int) -> int:
-    span = min(reach(s, n_keys), n_keys) + MAX_CHUNK
-    return max(MIN_CHUNK, min(MAX_CHUNK, CHUNK_BUDGET // (n_heads * span)))
+_NONE, _SOME, _ALL = 0, 1, 2  # which rows of a chunk see a key column
 
 
 def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: WindowSettings,
@@ -47,15 +59,68 @@ def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: Windo
     """
     Tq, Tk = q.shape[-2], k.shape[-2]
     start = Tk - Tq if q_start is None else q_start
+    plan = _plan_for(s, start, Tq, Tk, inv_freq, q.dtype, q.device)
+    return torch.cat([_attend_chunk(q[..., c.rows, :], k, v, c, scaling, inv_freq)
+                      for c in plan], dim=-2)
+
+
+# --------------------------------------------------------------------------- the plan
+@dataclass(frozen=True)
+class _Piece:
+    """One fused-kernel call: the branch's keys ``keys``, seen by every query
+    (``visible`` None), by the queries ``visible`` (Tc, m) says, or causally."""
+
+    keys: slice
+    visible: torch.Tensor | None = None
+    causal: bool = False
+
+
+@dataclass(frozen=True)
+class _BranchPlan:
+    keys: slice  # cache indices
+    q_turn: tuple[torch.Tensor, torch.Tensor] | None  # cos, sin (Tc, rot_dim)
+    k_shift: torch.Tensor | None
+    pieces: tuple[_Piece, ...]
+
+
+@dataclass(frozen=True)
+class _ChunkPlan:
+    rows: slice  # the chunk's queries, as indices of this call's queries
+    branches: tuple[_BranchPlan, ...]
+
+
+def _plan_for(s, start, Tq, Tk, inv_freq, dtype, device) -> list[_ChunkPlan]:
+    """The plan of one call, shared by every layer of a forward pass.
+
+    All layers of a step attend at the same positions over caches of the same length, so
+    which keys each chunk sees, the masks and the query rotations are worked out once and
+    reused by the next layers; only the last plan is kept (a few MB: masks are kept only
+    for bands no wider than a chunk).
+    """
+    key = (s, start, Tq, Tk, MAX_CHUNK, dtype, device, id(inv_freq), inv_freq._version)
+    if _last_plan and _last_plan[0] == key and _last_plan[1] is inv_freq:
+        return _last_plan[2]
+    plan = _build_plan(s, start, Tq, Tk, inv_freq, dtype, device)
+    _last_plan[:] = [key, inv_freq, plan]  # the reference keeps id(inv_freq) unambiguous
+    return plan
+
+
+_last_plan: list = []
+
+
+def _build_plan(s, start, Tq, Tk, inv_freq, dtype, device) -> list[_ChunkPlan]:
     layout = _CacheLayout(evicted=start + Tq - Tk, prefix=prefix_tokens(s))
-    q_pos = torch.arange(start, start + Tq, dtype=torch.int64)
-    step = chunk_size(s, q.shape[1], Tk)
-    outs = []
-    for first in range(0, Tq, step):
-        pos = q_pos[first:first + step]
-        outs.append(_attend_chunk(q[..., first:first + step, :], k, v, branches(s, pos),
-                                  scaling, inv_freq, layout))
-    return torch.cat(outs, dim=-2)
+    plan = []
+    for chunk in query_chunks(s, start, start + Tq, MAX_CHUNK):
+        pos = torch.arange(chunk.start, chunk.stop, dtype=torch.int64)
+        planned = []
+        for b in branches(s, pos):
+            turn = None if b.q_shift is None else turn_table(b.q_shift, inv_freq, dtype, device)
+            visible = b.mask.to(device)
+            planned.append(_BranchPlan(layout.keys(b), turn, b.k_shift,
+                                       _pieces(visible, b.hi == chunk.stop)))
+        plan.append(_ChunkPlan(slice(chunk.start - start, chunk.stop - start), tuple(planned)))
+    return plan
 
 
 @dataclass(frozen=True)
@@ -73,43 +138,71 @@ class _CacheLayout:
         return slice(b.lo - self.evicted, b.hi - self.evicted)
 
 
-def _attend_chunk(q, k, v, parts: list[Branch], scaling, inv_freq, layout: _CacheLayout):
-    only = parts[0]
-    if len(parts) == 1 and only.q_shift is None and only.k_shift is None \
-            and only.pair_shift is None:
-        at = layout.keys(only)
-        return F.scaled_dot_product_attention(
-            q, k[..., at, :], v[..., at, :], attn_mask=only.mask.to(q.device),
-            scale=scaling, enable_gqa=q.shape[1] != k.shape[1])
+def _pieces(visible: torch.Tensor, ends_at_queries: bool) -> tuple[_Piece, ...]:
+    """Cut one branch's keys by what the chunk's queries see of them (``visible`` (Tc, m));
+    ``ends_at_queries``: the last Tc keys sit at the queries' own positions."""
+    Tc, m = visible.shape
+    pieces = []
+    if Tc > 1 and ends_at_queries and m >= Tc and torch.equal(
+            visible[:, m - Tc:], _lower_triangle(Tc, visible.device)):
+        pieces.append(_Piece(slice(m - Tc, m), causal=True))
+        m -= Tc
+    for a, b, seen_by in _column_runs(visible[:, :m]):
+        if seen_by == _ALL:
+            pieces.append(_Piece(slice(a, b)))
+        elif seen_by == _SOME:  # a copy: the plan must not keep the whole (Tc, m) alive
+            pieces.append(_Piece(slice(a, b), visible[:, a:b].clone()))
+    return tuple(pieces)
+
+
+def _column_runs(visible: torch.Tensor) -> list[tuple[int, int, int]]:
+    """Maximal runs a..b−1 of key columns seen by no row, some rows, or all rows."""
+    if visible.shape[1] == 0:
+        return []
+    if bool(visible.all()):  # the common case of one decoding query: a single run
+        return [(0, visible.shape[1], _ALL)]
+    kind = visible.any(dim=0).to(torch.int8) + visible.all(dim=0).to(torch.int8)
+    starts = torch.cat((kind.new_zeros(1, dtype=torch.int64),
+                        (kind[1:] != kind[:-1]).nonzero().flatten() + 1))
+    bounds = [*starts.tolist(), len(kind)]
+    return list(zip(bounds, bounds[1:], kind[starts].tolist()))
+
+
+@lru_cache(maxsize=8)
+def _lower_triangle(n: int, device: torch.device) -> torch.Tensor:
+    return torch.ones(n, n, dtype=torch.bool, device=device).tril()
+
+
+# --------------------------------------------------------------------------- execution
+def _attend_chunk(q, k, v, chunk: _ChunkPlan, scaling, inv_freq) -> torch.Tensor:
+    """The chunk's queries q (B, Hq, Tc, D) under all their branches → (B, Hq, Tc, D)."""
     B, Hq, Tc, D = q.shape
     Hkv = k.shape[1]
-    qg = q.view(B, Hkv, Hq // Hkv, Tc, D)
-    scores = [_branch_scores(qg, k[..., layout.keys(b), :], b, scaling, inv_freq)
-              for b in parts]
-    work = torch.promote_types(q.dtype, torch.float32)
-    probs = torch.softmax(torch.cat(scores, dim=-1).to(work), dim=-1).to(v.dtype)
-    out, used = 0, 0
-    for b in parts:
-        m = b.hi - b.lo
-        p = probs[..., used:used + m]  # (B, Hkv, G, Tc, m)
-        out = out + p @ v[:, :, None, layout.keys(b), :]
-        used += m
-    return out.reshape(B, Hq, Tc, D)
+    G = Hq // Hkv
+    rows = (B, Hkv, G * Tc)
+    results = []
+    for b in chunk.branches:
+        qb = q if b.q_turn is None else apply_turn(q, *b.q_turn)
+        kb, vb = k[..., b.keys, :], v[..., b.keys, :]
+        if b.k_shift is not None:
+            kb = rotate_by(kb, b.k_shift, inv_freq)
+        stacked = qb.reshape(*rows, D)  # query heads of one key head stacked along the rows
+        for p in b.pieces:
+            if p.causal:  # stacking would break the kernel's causal alignment: repeat keys
+                out, lse = attend_part(qb, kb[..., p.keys, :].repeat_interleave(G, dim=1),
+                                       vb[..., p.keys, :].repeat_interleave(G, dim=1),
+                                       scaling, causal=True)
+                results.append((out.reshape(*rows, D), lse.reshape(rows)))
+                continue
+            mask = None if p.visible is None else additive_mask(p.visible, q.dtype).repeat(G, 1)
+            out, lse = attend_part(stacked, kb[..., p.keys, :], vb[..., p.keys, :], scaling,
+                                   mask)
+            if p.visible is not None:
+                blind = ~p.visible.any(dim=1)  # rows that see none of these keys
+                if bool(blind.any()):
+                    lse = lse.masked_fill(blind.repeat(G), float("-inf"))
+            results.append((out, lse))
+    return merge_parts(results).reshape(B, Hq, Tc, D)
 
 
-def _branch_scores(qg, kb, b: Branch, scaling, inv_freq):
-    """Scaled scores (B, Hkv, G, Tc, m) of one branch over its keys kb, hidden pairs −inf."""
-    if b.q_shift is not None:
-        qg = rotate_by(qg, b.q_shift, inv_freq)
-    if b.k_shift is not None:
-        kb = rotate_by(kb, b.k_shift, inv_freq)
-    if b.pair_shift is not None:
-        kp = rotate_by(kb[:, :, None], b.pair_shift, inv_freq)  # (B, Hkv, Tc, m, D)
-        s = torch.einsum("bhgqd,bhqmd->bhgqm", qg, kp)
-    else:
-        s = qg @ kb[:, :, None].transpose(-1, -2)
-    s = s * scaling
-    return s.masked_fill(~b.mask.to(s.device), float("-inf"))
-
-
-__all__ = ["window_attention", "chunk_size", "CHUNK_BUDGET"]
+__all__ = ["MAX_CHUNK", "window_attention"]
