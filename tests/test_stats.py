@@ -152,3 +152,12 @@ def test_seed_difference_is_a_tie_when_seeds_disagree():
     assert d.is_tie
     with pytest.raises(Exception, match="same seeds"):
         seed_difference(seeds_a, seeds_b[:2], tokens)
+
+
+def test_one_seed_is_the_plain_paired_bootstrap():
+    from lexformer.stats import seed_difference
+    nll, tokens = _docs()
+    idx = resample_indices(len(nll), resamples=200)
+    plain = perplexity_difference(nll, nll * 0.98, tokens, idx)
+    seeded = seed_difference([nll], [nll * 0.98], tokens, idx)
+    assert (seeded.value, seeded.ci95, seeded.seed_ci95) == (plain.value, plain.ci95, None)

@@ -30,7 +30,7 @@ from .evaluate import Label, LengthResult, PerplexityResult
 from .fileio import atomic_write_json, atomic_write_text
 from .paper import PAPER_TRAIN_LENGTH, TABLE2, TABLE2_BY_LABEL, TABLE3, TABLE5
 from .report_context import ContextInputs, context_json, section_context, write_context_plots
-from .stats import Difference, perplexity_difference, resample_indices, seed_difference
+from .stats import Difference, resample_indices, seed_difference
 
 ATTENTIONS = ("full", "blockwise")
 LEX = Label("xpos", "blockwise")
@@ -103,12 +103,9 @@ def difference(table: dict[str, list[PerplexityResult]], a: Label, b: Label,
     mean over seeds of the per-seed differences, with an interval over documents and one over
     seeds (seed k of a paired with seed k of b: the same data order)."""
     ca, cb = _cells(table, a, n), _cells(table, b, n)
-    indices = resample_indices(len(ca[0].doc_nll))
-    if len(ca) == 1:
-        return perplexity_difference(ca[0].doc_nll, cb[0].doc_nll, ca[0].tokens_per_document,
-                                     indices)
+    # one seed is the K = 1 case: the same paired bootstrap, and no interval over seeds
     return seed_difference([c.doc_nll for c in ca], [c.doc_nll for c in cb],
-                           ca[0].tokens_per_document, indices)
+                           ca[0].tokens_per_document, resample_indices(len(ca[0].doc_nll)))
 
 
 def _num(v: float | None) -> str:
