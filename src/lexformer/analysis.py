@@ -348,6 +348,9 @@ def analyze_checkpoint(checkpoint, corpus: str, split: str, lengths: Sequence[in
     ``lexformer analyze`` and the reproduction's analysis stage both run."""
     from .evaluate import evaluation_documents
 
+    if not checkpoint.config.causal:  # resolution is defined over the keys behind a query
+        raise LexformerError("attention resolution is defined for causal models; this "
+                             "checkpoint is a bidirectional masked-LM encoder")
     docs = evaluation_documents(corpus, checkpoint.tokenizer, split, max(lengths), max_docs)
     return analyze_model(checkpoint.model, docs, lengths, attentions,
                          name=checkpoint.config.position, step=checkpoint.meta.get("step"))

@@ -45,11 +45,17 @@ FULL_CHUNK = 1024
 
 @dataclass(frozen=True)
 class AttentionSpec:
-    """Which keys a query may see. ``block`` is h of blockwise, ``window`` W of sliding."""
+    """Which keys a query may see. ``block`` is h of blockwise, ``window`` W of sliding.
+
+    ``causal=False`` (encoders, :mod:`lexformer.encoder_attention`): ``full`` sees every key,
+    ``blockwise`` the keys of its own block and of the blocks on either side; ``sliding`` is
+    causal only.
+    """
 
     mode: str = "full"
     block: int = 128
     window: int = 256
+    causal: bool = True
 
     def __post_init__(self) -> None:
         if self.mode not in ATTENTION_MODES:
@@ -58,11 +64,20 @@ class AttentionSpec:
             )
         if self.block <= 0 or self.window <= 0:
             raise LexformerError("attention block and window must be positive")
+        if not self.causal and self.mode == "sliding":
+            raise LexformerError("sliding attention is causal only; a bidirectional model "
+                                 "(encoder) takes full or blockwise attention")
 
     def visible(self, q_pos: torch.Tensor, k_pos: torch.Tensor) -> torch.Tensor:
         """Boolean (Tq, Tk): may the query at q_pos[i] see the key at k_pos[j]?"""
         qp = q_pos.to(torch.int64)[:, None]
         kp = k_pos.to(torch.int64)[None, :]
+        if not self.causal:
+            mask = torch.ones(qp.shape[0], kp.shape[1], dtype=torch.bool, device=qp.device)
+            if self.mode == "blockwise":
+                mask = (torch.div(kp, self.block, rounding_mode="floor")
+                        - torch.div(qp, self.block, rounding_mode="floor")).abs() <= 1
+            return mask
         mask = kp <= qp
         if self.mode == "blockwise":
             mask = mask & (torch.div(kp, self.block, rounding_mode="floor")

@@ -41,6 +41,9 @@ DType = Literal["auto", "fp32", "bf16"]
 DTYPES: tuple[str, ...] = get_args(DType)
 TokenizerKind = Literal["bpe", "bytes"]
 TOKENIZER_KINDS: tuple[str, ...] = get_args(TokenizerKind)
+#: clm: next-token prediction by a causal model; mlm: masked tokens by an encoder
+Objective = Literal["clm", "mlm"]
+OBJECTIVES: tuple[str, ...] = get_args(Objective)
 PositionName = Literal["xpos", "rope", "alibi", "absolute", "learned", "none"]
 #: the names of ``lexformer.positions.POSITION_SCHEMES`` (a test keeps the two equal)
 POSITION_NAMES: tuple[str, ...] = get_args(PositionName)
@@ -58,7 +61,10 @@ class ModelConfig:
     inference uses blocks of ``block_size`` (default L/2: a query sees its own block and the
     previous one, so it never looks L or more tokens back); sliding attention uses a window of
     ``window`` keys (default L). ``vocab_size`` is the tokenizer's real vocabulary; a training
-    run fills it in once the tokenizer is built.
+    run fills it in once the tokenizer is built (plus one [MASK] id for a masked-LM encoder).
+
+    ``causal=False`` makes the model an encoder: every query sees keys on both sides (full),
+    or the neighbouring blocks on both sides (blockwise); ``docs/bidirectional.md``.
     """
 
     vocab_size: int = 4096
@@ -79,6 +85,7 @@ class ModelConfig:
     window: int | None = None
     norm_eps: float = 1e-5
     extra: dict[str, Any] = field(default_factory=dict)
+    causal: bool = True
 
     def __post_init__(self) -> None:
         where = "model config"
@@ -135,8 +142,30 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
-        """Every field required (a checkpoint never falls back to a default silently)."""
-        return build_dataclass(cls, data, "model config")
+        """Every field required (a checkpoint never falls back to a default silently), except
+        those added after checkpoints were first written (:data:`ADDED_MODEL_FIELDS`)."""
+        return build_dataclass(cls, _with_added(data, ADDED_MODEL_FIELDS), "model config")
+
+
+#: fields added after checkpoints were first written, with the value every config written
+#: before them implied; a saved config that lacks one gets that value (and nothing else is
+#: filled in)
+ADDED_MODEL_FIELDS: dict[str, Any] = {"causal": True}
+ADDED_TRAIN_FIELDS: dict[str, Any] = {"objective": "clm"}
+
+
+def _with_added(data: Any, added: dict[str, Any]) -> Any:
+    if not isinstance(data, dict):
+        return data  # build_dataclass names the error
+    return {**{k: v for k, v in added.items() if k not in data}, **data}
+
+
+def _with_added_train(data: Any) -> Any:
+    """A saved training section with the added fields filled in, its model's too."""
+    data = _with_added(data, ADDED_TRAIN_FIELDS)
+    if isinstance(data, dict) and isinstance(data.get("model"), dict):
+        data = {**data, "model": _with_added(data["model"], ADDED_MODEL_FIELDS)}
+    return data
 
 
 # --------------------------------------------------------------------------- training
@@ -234,10 +263,19 @@ class TrainConfig:
     eval_interval: int = 100
     eval_batches: int = 8
     checkpoint_interval: int = 100
+    objective: Objective = field(default="clm", metadata=option(
+        "--objective", "clm: next-token prediction (causal model); mlm: masked-token "
+                       "prediction, BERT-style (bidirectional encoder)"))
 
     def __post_init__(self) -> None:
         where = "training config"
         check_field_types(self, where)
+        if self.objective == "mlm" and self.model.causal:
+            raise invalid(where, "objective mlm trains an encoder: model.causal must be false "
+                                 "(lexformer train --objective mlm sets it)")
+        if self.objective == "clm" and not self.model.causal:
+            raise invalid(where, "a bidirectional model (model.causal false) would see the "
+                                 "token it predicts; train it with objective mlm")
         if not self.preset:
             raise invalid(where, "preset must be a non-empty name")
         positive_ints(self, where, "", "batch_size", "grad_accum", "tokens", "eval_interval",
@@ -292,14 +330,14 @@ class TrainConfig:
         current layout, or the flat one of lexformer ≤ 0.1's first checkpoints)."""
         if isinstance(data, dict) and "train" in data:
             return _from_checkpoint_meta(data)
-        return build_dataclass(cls, data, "training config")
+        return build_dataclass(cls, _with_added_train(data), "training config")
 
 
 def _from_checkpoint_meta(meta: dict[str, Any]) -> TrainConfig:
     train = meta["train"]
     if isinstance(train, dict) and "optim" not in train:  # the first, flat layout
         train = _upgrade_flat_train_section(train, meta.get("model"))
-    return build_dataclass(TrainConfig, train, "training config", "train.")
+    return build_dataclass(TrainConfig, _with_added_train(train), "training config", "train.")
 
 
 #: fields of the first checkpoints' flat "train" section that went into OptimConfig
@@ -386,8 +424,9 @@ class RuntimeOptions:
 
 
 __all__ = [
-    "ATTENTION_MODES", "DTYPES", "POSITION_NAMES", "ROTARY_SCHEMES", "SCHEDULES", "SPLITS",
-    "TOKENIZER_KINDS", "AttentionMode", "DType", "DataConfig", "ModelConfig", "OptimConfig",
+    "ADDED_MODEL_FIELDS", "ADDED_TRAIN_FIELDS", "ATTENTION_MODES", "DTYPES", "OBJECTIVES",
+    "POSITION_NAMES", "ROTARY_SCHEMES", "SCHEDULES", "SPLITS", "TOKENIZER_KINDS",
+    "AttentionMode", "DType", "DataConfig", "ModelConfig", "Objective", "OptimConfig",
     "PositionName", "RuntimeOptions", "Schedule", "Split", "TokenizerKind", "TrainConfig",
     "config_differences", "describe_differences", "override_path",
 ]

@@ -77,6 +77,13 @@ class LexformerLM:
                  autocast_dtype: torch.dtype | None = None) -> None:
         from .config import ATTENTION_MODES
 
+        if not getattr(model.config, "causal", True):
+            # perplexity, generation and the context tasks score each token from the ones
+            # before it; an encoder sees the token itself
+            raise LexformerError(
+                "this is a bidirectional masked-LM encoder (causal=false): perplexity, "
+                "generation and the context tasks need a causal model; measure it with "
+                "lexformer.mlm.evaluate_masked_lm or lexformer reproduce --objective mlm")
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.name = name or model.config.position

@@ -3,7 +3,9 @@
 ``TransformerLM(config)(input_ids, attention="full"|"blockwise"|"sliding")`` → logits
 (B, T, vocab). The position scheme comes from the registry by ``config.position``; the
 attention mode is chosen per call, so one trained model is evaluated with and without
-blockwise attention.
+blockwise attention. With ``config.causal=False`` the same stack is a bidirectional encoder
+(masked-LM training, ``lexformer.mlm``): attention goes through
+:mod:`lexformer.encoder_attention` and there is no KV cache (``docs/bidirectional.md``).
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from .attention import (
 )
 from .cache import KVCache
 from .config import ModelConfig
+from .encoder_attention import attend_bidirectional_eager, bidirectional_attention_packed
+from .errors import LexformerError
 from .positions import ADDITIVE, PositionScheme, build_position_scheme
 
 #: target id that is not scored (as in ``torch.nn.functional.cross_entropy``)
@@ -95,6 +99,8 @@ class SelfAttention(nn.Module):
         """SDPA paths: a whole sequence, a cache's first (prefill) call, or a cached step."""
         scheme, spec, cache = self._scheme[0], ctx.spec, ctx.cache
         dropout_p = self.dropout if self.training else 0.0
+        if not spec.causal:  # an encoder: never a cache (TransformerLM.new_cache refuses)
+            return bidirectional_attention_packed(qkv, scheme, spec, dropout_p, ctx.memo)
         if cache is None:
             return causal_attention_packed(qkv, scheme, spec, dropout_p, ctx.memo)
         q, k, v = _split_heads(qkv)
@@ -109,6 +115,9 @@ class SelfAttention(nn.Module):
     ) -> tuple[torch.Tensor, AttentionIntermediates]:
         q, k, v = _split_heads(qkv)
         k_pos = ctx.positions
+        if not ctx.spec.causal:
+            return attend_bidirectional_eager(q, k, v, ctx.positions, k_pos, self._scheme[0],
+                                              ctx.spec)
         if ctx.cache is not None:
             k, v, k_pos = ctx.cache.extend(self.layer, k, v, ctx.positions)
         return attend_eager(q, k, v, ctx.positions, k_pos, self._scheme[0], ctx.spec)
@@ -180,7 +189,8 @@ class TransformerLM(nn.Module):
 
     def attention_spec(self, attention: str) -> AttentionSpec:
         c = self.config
-        return AttentionSpec(attention, block=c.attention_block, window=c.attention_window)
+        return AttentionSpec(attention, block=c.attention_block, window=c.attention_window,
+                             causal=c.causal)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -223,6 +233,8 @@ class TransformerLM(nn.Module):
     ) -> tuple[torch.Tensor, list[AttentionIntermediates]]:
         """The forward pass; the list holds one entry per layer when ``eager``, else none."""
         spec = self.attention_spec(attention)
+        if cache is not None and not spec.causal:
+            raise LexformerError("a bidirectional model (causal=False) has no KV cache")
         if cache is not None and cache.spec != spec:
             raise ValueError(f"this cache was made for {cache.spec}, not {spec}")
         T = input_ids.shape[1]
@@ -243,6 +255,9 @@ class TransformerLM(nn.Module):
 
     def new_cache(self, attention: str = "full") -> KVCache:
         """An empty KV cache for incremental decoding in the given attention mode."""
+        if not self.config.causal:
+            raise LexformerError("a bidirectional model (causal=False) cannot decode "
+                                 "incrementally: every token attends to the ones after it")
         return KVCache(self.config.n_layer, self.attention_spec(attention))
 
     @torch.no_grad()

@@ -191,7 +191,11 @@ def plan(s: ReproduceSettings) -> Pipeline:
     configs = {Run(scheme, seed, first=(seed == seeds[0])): from_preset(
         s.preset, position=scheme, corpus=s.corpus, tokens=s.tokens, seed=seed, dtype=s.dtype)
         for seed in seeds for scheme in s.schemes}
-    L = next(iter(configs.values())).train_length
+    first = next(iter(configs.values()))
+    if first.objective != "clm":
+        raise LexformerError(f"preset {s.preset} trains masked-LM encoders; their experiment "
+                             "is lexformer reproduce --objective mlm (lexformer.mlm_pipeline)")
+    L = first.train_length
     lengths = check_lengths(s.lengths if s.lengths is not None else default_lengths(L))
     if "learned" in s.schemes and lengths[-1] > L:
         raise LexformerError("the 'learned' scheme cannot be evaluated past L; leave it out")

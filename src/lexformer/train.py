@@ -138,16 +138,20 @@ def _validation_windows(split, length: int, n: int) -> torch.Tensor | None:
 
 
 @torch.no_grad()
-def _validation_loss(model, windows, device, dtype, batch_size) -> float:
+def _validation_loss(model, batches, device, dtype, batch_size) -> float:
+    """Mean loss per scored token over ``batches`` = (inputs, targets), each (n, L)."""
+    from .model import IGNORE_INDEX
+
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
-    for i in range(0, len(windows), batch_size):
-        w = windows[i: i + batch_size].to(device)
+    inputs, targets = batches
+    for i in range(0, len(inputs), batch_size):
+        x, t = inputs[i: i + batch_size].to(device), targets[i: i + batch_size].to(device)
         with _autocast(device, dtype):
-            loss = model(w[:, :-1], targets=w[:, 1:], reduction="sum")
+            loss = model(x, targets=t, reduction="sum")
         total += loss.item()
-        count += w[:, 1:].numel()
+        count += int((t != IGNORE_INDEX).sum())
     model.train(was_training)
     return total / max(1, count)
 
@@ -234,9 +238,16 @@ class Trainer:
                                                                progress=False)
         self.sampler = BatchSampler(tokens.splits["train"].tokens, cfg.train_length, self.micro,
                                     cfg.seed, rank=dist.rank, world_size=dist.world)
-        self.val_windows = _validation_windows(tokens.splits["validation"], cfg.train_length,
-                                               cfg.eval_batches * max(1, self.micro))
-        self.cfg = cfg = cfg.with_vocab_size(self.tokenizer.vocab_size)
+        windows = _validation_windows(tokens.splits["validation"], cfg.train_length,
+                                      cfg.eval_batches * max(1, self.micro))
+        # (inputs, targets): next-token pairs, or masked ones for an encoder
+        self.val_windows = None if windows is None else (windows[:, :-1], windows[:, 1:])
+        vocab = self.tokenizer.vocab_size
+        if cfg.objective == "mlm":  # masked batches, and one more id for [MASK]
+            from .mlm import masked_training
+
+            self.sampler, self.val_windows, vocab = masked_training(self.sampler, windows, vocab)
+        self.cfg = cfg = cfg.with_vocab_size(vocab)
         _seed_everything(cfg.seed)
         self.model = TransformerLM(cfg.model).to(self.device)
         self.optimizer = build_optimizer(self.model, cfg.optim, self.device)
@@ -283,13 +294,20 @@ class Trainer:
         lr = lr_at(self.step_no, cfg.optim, self.total)
         set_lr(self.optimizer, lr)
         loss_sum = torch.zeros((), device=dev)
+        # masked LM: ranks and micro-steps hold different numbers of masked tokens, so each
+        # sums its NLL and takes its share of the whole step's mean (lexformer.mlm)
+        scale = self.sampler.loss_scale(cfg.grad_accum) if cfg.objective == "mlm" else None
         for micro_step in range(cfg.grad_accum):
             inputs, targets = (t.to(dev) for t in self.sampler.next_batch())
             # DDP all-reduces gradients on the last micro-step only
             sync = micro_step == cfg.grad_accum - 1 or not self.dist.enabled
             with contextlib.nullcontext() if sync else self.train_model.no_sync():
                 with _autocast(dev, self.dtype):
-                    loss = self.train_model(inputs, targets=targets)
+                    if scale is None:
+                        loss = self.train_model(inputs, targets=targets)
+                    else:
+                        loss = self.train_model(inputs, targets=targets,
+                                                reduction="sum") * scale
                 (loss / cfg.grad_accum).backward()
             loss_sum += loss.detach()
         if cfg.optim.grad_clip:
@@ -317,6 +335,8 @@ class Trainer:
                                  "device": str(self.device)},
                     "tokens_seen": step * cfg.batch_size * cfg.train_length,
                     "last_loss": self.last_loss}
+            if cfg.objective == "mlm":
+                meta["mask_token_id"] = cfg.model.vocab_size - 1  # lexformer.mlm
             state = {"optimizer": self.optimizer.state_dict(),
                      "sampler": self.sampler.state_dict(), "rng": _rng_state(), "step": step}
             save_checkpoint(self.out_dir, self.model, meta, self.tokenizer, state)

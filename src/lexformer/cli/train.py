@@ -25,7 +25,9 @@ def add_parser(sub) -> None:
                     "preset's training length L. Writes checkpoints (model.safetensors, "
                     "config.json, tokenizer.json, train_state.pt) and metrics.jsonl into --out. "
                     "Ctrl-C saves a checkpoint and exits; --resume continues exactly. Under "
-                    "torchrun the same command trains with DDP.",
+                    "torchrun the same command trains with DDP. --objective mlm trains a "
+                    "bidirectional encoder on BERT-style masked tokens, with one id more than "
+                    "the tokenizer for [MASK] (docs/bidirectional.md).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--preset", default="smoke", choices=sorted(PRESETS),
                    help="model size and token budget")
@@ -43,7 +45,10 @@ def run(args) -> int:
     from ..train import train
     from .options import overrides_from_args
 
-    cfg = from_preset(args.preset, **overrides_from_args(args, TrainConfig))
+    overrides = overrides_from_args(args, TrainConfig)
+    if overrides.get("objective") == "mlm":  # masked-LM training is for an encoder
+        overrides["model.causal"] = False
+    cfg = from_preset(args.preset, **overrides)
     runtime = RuntimeOptions(**overrides_from_args(args, RuntimeOptions, RUNTIME),
                              progress=not args.no_progress)
     summary = train(cfg, args.out, resume=args.resume, progress=runtime.progress,

@@ -1,4 +1,5 @@
-"""ALiBi: a head-specific linear penalty on the logits, ``−slope_h · (n − m)``.
+"""ALiBi: a head-specific linear penalty on the logits, ``−slope_h · (n − m)``; for encoders
+the symmetric ``−slope_h · |n − m|`` (``docs/bidirectional.md``).
 
 See ``docs/method.md#baselines``.
 """
@@ -35,14 +36,17 @@ def alibi_slopes(num_heads: int) -> torch.Tensor:
 class ALiBi(PositionScheme):
     """``bias = ALiBi(num_heads)(q_pos, k_pos)`` → (heads, Tq, Tk), added to the logits.
 
-    Keys after the query get a positive bias here; the causal mask removes them.
+    Keys after the query get a positive bias here; the causal mask removes them. With
+    ``symmetric=True`` (bidirectional models) the bias is ``−slope_h · |n − m|``, a penalty
+    on both sides.
     """
 
     kind = BIAS
 
-    def __init__(self, num_heads: int) -> None:
+    def __init__(self, num_heads: int, symmetric: bool = False) -> None:
         super().__init__()
         self.num_heads = num_heads
+        self.symmetric = symmetric
         self.register_buffer("slopes", alibi_slopes(num_heads), persistent=False)
 
     def forward(self, q_pos: torch.Tensor, k_pos: torch.Tensor) -> torch.Tensor:
@@ -51,9 +55,11 @@ class ALiBi(PositionScheme):
         # Distances in int64 first (exact for any offset), then a small float; built on the
         # slopes' device so that no (Tq, Tk) matrix crosses from host to GPU.
         dev = self.slopes.device
-        distance = (positions_on(q_pos, dev)[:, None] - positions_on(k_pos, dev)[None, :]).to(
-            torch.float32)
+        distance = positions_on(q_pos, dev)[:, None] - positions_on(k_pos, dev)[None, :]
+        if self.symmetric:
+            distance = distance.abs()
+        distance = distance.to(torch.float32)
         return -self.slopes[:, None, None] * distance[None]
 
     def extra_repr(self) -> str:
-        return f"num_heads={self.num_heads}"
+        return f"num_heads={self.num_heads}" + (", symmetric=True" if self.symmetric else "")

@@ -1,4 +1,5 @@
-"""No position embedding (NoPE): order comes from the causal mask alone."""
+"""No position embedding (NoPE): order comes from the causal mask alone (an encoder without
+positions sees its input as a bag of tokens)."""
 
 from __future__ import annotations
 

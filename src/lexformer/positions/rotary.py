@@ -27,6 +27,7 @@ import math
 import torch
 
 from .base import ROTARY, PositionScheme, contiguous_start, positions_on
+from .bidirectional import bidirectional_logits
 from .rotary_ops import rotate_complex, rotate_real
 
 #: values of :attr:`RotaryEmbedding.arithmetic`
@@ -269,6 +270,37 @@ class RotaryEmbedding(PositionScheme):
         q_rel, k_rel = _centred_pair(q_pos, k_pos)
         return self.rotate_queries(q, q_rel), self.rotate_keys(k, k_rel)
 
+    def scores(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        q_pos: torch.Tensor,
+        k_pos: torch.Tensor,
+        causal: bool = True,
+    ) -> torch.Tensor:
+        """The pre-softmax logits (…, Tq, Tk) that attention uses, scaled by 1/√head_dim.
+
+        q (…, Tq, d) and k (…, Tk, d) unrotated, at integer positions q_pos (Tq,) and k_pos
+        (Tk,). ``causal=True``: the rotated product with the decay ζ_j^((n−m)/B), −inf where
+        a key lies after its query. ``causal=False``: every key, with the symmetric decay
+        ζ_j^(|n−m|/B) for XPOS (:mod:`.bidirectional`); for RoPE this is the same product
+        with no mask. Positions are centred on the middle of the queries (in int64), so any
+        common offset gives the same logits and the factors stay bounded.
+        """
+        self._check_positions(q_pos, "q_pos")
+        self._check_positions(k_pos, "k_pos")
+        q_rel, k_rel = centre_on_queries(q_pos, k_pos)
+        q = q * self.head_dim ** -0.5  # on q: Tq·d multiplications instead of Tq·Tk
+        if causal or not self.has_decay:
+            logits = self.rotate_queries(q, q_rel) @ self.rotate_keys(k, k_rel).transpose(-1, -2)
+        else:
+            logits = bidirectional_logits(self, q, k, q_rel, k_rel)
+        if causal:
+            dev = logits.device
+            hidden = positions_on(k_pos, dev)[None, :] > positions_on(q_pos, dev)[:, None]
+            logits = logits.masked_fill(hidden, float("-inf"))
+        return logits
+
     def extra_repr(self) -> str:
         decay = f", gamma={self.gamma}, scale_base={self.scale_base}" if self.has_decay else ""
         return f"head_dim={self.head_dim}, base={self.base}{decay}"
@@ -294,3 +326,24 @@ def _centred_pair(
     hi = max(int(q_pos.max()), int(k_pos.max()))
     centre = (lo + hi) // 2
     return q_pos - centre, k_pos - centre
+
+
+def centre_on_queries(
+    q_pos: torch.Tensor, k_pos: torch.Tensor
+) -> tuple[range | torch.Tensor, range | torch.Tensor]:
+    """q_pos and k_pos minus the midpoint of the queries, as ranges where they are ranges.
+
+    Centring on the queries (not on the common range) bounds every factor that
+    :func:`.bidirectional.bidirectional_logits` forms by the span of the queries alone.
+    """
+    q_pos = q_pos.to(torch.int64).cpu()
+    k_pos = k_pos.to(torch.int64).cpu()
+    if not q_pos.numel():
+        return range(0), k_pos
+    centre = (int(q_pos.min()) + int(q_pos.max())) // 2
+    q_span, k_span = _as_range(q_pos), _as_range(k_pos)
+    q_rel = q_pos - centre if q_span is None else range(q_span.start - centre,
+                                                         q_span.stop - centre)
+    k_rel = k_pos - centre if k_span is None else range(k_span.start - centre,
+                                                         k_span.stop - centre)
+    return q_rel, k_rel

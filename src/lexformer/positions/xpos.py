@@ -10,6 +10,8 @@ class XPos(RotaryEmbedding):
 
     ``q2, k2 = XPos(head_dim)(q, k, q_pos, k_pos)``; defaults are the paper's
     (γ = 0.4, scale base B = 512, θ_j = 10000^(−2j/d), interleaved pairs).
+    ``XPos(head_dim).scores(q, k, q_pos, k_pos, causal=False)`` gives the bidirectional
+    logits, with the symmetric decay ζ_j^(|n−m|/B) (``docs/bidirectional.md``).
     """
 
     def __init__(
