@@ -69,12 +69,18 @@ def main() -> None:
     ap.add_argument("--length", type=int, default=256)
     ap.add_argument("--rounds", type=int, help="interleaved rounds (default 7; quick 5)")
     ap.add_argument("--position", default="xpos")
-    ap.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    ap.add_argument("--dtypes", nargs="+", choices=["fp32", "bf16"],
+                    help="default fp32, plus bf16 where the CPU computes it natively (emulated "
+                         "bf16 runs ~11x slower and would take most of the benchmark's time)")
     ap.add_argument("--with-complex", action="store_true",
                     help="add the compiled step with complex rotary arithmetic")
     C.add_threads_arg(ap)
     args = ap.parse_args()
     C.setup(args.threads)
+    if args.dtypes is None:
+        from lexformer.distributed import native_bf16
+
+        args.dtypes = ["fp32", "bf16"] if native_bf16(torch.device("cpu")) else ["fp32"]
     B, T = args.batch or (2 if args.quick else 8), args.length
     rounds = args.rounds or (5 if args.quick else 7)
     g = torch.Generator().manual_seed(0)
@@ -110,7 +116,7 @@ def main() -> None:
             if kind == "compiled":
                 summary.append(C.target(
                     f"train step compiled/eager, {dt}, {args.position}, {B}x{T}", ratio,
-                    "< 1", ratio < 1))
+                    "<= 0.9", ratio <= 0.9))
     summary.append(C.target("graphs compiled after the first step (recompiles)",
                             float(recompiled), "0", recompiled == 0))
     if not args.with_complex:  # the complex arithmetic may break graphs; it is not the default

@@ -258,6 +258,14 @@ def main() -> None:
             summary.append(C.target(
                 f"XPOS q,k {dt} {p}: min over T of speed-up vs best peer (at T={worst['T']}, "
                 f"{worst['best_peer']})", v, ">= 4", v >= 4))
+    # the public call's overhead over one bare complex multiply (fp32 forward), at the length
+    # the target names (T = 4096) or the nearest measured one
+    T_floor = min(lengths, key=lambda T: abs(T - 4096))
+    for r in results:
+        if r["T"] == T_floor and r["dtype"] == "float32" and r["pass"] == "fwd":
+            v = r["lexformer_over_floor"]
+            summary.append(C.target(f"XPOS public call fp32 fwd / bare complex multiply, "
+                                    f"T={T_floor}", v, "<= 1.3", v <= 1.3))
     print()
     C.print_summary(summary)
     C.write_results("bench_xpos_peers", {

@@ -1,6 +1,6 @@
 """Run the whole benchmark suite and print one summary table of targets met / not met.
 
-    python benchmarks/run_all.py [--quick] [--only NAME ...]
+    python benchmarks/run_all.py [--quick] [--only NAME ...] [--repeat N --gap S]
 
 Each benchmark runs as its own subprocess (in ``--quick`` mode with ``--quick``), writes
 ``benchmarks/results/NAME.json`` (``NAME.quick.json`` with ``--quick``), and this script
@@ -8,12 +8,20 @@ gathers their ``summary`` entries into ``benchmarks/results/summary.json`` (or
 ``summary.quick.json``), one markdown table, and ``report.md`` (``report.quick.md``), a
 fragment per benchmark with its command, machine, date, load and tables. Timings come from a shared
 2-core machine: every figure is a ratio of contenders measured side by side in one run.
+
+``--repeat N`` runs the whole suite N times, ``--gap S`` seconds apart, keeping each run's
+summary (``summary.runK.json``) and reporting every metric as the **median and the range over
+the N runs** (``summary.repeat.json``, ``report.repeat.md``; ``.quick`` before ``.json``/``.md``
+with ``--quick``). A run-to-run median says more than one run on a machine whose speed moves
+between minutes: a target counts as met when the median meets it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
+import statistics
 import subprocess
 import sys
 import time
@@ -29,6 +37,7 @@ BENCHMARKS = (
     "bench_generate",
     "bench_train_throughput",
     "bench_alibi",
+    "bench_bidirectional",
     "bench_compile",  # compiles 2 models first: ~2-4 min on 2 cores before any timing
 )
 
@@ -77,17 +86,59 @@ def report_markdown(runs: dict, quick: bool) -> str:
     return "\n".join(out)
 
 
-def main() -> None:
+def judge(value: float, target: str) -> bool | None:
+    """Does ``value`` meet a target written as "<= 1.3", ">= 4", "< 1" or "0"? None for
+    targets that are not a comparison with a number ("(info)", "constant")."""
+    m = re.match(r"\s*(<=|>=|<|>|==)?\s*(-?[0-9.]+(?:e-?[0-9]+)?)", target)
+    if not m:
+        return None
+    op, bound = m.group(1) or "==", float(m.group(2))
+    return {"<=": value <= bound, ">=": value >= bound, "<": value < bound, ">": value > bound,
+            "==": value == bound}[op]
+
+
+def aggregate(runs: list[list[dict]]) -> list[dict]:
+    """Per (benchmark, metric): median and range of ``measured`` over the runs, how many runs
+    met the target, and the verdict of the median (of the run count where the target is not
+    a number)."""
+    keyed: dict[tuple[str, str], list[dict]] = {}
+    for entries in runs:
+        for e in entries:
+            keyed.setdefault((e["benchmark"], e["metric"]), []).append(e)
+    out = []
+    for (bench, metric), es in keyed.items():
+        values = [e["measured"] for e in es if isinstance(e["measured"], (int, float))]
+        judged = [e["met"] for e in es if e["met"] is not None]
+        median = statistics.median(values) if values else None
+        met = judge(median, es[0]["target"]) if median is not None else None
+        if met is None and judged and es[0]["met"] is not None:
+            met = sum(judged) * 2 > len(judged)  # a majority of the runs
+        out.append({"benchmark": bench, "metric": metric, "runs": len(es),
+                    "median": median, "min": min(values) if values else None,
+                    "max": max(values) if values else None, "target": es[0]["target"],
+                    "met_in_runs": sum(judged) if judged else None,
+                    "met": None if es[0]["met"] is None else met})
+    return out
+
+
+def aggregate_table(rows: list[dict], n_runs: int) -> str:
+    def fmt(x):
+        return "—" if x is None else f"{x:.3g}"
+
+    return C.markdown_table(
+        ["benchmark", "metric", "median", "range", "target", f"runs met (of {n_runs})",
+         "result (median)"],
+        [[r["benchmark"], r["metric"], fmt(r["median"]), f"{fmt(r['min'])} – {fmt(r['max'])}",
+          r["target"], "—" if r["met_in_runs"] is None else r["met_in_runs"],
+          C.verdict(r["met"])] for r in rows])
+
+
+def run_suite(names, args) -> tuple[list[dict], dict, str]:
+    """Every benchmark in ``names`` once: (summary entries, per-run records, table)."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--only", nargs="+", choices=BENCHMARKS)
     C.add_threads_arg(ap)
-    ap.add_argument("--wait-quiet", type=float, default=0.0, metavar="S",
-                    help="before each benchmark, wait up to S seconds for the CPU to be idle "
-                         "(CPUs >= 95%% idle over 10 s)")
-    args = ap.parse_args()
-    names = args.only or BENCHMARKS
-    env = C.environment()
     rows, entries, runs = [], [], {}
     for name in names:
         extra = (["--quick"] if args.quick else []) + (
@@ -122,13 +173,60 @@ def main() -> None:
     print("\nSummary (ratios measured side by side; shared, noisy 2-core machine)\n")
     print(table)
     print(f"\n{met} of {len(judged)} targets met")
+    return entries, runs, table
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--only", nargs="+", choices=BENCHMARKS)
+    C.add_threads_arg(ap)
+    ap.add_argument("--wait-quiet", type=float, default=0.0, metavar="S",
+                    help="before each benchmark, wait up to S seconds for the CPU to be idle "
+                         "(CPUs >= 95%% idle over 10 s)")
+    ap.add_argument("--repeat", type=int, default=1, metavar="N",
+                    help="run the whole suite N times and report each metric's median and "
+                         "range over the runs")
+    ap.add_argument("--gap", type=float, default=120.0, metavar="S",
+                    help="with --repeat: seconds to wait between runs")
+    args = ap.parse_args()
+    if args.repeat < 1 or args.gap < 0:
+        ap.error("--repeat must be >= 1 and --gap >= 0")
+    names = args.only or BENCHMARKS
     C.RESULTS.mkdir(parents=True, exist_ok=True)
     suffix = ".quick" if args.quick else ""
-    (C.RESULTS / f"summary{suffix}.json").write_text(json.dumps(
-        {"env_at_start": env, "env_at_end": C.environment(), "quick": args.quick,
-         "runs": runs, "summary": entries, "table": table}, indent=2, default=str) + "\n")
-    (C.RESULTS / f"report{suffix}.md").write_text(
-        "## Summary\n\n" + table + "\n\n" + report_markdown(runs, args.quick) + "\n")
+    all_entries, started = [], []
+    for k in range(1, args.repeat + 1):
+        if k > 1:
+            print(f"(waiting {args.gap:.0f} s before run {k} of {args.repeat})", flush=True)
+            time.sleep(args.gap)
+        env = C.environment()
+        started.append(env.get("date"))
+        entries, runs, table = run_suite(names, args)
+        record = {"env_at_start": env, "env_at_end": C.environment(), "quick": args.quick,
+                  "runs": runs, "summary": entries, "table": table}
+        text = "## Summary\n\n" + table + "\n\n" + report_markdown(runs, args.quick) + "\n"
+        (C.RESULTS / f"summary{suffix}.json").write_text(
+            json.dumps(record, indent=2, default=str) + "\n")
+        (C.RESULTS / f"report{suffix}.md").write_text(text)
+        if args.repeat > 1:
+            (C.RESULTS / f"summary.run{k}{suffix}.json").write_text(
+                json.dumps(record, indent=2, default=str) + "\n")
+            (C.RESULTS / f"report.run{k}{suffix}.md").write_text(text)
+        all_entries.append(entries)
+    if args.repeat > 1:
+        rows = aggregate(all_entries)
+        table = aggregate_table(rows, args.repeat)
+        judged = [r for r in rows if r["met"] is not None]
+        print(f"\nOver {args.repeat} runs (started {', '.join(map(str, started))}): median "
+              "and range of each ratio\n")
+        print(table)
+        print(f"\n{sum(r['met'] for r in judged)} of {len(judged)} targets met by the median")
+        (C.RESULTS / f"summary.repeat{suffix}.json").write_text(json.dumps(
+            {"started": started, "rows": rows, "table": table}, indent=2, default=str) + "\n")
+        (C.RESULTS / f"report.repeat{suffix}.md").write_text(
+            f"## Median and range over {args.repeat} runs\n\nRuns started: "
+            f"{', '.join(map(str, started))}\n\n{table}\n")
 
 
 if __name__ == "__main__":
