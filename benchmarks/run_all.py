@@ -97,6 +97,12 @@ def judge(value: float, target: str) -> bool | None:
             "==": value == bound}[op]
 
 
+def metric_key(metric: str) -> str:
+    """A metric's name without the part that names where a run found its minimum ("… (at
+    T=8192, torchscale)"), so that the same metric of several runs is gathered in one row."""
+    return re.sub(r"\s*\(at [^)]*\)", "", metric)
+
+
 def aggregate(runs: list[list[dict]]) -> list[dict]:
     """Per (benchmark, metric): median and range of ``measured`` over the runs, how many runs
     met the target, and the verdict of the median (of the run count where the target is not
@@ -104,7 +110,7 @@ def aggregate(runs: list[list[dict]]) -> list[dict]:
     keyed: dict[tuple[str, str], list[dict]] = {}
     for entries in runs:
         for e in entries:
-            keyed.setdefault((e["benchmark"], e["metric"]), []).append(e)
+            keyed.setdefault((e["benchmark"], metric_key(e["metric"])), []).append(e)
     out = []
     for (bench, metric), es in keyed.items():
         values = [e["measured"] for e in es if isinstance(e["measured"], (int, float))]
@@ -131,6 +137,21 @@ def aggregate_table(rows: list[dict], n_runs: int) -> str:
         [[r["benchmark"], r["metric"], fmt(r["median"]), f"{fmt(r['min'])} – {fmt(r['max'])}",
           r["target"], "—" if r["met_in_runs"] is None else r["met_in_runs"],
           C.verdict(r["met"])] for r in rows])
+
+
+def write_aggregate(all_entries: list[list[dict]], started: list, suffix: str) -> None:
+    rows = aggregate(all_entries)
+    table = aggregate_table(rows, len(all_entries))
+    judged = [r for r in rows if r["met"] is not None]
+    print(f"\nOver {len(all_entries)} runs (started {', '.join(map(str, started))}): median "
+          "and range of each ratio\n")
+    print(table)
+    print(f"\n{sum(r['met'] for r in judged)} of {len(judged)} targets met by the median")
+    (C.RESULTS / f"summary.repeat{suffix}.json").write_text(json.dumps(
+        {"started": started, "rows": rows, "table": table}, indent=2, default=str) + "\n")
+    (C.RESULTS / f"report.repeat{suffix}.md").write_text(
+        f"## Median and range over {len(all_entries)} runs\n\nRuns started: "
+        f"{', '.join(map(str, started))}\n\n{table}\n")
 
 
 def run_suite(names, args) -> tuple[list[dict], dict, str]:
@@ -189,12 +210,29 @@ def main() -> None:
                          "range over the runs")
     ap.add_argument("--gap", type=float, default=120.0, metavar="S",
                     help="with --repeat: seconds to wait between runs")
+    ap.add_argument("--aggregate", nargs="+", metavar="JSON",
+                    help="run nothing: gather saved run summaries (summary.runK.json) into the "
+                         "median-and-range report; a benchmark missing from a run may be "
+                         "added from its own results JSON (bench_NAME.json)")
     args = ap.parse_args()
     if args.repeat < 1 or args.gap < 0:
         ap.error("--repeat must be >= 1 and --gap >= 0")
     names = args.only or BENCHMARKS
     C.RESULTS.mkdir(parents=True, exist_ok=True)
     suffix = ".quick" if args.quick else ""
+    if args.aggregate:
+        gathered, started = [], []
+        for path in args.aggregate:
+            data = json.loads(Path(path).read_text())
+            if "runs" in data:  # a whole run of the suite
+                gathered.append([e for e in data["summary"] if e["metric"] != "run"])
+                started.append(data["env_at_start"].get("date"))
+            else:  # one benchmark's results: added to the earliest run that lacks it
+                name = Path(path).name.split(".")[0]
+                target = next(g for g in gathered if all(e["benchmark"] != name for e in g))
+                target.extend({"benchmark": name, **e} for e in data["summary"])
+        write_aggregate(gathered, started, suffix)
+        return
     all_entries, started = [], []
     for k in range(1, args.repeat + 1):
         if k > 1:
@@ -215,18 +253,7 @@ def main() -> None:
             (C.RESULTS / f"report.run{k}{suffix}.md").write_text(text)
         all_entries.append(entries)
     if args.repeat > 1:
-        rows = aggregate(all_entries)
-        table = aggregate_table(rows, args.repeat)
-        judged = [r for r in rows if r["met"] is not None]
-        print(f"\nOver {args.repeat} runs (started {', '.join(map(str, started))}): median "
-              "and range of each ratio\n")
-        print(table)
-        print(f"\n{sum(r['met'] for r in judged)} of {len(judged)} targets met by the median")
-        (C.RESULTS / f"summary.repeat{suffix}.json").write_text(json.dumps(
-            {"started": started, "rows": rows, "table": table}, indent=2, default=str) + "\n")
-        (C.RESULTS / f"report.repeat{suffix}.md").write_text(
-            f"## Median and range over {args.repeat} runs\n\nRuns started: "
-            f"{', '.join(map(str, started))}\n\n{table}\n")
+        write_aggregate(all_entries, started, suffix)
 
 
 if __name__ == "__main__":
