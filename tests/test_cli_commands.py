@@ -76,3 +76,14 @@ def test_analyze_writes_typed_results_and_plots(smoke):
         assert f"{r['resolution']:.4f}" in proc.stdout
     for png in ("expectation_curves.png", "expected_scores.png"):
         assert (out / png).read_bytes().startswith(b"\x89PNG")
+
+
+@pytest.mark.parametrize("command", ["train", "eval", "analyze", "generate", "reproduce",
+                                     "extend"])
+def test_help_states_defaults_without_none(command):
+    """--help teaches: it exits 0, and shows a default only where there is one to show."""
+    proc = run_cli(command, "--help")
+    assert proc.returncode == 0, proc.stderr
+    assert "usage: lexformer " + command in proc.stdout
+    assert "(default: None)" not in proc.stdout and "(default: False)" not in proc.stdout
+    assert "(default: " in proc.stdout  # real defaults are still shown

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import LexformerError
-from .options import attention_modes, checkpoint_corpus, int_list
+from .options import HelpFormatter, attention_modes, checkpoint_corpus, int_list
 
 
 def add_parser(sub) -> None:
@@ -18,7 +18,7 @@ def add_parser(sub) -> None:
                     "curves of RoPE and XPOS, and the checkpoint's expected pre-softmax score "
                     "ŝ[n] by distance at L and 2L with each attention mode, with R(ŝ). "
                     "Writes analysis.json and plots into --out.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--out", required=True, help="folder for analysis.json and the plots")
     p.add_argument("--corpus", help="text to measure on (default: the training corpus)")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..errors import LexformerError
 from .eval_tasks import PERPLEXITY, add_task_options, check_task_args, plan_tasks, run_planned_tasks
-from .options import int_list, name_list
+from .options import HelpFormatter, int_list, name_list
 
 #: the corpus a model without a training corpus (a pretrained one) is evaluated on
 PRETRAINED_DEFAULT_CORPUS = "shakespeare"
@@ -26,7 +26,7 @@ def add_parser(sub) -> None:
                     "bootstrap interval over documents (printed as ± half its width). "
                     "--task adds (or replaces it with) the context-use tasks: loss by position, "
                     "copy at a distance, passkey retrieval.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     p.add_argument("--model", "--checkpoint", dest="model", required=True,
                    help="the model: a lexformer run or checkpoint folder, a Hugging Face model "
                         "folder, a .gguf file, or smollm2 (--checkpoint is the same option)")

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from .eval import method_options_type
-from .options import int_list, name_list
+from .options import HelpFormatter, int_list, name_list
 
 
 def add_parser(sub) -> None:
@@ -25,7 +25,7 @@ def add_parser(sub) -> None:
                     "several length-extension methods, one resumable stage per method "
                     "(OUT/eval/<method>.json, reused only when the settings match), then "
                     "OUT/report.md with the table, a plot, time and memory per method.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     p.add_argument("--model", default="smollm2",
                    help="a Hugging Face model folder, a .gguf file, or smollm2")
     p.add_argument("--methods", type=name_list,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from .options import HelpFormatter
+
 from ..errors import LexformerError
 
 
@@ -13,7 +15,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser("generate", help="sample text from a checkpoint",
                        description="Continue --prompt. --temperature 0 is greedy decoding; "
                                    "--max-new-tokens 0 prints the prompt unchanged.",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=HelpFormatter)
     p.add_argument("--checkpoint", required=True,
                    help="the model: a lexformer run or checkpoint folder")
     p.add_argument("--prompt", default="\n")

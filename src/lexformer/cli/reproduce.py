@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from ..errors import LexformerError
-from .options import int_list, name_list
+from .options import HelpFormatter, int_list, name_list
 
 
 def add_parser(sub) -> None:
@@ -26,7 +26,7 @@ def add_parser(sub) -> None:
                     "--objective mlm runs the encoder experiment instead: every scheme trained "
                     "as a bidirectional masked-LM encoder and evaluated by masked-token loss "
                     "and accuracy at L/4 … 16·L, full and blockwise (docs/bidirectional.md).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     p.add_argument("--objective", default="clm", choices=list(OBJECTIVES),
                    help="clm: the paper's causal experiment; mlm: bidirectional encoders")
     p.add_argument("--preset", default="tiny", choices=sorted(PRESETS),

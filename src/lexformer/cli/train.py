@@ -17,7 +17,7 @@ RUNTIME = "runtime."
 def add_parser(sub) -> None:
     from ..config import RuntimeOptions, TrainConfig
     from ..presets import PRESETS
-    from .options import add_dataclass_options
+    from .options import HelpFormatter, add_dataclass_options
 
     p = sub.add_parser(
         "train", help="train one model at length L",
@@ -28,7 +28,7 @@ def add_parser(sub) -> None:
                     "torchrun the same command trains with DDP. --objective mlm trains a "
                     "bidirectional encoder on BERT-style masked tokens, with one id more than "
                     "the tokenizer for [MASK] (docs/bidirectional.md).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     p.add_argument("--preset", default="smoke", choices=sorted(PRESETS),
                    help="model size and token budget")
     p.add_argument("--out", required=True, help="run folder")
