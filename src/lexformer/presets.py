@@ -6,8 +6,9 @@ shape plus a budget in tokens); every field not set here keeps the dataclasses' 
 * ``tiny``   — the reproduction's default: sized so that five schemes train and are evaluated
   in about 45 minutes on a 2-core AVX2 CPU in fp32 (this project's machines, which have no
   native bf16): 1.3 M parameters, 1.64 M tokens, ~3,500 tokens/s.
-* ``small``  — the shape of the first reproduction (2026-11-27, docs/reproduction/2026-11-27-small/): 4.2 M
-  parameters, 2.46 M tokens; 44 min on a CPU with native bf16, about 2 h on an AVX2-only one.
+* ``small``  — the shape of the first reproduction (2026-11-27,
+  docs/reproduction/2026-11-27-small/): 4.2 M parameters, 2.46 M tokens; 44 min on a CPU with
+  native bf16, about 2 h on an AVX2-only one.
 * ``mlm-smoke``, ``mlm-tiny`` — ``smoke`` and ``tiny`` as bidirectional masked-LM encoders
   (``lexformer reproduce --objective mlm``, ``docs/bidirectional.md``); ``mlm-tiny`` trains
   on 1.31 M tokens instead of 1.64 M, which keeps the five-scheme experiment within 45 min.

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import argparse
-
-from .options import HelpFormatter
-
 from ..errors import LexformerError
+from .options import HelpFormatter
 
 
 def add_parser(sub) -> None:

@@ -3,8 +3,6 @@ bidirectional (encoder) experiment of ``docs/bidirectional.md``."""
 
 from __future__ import annotations
 
-import argparse
-
 from ..errors import LexformerError
 from .options import HelpFormatter, int_list, name_list
 

@@ -7,8 +7,6 @@ out keeps the preset's value.
 
 from __future__ import annotations
 
-import argparse
-
 from ..presets import from_preset
 
 RUNTIME = "runtime."

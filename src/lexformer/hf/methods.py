@@ -44,13 +44,14 @@ HF_METHODS: dict[str, HFMethod] = {m.name: m for m in (
              "grouped positions floor(j/G) beyond it"),
     HFMethod("blockwise+sinks", "window", "blockwise plus the S first tokens, placed just "
              "before each query block's window"),
-    HFMethod("pi", "rope", "position interpolation (transformers rope_type 'linear'); factor = length / L, "
-             "so the model unchanged up to L"),
-    HFMethod("dynamic-ntk", "rope", "dynamic NTK-aware base scaling (rope_type 'dynamic'); the model unchanged up "
-             "to L"),
-    HFMethod("yarn", "rope", "YaRN (rope_type 'yarn'); factor = length / L, so the model unchanged up to L"),
-    HFMethod("llama3", "rope", "Llama 3.1 frequency-band scaling (rope_type 'llama3'); factor = length / L, "
-             "so the model unchanged up to L"),
+    HFMethod("pi", "rope", "position interpolation (transformers rope_type 'linear'); "
+             "factor = length / L, so the model unchanged up to L"),
+    HFMethod("dynamic-ntk", "rope", "dynamic NTK-aware base scaling (rope_type 'dynamic'); "
+             "the model unchanged up to L"),
+    HFMethod("yarn", "rope", "YaRN (rope_type 'yarn'); factor = length / L, so the model "
+             "unchanged up to L"),
+    HFMethod("llama3", "rope", "Llama 3.1 frequency-band scaling (rope_type 'llama3'); "
+             "factor = length / L, so the model unchanged up to L"),
 )}
 
 
