@@ -9,7 +9,6 @@ distinguishable. The findings paragraph is generated, so it says what the number
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,17 +34,12 @@ class MLMTrainingRecord:
 
 def training_record(scheme: str, run_dir: Path) -> MLMTrainingRecord:
     from .checkpoint import read_meta
+    from .train import read_training_metrics
 
     meta = read_meta(run_dir)
     rec = MLMTrainingRecord(scheme, meta.get("step"), meta.get("tokens_seen"),
                             meta.get("last_loss"))
-    metrics = Path(run_dir) / "metrics.jsonl"
-    if metrics.exists():
-        lines = [json.loads(x) for x in metrics.read_text().splitlines() if x.strip()]
-        vals = [x["val_loss"] for x in lines if "val_loss" in x]
-        rec.val_loss = vals[-1] if vals else None
-        speeds = [x["tokens_per_s"] for x in lines if x.get("tokens_per_s")]
-        rec.tokens_per_s = float(np.median(speeds)) if speeds else None
+    rec.val_loss, rec.tokens_per_s = read_training_metrics(run_dir)
     return rec
 
 

@@ -32,8 +32,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from .analysis import AnalysisResult, analytic_resolutions, analyze_checkpoint
 from .checkpoint import has_checkpoint, load, read_meta, read_train_config
 from .config import describe_differences
@@ -45,7 +43,7 @@ from .report import ReportInputs, TrainingRecord, write_report
 from .report_context import ContextInputs
 from .tasks import TaskResults, TaskSettings, default_distances, run_tasks
 from .tasks.settings import DEFAULT_SAMPLES
-from .train import TrainConfig, prepare_data, train
+from .train import TrainConfig, prepare_data, read_training_metrics, train
 
 DEFAULT_SCHEMES = ("absolute", "alibi", "rope", "xpos", "none")
 ATTENTIONS = ("full", "blockwise")
@@ -397,13 +395,7 @@ def training_record(run: Run, run_dir: Path) -> TrainingRecord:
     meta = read_meta(run_dir)
     rec = TrainingRecord(run.scheme, run.seed, meta.get("step"), meta.get("tokens_seen"),
                          meta.get("last_loss"))
-    metrics = run_dir / "metrics.jsonl"
-    if metrics.exists():
-        lines = [json.loads(x) for x in metrics.read_text().splitlines() if x.strip()]
-        vals = [x["val_loss"] for x in lines if "val_loss" in x]
-        rec.val_loss = vals[-1] if vals else None
-        speeds = [x["tokens_per_s"] for x in lines if x.get("tokens_per_s")]
-        rec.tokens_per_s = float(np.median(speeds)) if speeds else None
+    rec.val_loss, rec.tokens_per_s = read_training_metrics(run_dir)
     return rec
 
 

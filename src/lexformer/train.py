@@ -62,6 +62,18 @@ class TrainSummary:
 
 
 # --------------------------------------------------------------------------- process state
+def read_training_metrics(run_dir: str | Path) -> tuple[float | None, float | None]:
+    """(last validation loss, median tokens/s) from a run's ``metrics.jsonl``; None for
+    what the file does not hold (or when there is no file)."""
+    path = Path(run_dir) / METRICS_FILE
+    if not path.exists():
+        return None, None
+    lines = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+    vals = [x["val_loss"] for x in lines if "val_loss" in x]
+    speeds = [x["tokens_per_s"] for x in lines if x.get("tokens_per_s")]
+    return (vals[-1] if vals else None), (float(np.median(speeds)) if speeds else None)
+
+
 def _rng_state() -> dict[str, Any]:
     state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
              "python": random.getstate()}
