@@ -39,8 +39,8 @@ from .errors import LexformerError
 from .evaluate import PerplexityResult, check_lengths, default_lengths, evaluate_model
 from .fileio import atomic_write_json, ensure_writable_dir
 from .presets import from_preset
-from .report import ReportInputs, TrainingRecord, write_report
-from .report_context import ContextInputs
+from .experiments.reproduce_report import ReportInputs, TrainingRecord, write_report
+from .experiments.context_report import ContextInputs
 from .tasks import TaskResults, TaskSettings, default_distances, run_tasks
 from .tasks.settings import DEFAULT_SAMPLES
 from .train import TrainConfig, prepare_data, read_training_metrics, train

@@ -25,12 +25,12 @@ from typing import Any
 
 import numpy as np
 
-from .analysis import AnalysisResult
-from .evaluate import Label, LengthResult, PerplexityResult
-from .fileio import atomic_write_json, atomic_write_text
-from .paper import PAPER_TRAIN_LENGTH, TABLE2, TABLE2_BY_LABEL, TABLE3, TABLE5
-from .report_context import ContextInputs, context_json, section_context, write_context_plots
-from .stats import Difference, resample_indices, seed_difference
+from ..analysis import AnalysisResult
+from ..evaluate import Label, LengthResult, PerplexityResult
+from ..fileio import atomic_write_json, atomic_write_text
+from ..paper import PAPER_TRAIN_LENGTH, TABLE2, TABLE2_BY_LABEL, TABLE3, TABLE5
+from .context_report import ContextInputs, context_json, section_context, write_context_plots
+from ..stats import Difference, resample_indices, seed_difference
 
 ATTENTIONS = ("full", "blockwise")
 LEX = Label("xpos", "blockwise")
@@ -277,7 +277,7 @@ def section_training(inp: ReportInputs) -> list[str]:
 def section_provenance(inp: ReportInputs) -> list[str]:
     import torch
 
-    from . import __version__
+    from .. import __version__
 
     lines = ["## Provenance", "", f"- command: `{inp.command}`",
              f"- wall-clock of this invocation: {_fmt_eta(inp.wall)} (stages already on disk "
@@ -392,7 +392,7 @@ def section_findings(inp: ReportInputs) -> list[str]:
 
 # --------------------------------------------------------------------------- files
 def write_plots(out: Path, inp: ReportInputs) -> tuple[Path, Path, Path]:
-    from .plots import plot_expectation_curves, plot_expected_scores, plot_perplexity_vs_length
+    from ..plots import plot_expectation_curves, plot_expected_scores, plot_perplexity_vs_length
 
     plots, L = out / "plots", inp.train_length
     curves = {lab: {n: mean_perplexity(inp.evals, lab, n) for n in inp.lengths}

@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from .fileio import atomic_write_json, atomic_write_text
-from .mlm import MaskedLengthResult, MaskedLMResult
-from .stats import resample_indices
+from ..fileio import atomic_write_json, atomic_write_text
+from ..mlm import MaskedLengthResult, MaskedLMResult
+from ..stats import resample_indices
 
 TARGET = "xpos"
 
@@ -33,8 +33,8 @@ class MLMTrainingRecord:
 
 
 def training_record(scheme: str, run_dir: Path) -> MLMTrainingRecord:
-    from .checkpoint import read_meta
-    from .train import read_training_metrics
+    from ..checkpoint import read_meta
+    from ..train import read_training_metrics
 
     meta = read_meta(run_dir)
     rec = MLMTrainingRecord(scheme, meta.get("step"), meta.get("tokens_seen"),
@@ -227,7 +227,7 @@ def section_provenance(inp: MLMReportInputs) -> list[str]:
 # --------------------------------------------------------------------------- outputs
 def plot_mlm_loss(path: Path, inp: MLMReportInputs) -> Path:
     """Masked-token loss against length, one panel per attention mode, one line per scheme."""
-    from .plots import pyplot, save_figure
+    from ..plots import pyplot, save_figure
 
     plt = pyplot()
     attentions = inp.attentions

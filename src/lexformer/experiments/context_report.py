@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .tasks.results import BinLoss, CopyScore, TaskResults
+from ..tasks.results import BinLoss, CopyScore, TaskResults
 
 ATTENTIONS = ("full", "blockwise")
 #: a copy gain at or below this reads as "about 0" (the model does not copy at that distance)
@@ -162,7 +162,7 @@ def _mean_results(c: ContextInputs) -> tuple[dict, dict]:
 
 def write_context_plots(plots: Path, c: ContextInputs) -> tuple[Path, Path]:
     """``position_loss.png`` and ``copy_gain.png`` in ``plots``."""
-    from .tasks.plots import plot_copy_gain, plot_position_loss
+    from ..tasks.plots import plot_copy_gain, plot_position_loss
 
     bins, copies = _mean_results(c)
     return (plot_position_loss(plots / "position_loss.png", bins, c.train_length),

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .evaluate import LengthResult
-from .fileio import atomic_write_text
-from .stats import perplexity_difference, resample_indices
+from ..evaluate import LengthResult
+from ..fileio import atomic_write_text
+from ..stats import perplexity_difference, resample_indices
 
 PLOT = "plots/perplexity_vs_length.png"
 #: documents' summed NLL within this relative distance count as the same score (see _same)
@@ -71,7 +71,7 @@ def section_header(run) -> list[str]:
 
 
 def section_methods(run) -> list[str]:
-    from .hf.methods import HF_METHODS
+    from ..hf.methods import HF_METHODS
 
     lines = ["## Methods", "", "| method | what it does | source |", "|---|---|---|"]
     for st in run.stages:
@@ -226,7 +226,7 @@ def _versions() -> str:
     import numpy
     import torch
 
-    from . import __version__
+    from .. import __version__
 
     try:
         import transformers
