@@ -23,7 +23,12 @@ from lexformer.experiments.reporting import (
     value_cell,
     write_report_files,
 )
-from lexformer.stats import ratio_difference_interval, resample_indices, resampled_ratio
+from lexformer.stats import (
+    ratio_difference_interval,
+    ratio_interval,
+    resample_indices,
+    resampled_ratio,
+)
 
 
 def test_cells_keep_each_reports_text():
@@ -95,5 +100,9 @@ def test_ratio_difference_interval_is_the_paired_bootstrap():
     assert np.allclose(resampled_ratio(a, masked, idx),
                        a[idx].sum(axis=1) / masked[idx].sum(axis=1))
     assert ratio_difference_interval(a[:1], b[:1], masked[:1]) is None
+    ratios = a[idx].sum(axis=1) / masked[idx].sum(axis=1)
+    assert ratio_interval(a, masked, idx) == pytest.approx(
+        (np.percentile(ratios, 2.5), np.percentile(ratios, 97.5)))
+    assert ratio_interval(a[:1], masked[:1]) is None
     with pytest.raises(LexformerError):
         ratio_difference_interval(a, b[:3], masked)

@@ -178,6 +178,18 @@ def resampled_ratio(doc_sum: Sequence[float], doc_count: Sequence[float],
     return np.asarray(doc_sum, dtype=np.float64)[indices].sum(axis=1) / np.maximum(total, 1.0)
 
 
+def ratio_interval(doc_sum: Sequence[float], doc_count: Sequence[float],
+                   indices: np.ndarray | None = None,
+                   level: float = LEVEL) -> tuple[float, float] | None:
+    """Percentile bootstrap interval of ``Σ sum / Σ count`` over documents (a masked-token
+    loss); None for a single document (nothing to resample)."""
+    if len(doc_sum) < 2:
+        return None
+    if indices is None:
+        indices = resample_indices(len(doc_sum))
+    return _percentiles(resampled_ratio(doc_sum, doc_count, indices), level)
+
+
 def ratio_difference_interval(doc_sum_a: Sequence[float], doc_sum_b: Sequence[float],
                               doc_count: Sequence[float], indices: np.ndarray | None = None,
                               level: float = LEVEL) -> tuple[float, float] | None:
@@ -197,5 +209,5 @@ def ratio_difference_interval(doc_sum_a: Sequence[float], doc_sum_b: Sequence[fl
 
 __all__ = ["DEFAULT_RESAMPLES", "DEFAULT_SEED", "TIE_TOLERANCE", "Difference",
            "perplexity_difference", "perplexity_interval", "ratio_difference_interval",
-           "resample_indices", "resampled_perplexity", "resampled_ratio", "seed_difference",
-           "seed_interval", "t_quantile_975"]
+           "ratio_interval", "resample_indices", "resampled_perplexity", "resampled_ratio",
+           "seed_difference", "seed_interval", "t_quantile_975"]
