@@ -215,7 +215,7 @@ def stage_eval(p: MLMPipeline, scheme: str, documents) -> MaskedLMResult:
 
 def run_mlm_pipeline(settings: MLMSettings) -> Path:
     """Run (or finish) the masked-LM experiment into ``settings.out``; returns ``report.md``."""
-    from .mlm_report import MLMReportInputs, training_record, write_mlm_report
+    from .experiments.encoder_report import MLMReportInputs, training_record, write_mlm_report
 
     p = plan(settings)
     for scheme in p.configs:  # refuse a changed experiment before any work

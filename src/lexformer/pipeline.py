@@ -37,10 +37,10 @@ from .checkpoint import has_checkpoint, load, read_meta, read_train_config
 from .config import describe_differences
 from .errors import LexformerError
 from .evaluate import PerplexityResult, check_lengths, default_lengths, evaluate_model
+from .experiments.context_report import ContextInputs
+from .experiments.reproduce_report import ReportInputs, TrainingRecord, write_report
 from .fileio import atomic_write_json, ensure_writable_dir
 from .presets import from_preset
-from .report import ReportInputs, TrainingRecord, write_report
-from .report_context import ContextInputs
 from .tasks import TaskResults, TaskSettings, default_distances, run_tasks
 from .tasks.settings import DEFAULT_SAMPLES
 from .train import TrainConfig, prepare_data, read_training_metrics, train
