@@ -36,11 +36,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .attention import FULL_CHUNK, FULL_CHUNK_THRESHOLD, AttentionIntermediates, AttentionSpec
-from .positions import BIAS, ROTARY, PositionScheme
-from .positions.base import positions_on
-from .positions.bidirectional import bidirectional_logits
-from .positions.rotary import centre_on_queries
+from ..positions import BIAS, ROTARY, PositionScheme
+from ..positions.base import positions_on
+from ..positions.bidirectional import bidirectional_logits
+from ..positions.rotary import centre_on_queries
+from .causal import FULL_CHUNK, FULL_CHUNK_THRESHOLD
+from .kernels import AttentionIntermediates, eager_softmax, sdpa_masked, windowed
+from .spec import AttentionSpec
 
 #: full bidirectional XPOS over more tokens than this runs in query chunks of XPOS_CHUNK:
 #: its (chunk, n) logits are materialised, so the chunk bounds memory as well as the factors
@@ -152,13 +154,7 @@ def _attend(q, k, v, q_rel, k_rel, scheme, visible, bias, dropout_p):
         return probs.to(v.dtype) @ v
     if scheme.kind == ROTARY:
         q, k = scheme.rotate_queries(q, q_rel), scheme.rotate_keys(k, k_rel)
-    mask = visible
-    if bias is not None:
-        # 4-D: torch's fused CPU kernel takes a 4-D float mask, a 3-D one goes to the math path
-        mask = bias.to(q.device, q.dtype)[None]
-        if visible is not None:
-            mask = mask.masked_fill(~visible, float("-inf"))
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+    return sdpa_masked(q, k, v, visible, bias, dropout_p)
 
 
 # --------------------------------------------------------------------------- fast paths
@@ -178,7 +174,7 @@ def bidirectional_attention(
     """
     T = q.shape[-2]
     if spec.mode == "blockwise" and T > 2 * spec.block:
-        return _windowed(q, k, v, scheme, spec.block, dropout_p)
+        return _windowed(q, k, v, scheme, spec, dropout_p)
     # up to two blocks every query sees every key: blockwise is full attention there
     return _full(q, k, v, scheme, dropout_p, memo)
 
@@ -233,32 +229,15 @@ def _full(q, k, v, scheme, dropout_p, memo=None):
     return outs[0] if len(outs) == 1 else torch.cat(outs, dim=-2)
 
 
-def _windowed(q, k, v, scheme, h: int, dropout_p: float):
+def _windowed(q, k, v, scheme, spec, dropout_p: float):
     """Blockwise bidirectional attention in O(n·h): query block b against the unfolded window
-    of blocks b−1, b, b+1; keys outside 0..T−1 (the padding) are masked per window."""
-    B, H, T, D = q.shape
-    n_blocks = -(-T // h)
-    pad = n_blocks * h - T
-    q = F.pad(q, (0, 0, 0, pad))
-    k, v = (F.pad(x, (0, 0, h, pad + h)) for x in (k, v))  # one block of padding either side
+    of blocks b−1, b, b+1 (:func:`.kernels.windowed`); keys outside 0..T−1 (the padding) are
+    masked per window."""
+    def attend_window(qb, kw, vw, q_rel, k_rel, visible, bias):
+        return _attend(qb, kw, vw, q_rel, k_rel, scheme, visible, bias, dropout_p)
 
-    def windows(x):  # (B, H, (n_blocks + 2)·h, D) → (B·n_blocks, H, 3h, D)
-        win = x.unfold(2, 3 * h, h)  # (B, H, n_blocks, D, 3h)
-        return win.permute(0, 2, 1, 4, 3).reshape(B * n_blocks, H, 3 * h, D)
-
-    qb = q.reshape(B, H, n_blocks, h, D).transpose(1, 2).reshape(B * n_blocks, H, h, D)
-    kw, vw = windows(k), windows(v)
-    # Window-local positions: keys 0..3h−1, queries h..2h−1, centred on the queries.
-    centre = h + (h - 1) // 2
-    q_rel, k_rel = range(h - centre, 2 * h - centre), range(-centre, 3 * h - centre)
-    key_pos = (torch.arange(n_blocks, device=q.device)[:, None] * h
-               + torch.arange(3 * h, device=q.device)[None, :] - h)  # global, (n_blocks, 3h)
-    valid = (key_pos >= 0) & (key_pos < T)
-    visible = valid[None].expand(B, n_blocks, 3 * h).reshape(B * n_blocks, 1, 1, 3 * h)
-    bias = scheme(torch.arange(h, 2 * h), torch.arange(3 * h)) if scheme.kind == BIAS else None
-    out = _attend(qb, kw, vw, q_rel, k_rel, scheme, visible, bias, dropout_p)
-    out = out.reshape(B, n_blocks, H, h, D).transpose(1, 2).reshape(B, H, n_blocks * h, D)
-    return out[..., :T, :]
+    out = windowed(q, k, v, spec.window_layout(), scheme, attend_window)
+    return out[..., :q.shape[-2], :]
 
 
 # --------------------------------------------------------------------------- general path
@@ -305,12 +284,7 @@ def attend_bidirectional_eager(
             scores = scheme.scores(qf, kf, q_pos, k_pos, causal=False)
         else:
             scores = (qf @ kf.transpose(-1, -2)) * q.shape[-1] ** -0.5
-        if bias is not None:
-            scores = scores + bias.to(scores.device).float()
-        scores = scores.masked_fill(~visible, float("-inf"))
-        probs = torch.softmax(scores, dim=-1)
-        out = (probs @ v.float()).to(v.dtype)
-    return out, AttentionIntermediates(scores, probs)
+        return eager_softmax(scores, bias, visible, v)
 
 
 __all__ = ["FLASH_MIN_LENGTH", "XPOS_CHUNK", "XPOS_CHUNK_THRESHOLD", "TwoSidedAttention",
