@@ -38,6 +38,7 @@ def contenders(T: int) -> dict:
 
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(1, H, T, D, generator=g) for _ in range(3))
+    qg, kg, vg = (x.clone().requires_grad_(True) for x in (q, k, v))  # the backward's own
     spec = AttentionSpec("blockwise", block=BLOCK)
     rule = spec.mask()
     block_mask = create_block_mask(lambda b, h, qi, ki: rule(qi, ki), None, None, T, T,
@@ -45,18 +46,17 @@ def contenders(T: int) -> dict:
     flex = torch.compile(flex_attention, dynamic=False)
     scheme = NoPosition()
 
-    def today():
+    def today(q=q, k=k, v=v):
         return causal_attention(q, k, v, scheme, spec)
 
-    def flexed():
+    def flexed(q=q, k=k, v=v):
         return flex(q, k, v, block_mask=block_mask)
 
     def with_backward(fn):
         def run():
-            for x in (q, k, v):
+            for x in (qg, kg, vg):
                 x.grad = None
-                x.requires_grad_(True)
-            fn().sum().backward()
+            fn(qg, kg, vg).sum().backward()
         return run
 
     with torch.no_grad():
