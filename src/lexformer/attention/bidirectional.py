@@ -37,11 +37,10 @@ import torch
 import torch.nn.functional as F
 
 from ..positions import BIAS, ROTARY, PositionScheme
-from ..positions.base import positions_on
 from ..positions.bidirectional import bidirectional_logits
 from ..positions.rotary import centre_on_queries
 from .causal import FULL_CHUNK, FULL_CHUNK_THRESHOLD
-from .kernels import AttentionIntermediates, eager_softmax, sdpa_masked, windowed
+from .kernels import AttentionIntermediates, eager_softmax, positioned, sdpa_masked, windowed
 from .spec import AttentionSpec
 
 #: full bidirectional XPOS over more tokens than this runs in query chunks of XPOS_CHUNK:
@@ -242,11 +241,8 @@ def _windowed(q, k, v, scheme, spec, dropout_p: float):
 
 # --------------------------------------------------------------------------- general path
 def _positioned(q_pos, k_pos, scheme, spec, device):
-    q_pos = q_pos.to(torch.int64).cpu()
-    k_pos = k_pos.to(torch.int64).cpu()
+    q_pos, k_pos, visible, bias = positioned(q_pos, k_pos, scheme, spec, device)
     q_rel, k_rel = centre_on_queries(q_pos, k_pos)
-    visible = spec.visible(positions_on(q_pos, device), positions_on(k_pos, device))
-    bias = scheme(q_pos, k_pos) if scheme.kind == BIAS else None
     return q_pos, k_pos, q_rel, k_rel, visible, bias
 
 

@@ -28,8 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from ..positions import BIAS, ROTARY, PositionScheme
-from ..positions.base import positions_on
-from .kernels import AttentionIntermediates, eager_softmax, sdpa_masked, windowed
+from .kernels import AttentionIntermediates, eager_softmax, positioned, sdpa_masked, windowed
 from .masks import causal
 from .spec import AttentionSpec
 
@@ -204,14 +203,11 @@ def _windowed(q, k, v, scheme, spec, dropout_p):
 def _positioned(q, k, q_pos, k_pos, scheme, spec):
     """Rotary transform with positions re-centred on the queries, the visibility mask and
     the bias: what both general paths need before the attention product."""
-    q_pos = q_pos.to(torch.int64).cpu()
-    k_pos = k_pos.to(torch.int64).cpu()
+    q_pos, k_pos, visible, bias = positioned(q_pos, k_pos, scheme, spec, q.device)
     if scheme.kind == ROTARY:
         centre = (int(q_pos.min()) + int(q_pos.max())) // 2
         q = scheme.rotate_queries(q, q_pos - centre)
         k = scheme.rotate_keys(k, k_pos - centre)
-    visible = spec.visible(positions_on(q_pos, q.device), positions_on(k_pos, q.device))
-    bias = scheme(q_pos, k_pos) if scheme.kind == BIAS else None
     return q, k, visible, bias
 
 

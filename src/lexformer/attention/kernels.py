@@ -17,8 +17,9 @@ import torch
 import torch.nn.functional as F
 
 from ..positions import BIAS, PositionScheme
+from ..positions.base import positions_on
 from .masks import MaskFn
-from .spec import WindowLayout
+from .spec import AttentionSpec, WindowLayout
 
 
 class AttentionIntermediates(NamedTuple):
@@ -44,6 +45,17 @@ def sdpa_masked(q, k, v, visible, bias, dropout_p: float = 0.0) -> torch.Tensor:
         if visible is not None:
             mask = mask.masked_fill(~visible, float("-inf"))
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+
+
+def positioned(q_pos, k_pos, scheme: PositionScheme, spec: AttentionSpec, device):
+    """What every general path needs before its product: the positions as int64 on the CPU
+    (host metadata: their min/max decide the centring), the spec's (Tq, Tk) visibility on
+    ``device`` and ALiBi's bias (None for other schemes)."""
+    q_pos = q_pos.to(torch.int64).cpu()
+    k_pos = k_pos.to(torch.int64).cpu()
+    visible = spec.visible(positions_on(q_pos, device), positions_on(k_pos, device))
+    bias = scheme(q_pos, k_pos) if scheme.kind == BIAS else None
+    return q_pos, k_pos, visible, bias
 
 
 def eager_softmax(scores, bias, visible, v) -> tuple[torch.Tensor, AttentionIntermediates]:
@@ -109,4 +121,5 @@ def windowed(q, k, v, layout: WindowLayout, scheme: PositionScheme, attend_windo
     return out.reshape(B, n_win, H, c, D).transpose(1, 2).reshape(B, H, n_win * c, D)
 
 
-__all__ = ["AttentionIntermediates", "eager_softmax", "sdpa_masked", "windowed"]
+__all__ = ["AttentionIntermediates", "eager_softmax", "positioned", "sdpa_masked",
+           "windowed"]
