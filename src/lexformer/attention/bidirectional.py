@@ -157,15 +157,9 @@ def _attend(q, k, v, q_rel, k_rel, scheme, visible, bias, dropout_p):
 
 
 # --------------------------------------------------------------------------- fast paths
-def bidirectional_attention(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    scheme: PositionScheme,
-    spec: AttentionSpec,
-    dropout_p: float = 0.0,
-    memo: dict | None = None,
-) -> torch.Tensor:
+def bidirectional_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                            scheme: PositionScheme, spec: AttentionSpec, dropout_p: float = 0.0,
+                            memo: dict | None = None) -> torch.Tensor:
     """Bidirectional self-attention over a whole sequence at positions 0..T−1.
 
     q, k, v: (B, H, T, D) before any rotary transform. Returns (B, H, T, D). ``memo``: a dict
@@ -178,13 +172,9 @@ def bidirectional_attention(
     return _full(q, k, v, scheme, dropout_p, memo)
 
 
-def bidirectional_attention_packed(
-    qkv: torch.Tensor,
-    scheme: PositionScheme,
-    spec: AttentionSpec,
-    dropout_p: float = 0.0,
-    memo: dict | None = None,
-) -> torch.Tensor:
+def bidirectional_attention_packed(qkv: torch.Tensor, scheme: PositionScheme, spec: AttentionSpec,
+                                   dropout_p: float = 0.0,
+                                   memo: dict | None = None) -> torch.Tensor:
     """:func:`bidirectional_attention` on a packed (B, T, 3, H, D) projection."""
     q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
     return bidirectional_attention(q, k, v, scheme, spec, dropout_p, memo)
@@ -246,31 +236,18 @@ def _positioned(q_pos, k_pos, scheme, spec, device):
     return q_pos, k_pos, q_rel, k_rel, visible, bias
 
 
-def attend_bidirectional(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    q_pos: torch.Tensor,
-    k_pos: torch.Tensor,
-    scheme: PositionScheme,
-    spec: AttentionSpec,
-    dropout_p: float = 0.0,
-) -> torch.Tensor:
+def attend_bidirectional(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_pos: torch.Tensor,
+                         k_pos: torch.Tensor, scheme: PositionScheme, spec: AttentionSpec,
+                         dropout_p: float = 0.0) -> torch.Tensor:
     """Queries at ``q_pos`` over keys at ``k_pos`` (any positions), visibility from ``spec``
     (non-causal). q: (B, H, Tq, D), k and v: (B, H, Tk, D), unrotated; → (B, H, Tq, D)."""
     _, _, q_rel, k_rel, visible, bias = _positioned(q_pos, k_pos, scheme, spec, q.device)
     return _attend(q, k, v, q_rel, k_rel, scheme, visible, bias, dropout_p)
 
 
-def attend_bidirectional_eager(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    q_pos: torch.Tensor,
-    k_pos: torch.Tensor,
-    scheme: PositionScheme,
-    spec: AttentionSpec,
-) -> tuple[torch.Tensor, AttentionIntermediates]:
+def attend_bidirectional_eager(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                               q_pos: torch.Tensor, k_pos: torch.Tensor, scheme: PositionScheme,
+                               spec: AttentionSpec) -> tuple[torch.Tensor, AttentionIntermediates]:
     """:func:`attend_bidirectional` in float32 with the (B, H, Tq, Tk) scores (−inf where
     hidden) and probabilities materialised: ``(out, AttentionIntermediates)``."""
     q_pos, k_pos, _, _, visible, bias = _positioned(q_pos, k_pos, scheme, spec, q.device)

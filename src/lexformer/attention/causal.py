@@ -92,15 +92,9 @@ def _full_with_bias(q, k, v, scheme, dropout_p, memo):
 
 
 # --------------------------------------------------------------------------- fast paths
-def causal_attention(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    scheme: PositionScheme,
-    spec: AttentionSpec,
-    dropout_p: float = 0.0,
-    memo: BiasMemo | None = None,
-) -> torch.Tensor:
+def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scheme: PositionScheme,
+                     spec: AttentionSpec, dropout_p: float = 0.0,
+                     memo: BiasMemo | None = None) -> torch.Tensor:
     """Self-attention over a whole sequence at positions 0..T−1.
 
     q, k, v: (B, H, T, D) before any rotary transform. Returns (B, H, T, D). ``memo``: a
@@ -119,13 +113,8 @@ def causal_attention(
     return _windowed(q, k, v, scheme, spec, dropout_p)
 
 
-def causal_attention_packed(
-    qkv: torch.Tensor,
-    scheme: PositionScheme,
-    spec: AttentionSpec,
-    dropout_p: float = 0.0,
-    memo: BiasMemo | None = None,
-) -> torch.Tensor:
+def causal_attention_packed(qkv: torch.Tensor, scheme: PositionScheme, spec: AttentionSpec,
+                            dropout_p: float = 0.0, memo: BiasMemo | None = None) -> torch.Tensor:
     """:func:`causal_attention` on a packed (B, T, 3, H, D) projection.
 
     Same result; in full mode with a rotary scheme it rotates q and k in one pass over the
@@ -211,16 +200,9 @@ def _positioned(q, k, q_pos, k_pos, scheme, spec):
     return q, k, visible, bias
 
 
-def attend(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    q_pos: torch.Tensor,
-    k_pos: torch.Tensor,
-    scheme: PositionScheme,
-    spec: AttentionSpec,
-    dropout_p: float = 0.0,
-) -> torch.Tensor:
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_pos: torch.Tensor,
+           k_pos: torch.Tensor, scheme: PositionScheme, spec: AttentionSpec,
+           dropout_p: float = 0.0) -> torch.Tensor:
     """Attention of queries at ``q_pos`` over keys at ``k_pos`` (any positions, e.g. a cache).
 
     q: (B, H, Tq, D), k and v: (B, H, Tk, D), all before the rotary transform. Visibility
@@ -231,15 +213,9 @@ def attend(
     return sdpa_masked(q, k, v, visible, bias, dropout_p)
 
 
-def attend_eager(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    q_pos: torch.Tensor,
-    k_pos: torch.Tensor,
-    scheme: PositionScheme,
-    spec: AttentionSpec,
-) -> tuple[torch.Tensor, AttentionIntermediates]:
+def attend_eager(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_pos: torch.Tensor,
+                 k_pos: torch.Tensor, scheme: PositionScheme,
+                 spec: AttentionSpec) -> tuple[torch.Tensor, AttentionIntermediates]:
     """:func:`attend` computed eagerly in float32: ``(out, AttentionIntermediates)``.
 
     The same maths as the SDPA paths, with the (B, H, Tq, Tk) scores and probabilities
