@@ -263,6 +263,28 @@ def test_bad_options_are_clear_errors():
         resolve_settings("blockwise", 64, MethodOptions(block=-1))
 
 
+def test_each_method_is_one_complete_record():
+    """Everything a caller asks of a method comes from its HFMethod record."""
+    from lexformer.hf.methods import HF_METHODS, get_method
+
+    for name, m in HF_METHODS.items():
+        assert m.name == name and m.source not in ("", "–")
+        assert (m.plan is not None) == (m.kind == "window")
+        assert (m.rope_type is not None) == (m.kind == "rope")
+        # every key visible: the native model, the RoPE rescalings and SelfExtend
+        assert m.quadratic == (m.kind != "window" or name == "self-extend")
+        if m.kind == "window":
+            assert resolve_settings(name, 64, OPTIONS).plan is m.plan
+    assert [n for n, m in HF_METHODS.items() if m.extend_default] == [
+        "full", "blockwise", "blockwise+sinks", "yarn"]
+    # G = 8, w = L/4 = 16: (L − 1 − w + ⌊w/G⌋)·G + G
+    assert get_method("self-extend").longest(64, None) == (64 - 1 - 16 + 2) * 8 + 8
+    assert get_method("yarn").longest(64, MethodOptions(target_length=300)) == 300
+    assert get_method("yarn").longest(64, None) is None
+    assert get_method("blockwise").longest(64, None) is None
+    assert resolve_settings("sinks", 64, MethodOptions(sinks=6)).window == 58
+
+
 def test_non_rope_model_is_refused(tmp_path):
     config = transformers.GPT2Config(vocab_size=50, n_embd=32, n_layer=1, n_head=2,
                                      n_positions=32)

@@ -14,13 +14,7 @@ import torch
 
 from ..errors import LexformerError
 from ..lm import check_attention
-from .methods import (
-    HF_METHODS,
-    MethodOptions,
-    get_method,
-    resolve_settings,
-    self_extend_max_length,
-)
+from .methods import HF_METHODS, MethodOptions, get_method, resolve_settings
 from .patch import rotary_owner, use_method
 
 #: positions whose logits are computed at once when scoring
@@ -118,14 +112,10 @@ class HFLanguageModel:
 
     def max_length(self, attention: str) -> int | None:
         """None where the method scores any length; SelfExtend stops where its grouped
-        positions would pass L; a RoPE rescaling with a fixed target stops there."""
-        kind = get_method(check_attention(self, attention)).kind
-        if attention == "self-extend":
-            settings = resolve_settings(attention, self.context_length, self.options)
-            return self_extend_max_length(settings, self.context_length)
-        if kind == "rope" and self.options.target_length:
-            return self.options.target_length
-        return None
+        positions would pass L; a RoPE rescaling with a fixed target stops there (each
+        method's record says: :meth:`lexformer.hf.methods.HFMethod.longest`)."""
+        return get_method(check_attention(self, attention)).longest(self.context_length,
+                                                                    self.options)
 
 
 def open_hf_model(spec: str, options: MethodOptions | None = None,
