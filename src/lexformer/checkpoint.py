@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -170,6 +170,68 @@ def validate_meta(meta: Any) -> TrainConfig:
     return train
 
 
+@dataclass(frozen=True)
+class RunMeta:
+    """The metadata written beside every checkpoint (``config.json``), typed.
+
+    ``train`` holds the model config too (``model`` is ``train.model``); the JSON keeps both
+    sections, as every checkpoint has. Fields that the first checkpoints lacked are None
+    there. Keys this class does not know are kept in ``extra`` and written back unchanged.
+    """
+
+    train: TrainConfig
+    step: int
+    corpus_name: str
+    corpus_fingerprint: str
+    last_loss: float | None = None
+    lexformer_version: str | None = None
+    torch_version: str | None = None
+    tokenizer: dict[str, Any] | None = None
+    world_size: int | None = None
+    #: what decides the last bits of the numbers (docs/reproducibility.md)
+    numerics: dict[str, Any] | None = None
+    tokens_seen: int | None = None
+    #: the [MASK] id of a masked-LM encoder (lexformer.mlm); None for a causal model
+    mask_token_id: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _require(isinstance(self.step, int) and not isinstance(self.step, bool)
+                 and self.step >= 0, f"'step' must be a non-negative integer, got {self.step!r}")
+
+    @property
+    def model(self) -> ModelConfig:
+        return self.train.model
+
+    def to_json(self) -> dict[str, Any]:
+        """``config.json``'s object, keys in the order checkpoints have always had; an
+        optional field that is None (absent from an old checkpoint) stays absent."""
+        data = {"lexformer_version": self.lexformer_version,
+                "torch_version": self.torch_version, "model": self.model.to_dict(),
+                "train": self.train.to_dict(), "tokenizer": self.tokenizer,
+                "corpus": {"name": self.corpus_name, "fingerprint": self.corpus_fingerprint},
+                "world_size": self.world_size, "step": self.step, "numerics": self.numerics,
+                "tokens_seen": self.tokens_seen, "last_loss": self.last_loss,
+                "mask_token_id": self.mask_token_id}
+        return {**{k: v for k, v in data.items() if v is not None or k == "last_loss"},
+                **self.extra}
+
+    @classmethod
+    def from_json(cls, data: Any) -> RunMeta:
+        """From ``config.json``'s object, checked field by field (:func:`validate_meta`)."""
+        train = validate_meta(data)
+        optional = {f.name: data.get(f.name) for f in fields(cls) if f.name in _OPTIONAL_META}
+        return cls(train=train, step=data["step"], corpus_name=data["corpus"]["name"],
+                   corpus_fingerprint=data["corpus"]["fingerprint"], **optional,
+                   extra={k: v for k, v in data.items() if k not in _KNOWN_META})
+
+
+#: the optional fields of :class:`RunMeta`, read as they are from ``config.json``
+_OPTIONAL_META = ("last_loss", "lexformer_version", "torch_version", "tokenizer", "world_size",
+                  "numerics", "tokens_seen", "mask_token_id")
+_KNOWN_META = {"model", "train", "corpus", "step", *_OPTIONAL_META}
+
+
 def read_meta(path: str | Path) -> dict[str, Any]:
     """The validated ``config.json`` of a checkpoint (or of a run folder's checkpoint)."""
     ckpt = resolve_checkpoint_dir(path)
@@ -179,6 +241,11 @@ def read_meta(path: str | Path) -> dict[str, Any]:
     except (json.JSONDecodeError, UnicodeDecodeError, LexformerError) as e:
         raise LexformerError(f"corrupt checkpoint {ckpt}: {CONFIG_FILE}: {_one_line(e)}") from e
     return meta
+
+
+def read_run_meta(path: str | Path) -> RunMeta:
+    """The typed ``config.json`` of a checkpoint (or of a run folder's checkpoint)."""
+    return RunMeta.from_json(read_meta(path))
 
 
 def read_train_config(path: str | Path) -> TrainConfig:
@@ -206,6 +273,11 @@ class Checkpoint:
     @property
     def step(self) -> int:
         return self.meta["step"]
+
+    @property
+    def run_meta(self) -> RunMeta:
+        """:attr:`meta` typed."""
+        return RunMeta.from_json(self.meta)
 
 
 def _read_weights(ckpt: Path, model: TransformerLM, device: str) -> dict[str, torch.Tensor]:
@@ -266,7 +338,7 @@ def load_train_state(path: str | Path) -> dict[str, Any]:
     return state
 
 
-__all__ = ["CONFIG_FILE", "Checkpoint", "LINK", "MODEL_FILE", "STATE_FILE", "TOKENIZER_FILE",
-           "has_checkpoint", "load", "load_train_state", "model_state", "read_meta",
-           "read_train_config", "remove_partial_checkpoints", "resolve_checkpoint_dir",
-           "save_checkpoint", "validate_meta"]
+__all__ = ["CONFIG_FILE", "Checkpoint", "LINK", "MODEL_FILE", "RunMeta", "STATE_FILE",
+           "TOKENIZER_FILE", "has_checkpoint", "load", "load_train_state", "model_state",
+           "read_meta", "read_run_meta", "read_train_config", "remove_partial_checkpoints",
+           "resolve_checkpoint_dir", "save_checkpoint", "validate_meta"]
