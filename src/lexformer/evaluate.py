@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from .errors import LexformerError
-from .lm import BATCH_TOKENS, LanguageModel, LexformerLM, score_sequences
+from .lm import BATCH_TOKENS, LanguageModel, LexformerLM, default_lengths, score_sequences
 from .model import TransformerLM
 from .stats import perplexity_interval, resample_indices
 
@@ -253,12 +253,6 @@ def format_table(results: Mapping[str, Mapping[int, LengthResult]], title: str =
             f"{format_cell(per[n]):>{width}}" if n in per else f"{'-':>{width}}"
             for n in lengths))
     return "\n".join(rows)
-
-
-def default_lengths(train_length: int, up_to: int = 16) -> list[int]:
-    """L/4, L/2, L, 2L, … up to ``up_to``·L (16·L: the paper's protocol)."""
-    return [train_length * 2 ** k // 4 for k in range(7)
-            if train_length * 2 ** k // 4 >= 2 and 2 ** k <= 4 * up_to]
 
 
 def _corpus_tokenizer(tokenizer_or_model: Any):
