@@ -27,9 +27,8 @@ from lexformer.mlm import (
     masked_documents,
 )
 from lexformer.mlm_pipeline import MLMSettings, mlm_config, run_mlm_pipeline
-from lexformer.presets import MLM_PRESETS, PRESETS
 from lexformer.model import IGNORE_INDEX, lm_loss
-from lexformer.presets import from_preset
+from lexformer.presets import MLM_PRESETS, PRESETS, from_preset
 from lexformer.train import train
 
 
