@@ -148,26 +148,10 @@ def _require(ok: bool, message: str) -> None:
 
 
 def validate_meta(meta: Any) -> TrainConfig:
-    """Check a ``config.json`` field by field; returns its training config. Required:
-    ``model``, ``train`` (today's layout or the first, flat one), ``step``, ``corpus``."""
-    _require(isinstance(meta, dict), "the file is not a JSON object")
-    for key in ("model", "train", "step", "corpus"):
-        _require(key in meta, f"missing field {key!r}")
-    model = ModelConfig.from_dict(meta["model"])
-    train = TrainConfig.from_dict(meta)
-    _require(train.model == model,
-             "'train.model' and 'model' describe different models")
-    step = meta["step"]
-    _require(isinstance(step, int) and not isinstance(step, bool) and step >= 0,
-             f"'step' must be a non-negative integer, got {step!r}")
-    corpus = meta["corpus"]
-    _require(isinstance(corpus, dict) and isinstance(corpus.get("name"), str)
-             and isinstance(corpus.get("fingerprint"), str),
-             "'corpus' must hold the strings 'name' and 'fingerprint'")
-    loss = meta.get("last_loss")
-    _require(loss is None or (isinstance(loss, (int, float)) and not isinstance(loss, bool)),
-             f"'last_loss' must be a number or null, got {loss!r}")
-    return train
+    """Check a ``config.json`` field by field (:meth:`RunMeta.from_json`); returns its
+    training config. Required: ``model``, ``train`` (today's layout or the first, flat one),
+    ``step``, ``corpus``."""
+    return RunMeta.from_json(meta).train
 
 
 @dataclass(frozen=True)
@@ -196,8 +180,14 @@ class RunMeta:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        _require(isinstance(self.train, TrainConfig), "'train' must be a TrainConfig")
         _require(isinstance(self.step, int) and not isinstance(self.step, bool)
                  and self.step >= 0, f"'step' must be a non-negative integer, got {self.step!r}")
+        _require(isinstance(self.corpus_name, str) and isinstance(self.corpus_fingerprint, str),
+                 "the corpus name and fingerprint must be strings")
+        loss = self.last_loss
+        _require(loss is None or (isinstance(loss, (int, float)) and not isinstance(loss, bool)),
+                 f"'last_loss' must be a number or null, got {loss!r}")
 
     @property
     def model(self) -> ModelConfig:
@@ -218,8 +208,17 @@ class RunMeta:
 
     @classmethod
     def from_json(cls, data: Any) -> RunMeta:
-        """From ``config.json``'s object, checked field by field (:func:`validate_meta`)."""
-        train = validate_meta(data)
+        """From ``config.json``'s object, checked field by field; one-line errors."""
+        _require(isinstance(data, dict), "the file is not a JSON object")
+        for key in ("model", "train", "step", "corpus"):
+            _require(key in data, f"missing field {key!r}")
+        model = ModelConfig.from_dict(data["model"])
+        train = TrainConfig.from_dict(data)
+        _require(train.model == model, "'train.model' and 'model' describe different models")
+        corpus = data["corpus"]
+        _require(isinstance(corpus, dict) and isinstance(corpus.get("name"), str)
+                 and isinstance(corpus.get("fingerprint"), str),
+                 "'corpus' must hold the strings 'name' and 'fingerprint'")
         optional = {f.name: data.get(f.name) for f in fields(cls) if f.name in _OPTIONAL_META}
         return cls(train=train, step=data["step"], corpus_name=data["corpus"]["name"],
                    corpus_fingerprint=data["corpus"]["fingerprint"], **optional,
