@@ -125,6 +125,22 @@ def test_is_a_language_model(tiny):
     assert lm.max_length("self-extend") == 171
 
 
+def test_score_provenance_and_default_lengths(tiny):
+    from lexformer.lm import DescribedModel, next_token_targets
+
+    lm = tiny[2]
+    assert isinstance(lm, DescribedModel)
+    ids = ids_of(100)
+    for method in ("full", "blockwise"):
+        scores = lm.score(ids, next_token_targets(ids), method)
+        assert torch.allclose(scores.nll[:, :-1], lm.token_nll(ids, method), atol=1e-6)
+        assert scores.nll[:, -1].eq(0).all() and not scores.correct[:, -1].any()
+    assert lm.default_lengths() == [16, 32, 64, 128]
+    prov = lm.provenance()
+    assert prov["checkpoint"] is None and prov["training_corpus"] is None
+    assert prov["method_options"]["block"] == OPTIONS.block
+
+
 def test_full_equals_unpatched_model(tiny):
     model, _, lm = tiny
     ids = ids_of(100)

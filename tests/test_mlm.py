@@ -27,9 +27,8 @@ from lexformer.mlm import (
     masked_documents,
 )
 from lexformer.mlm_pipeline import MLMSettings, mlm_config, run_mlm_pipeline
-from lexformer.presets import MLM_PRESETS, PRESETS
 from lexformer.model import IGNORE_INDEX, lm_loss
-from lexformer.presets import from_preset
+from lexformer.presets import MLM_PRESETS, PRESETS, from_preset
 from lexformer.train import train
 
 
@@ -289,3 +288,25 @@ def test_reproduce_mlm_cli_bad_input(tmp_path):
                 "--out", str(tmp_path / "o"))
     assert_clean_failure(r, "unknown scheme")
     assert not (tmp_path / "o" / "models").exists()
+
+
+def test_masked_results_are_length_results_with_the_masked_json_form():
+    """The encoder goes through the one evaluation loop; its cells are LengthResults whose
+    JSON keeps the masked-LM keys, and a result file reads back equal."""
+    from lexformer.evaluate import LengthResult, evaluate_by_length
+    from lexformer.lm import LexformerLM
+    from lexformer.mlm import MaskedLMResult
+
+    model = _encoder()
+    docs = [np.random.default_rng(i).integers(0, 40, size=32) for i in range(3)]
+    results = evaluate_masked_lm(LexformerLM(model), docs, [16, 32], ("full",))
+    inputs, targets = masked_documents(docs, 40, 40)
+    assert evaluate_by_length(LexformerLM(model), inputs, [16, 32], ["full"], targets=targets,
+                              progress=False) == results
+    cell = results["full"][32]
+    assert isinstance(cell, LengthResult) and cell.loss == cell.nll
+    assert set(cell.to_json()) == {"loss", "accuracy", "masked", "documents", "loss_ci95",
+                                   "doc_nll", "doc_correct", "doc_masked"}
+    saved = MaskedLMResult(model="xpos", corpus="c", split="test", results=results, step=3)
+    assert "checkpoint" not in saved.to_json()
+    assert MaskedLMResult.from_json(json.loads(json.dumps(saved.to_json()))) == saved

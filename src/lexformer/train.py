@@ -28,10 +28,11 @@ from typing_extensions import Self
 from . import __version__
 from .checkpoint import (
     Checkpoint,
+    RunMeta,
     has_checkpoint,
     load,
     load_train_state,
-    read_meta,
+    read_run_meta,
     remove_partial_checkpoints,
     save_checkpoint,
 )
@@ -169,7 +170,7 @@ def _validation_loss(model, batches, device, dtype, batch_size) -> float:
 
 
 # --------------------------------------------------------------------------- checks
-def check_run_folder(cfg: TrainConfig, out_dir: Path, resume: bool) -> dict[str, Any] | None:
+def check_run_folder(cfg: TrainConfig, out_dir: Path, resume: bool) -> RunMeta | None:
     """Refuse, before any work, an output folder that cannot be used for this run; returns
     the saved checkpoint's metadata when resuming. A resume must ask for exactly the saved
     config (runtime options aside); stale ``.partial`` folders of a killed save go."""
@@ -182,8 +183,8 @@ def check_run_folder(cfg: TrainConfig, out_dir: Path, resume: bool) -> dict[str,
         return None
     if not has_checkpoint(out_dir):
         raise LexformerError(f"--resume given but {out_dir} holds no checkpoint to resume")
-    meta = read_meta(out_dir)
-    differences = describe_differences(TrainConfig.from_dict(meta), cfg)
+    meta = read_run_meta(out_dir)
+    differences = describe_differences(meta.train, cfg)
     if differences:
         raise LexformerError(
             f"cannot resume {out_dir}: its checkpoint was trained with other settings "
@@ -204,10 +205,10 @@ class ResumePoint:
         return cls(load(out_dir), load_train_state(out_dir))
 
 
-def _finished_summary(cfg: TrainConfig, out_dir: Path, meta: dict[str, Any]) -> TrainSummary:
+def _finished_summary(cfg: TrainConfig, out_dir: Path, meta: RunMeta) -> TrainSummary:
     """The summary of a run that had already reached its budget (nothing is trained)."""
-    return TrainSummary(step=meta["step"], total_steps=cfg.total_steps(),
-                        loss=meta.get("last_loss"), val_loss=None, tokens_per_s=0.0,
+    return TrainSummary(step=meta.step, total_steps=cfg.total_steps(),
+                        loss=meta.last_loss, val_loss=None, tokens_per_s=0.0,
                         stopped_early=False, out_dir=str(out_dir),
                         parameters=load(out_dir).model.num_parameters(), already_finished=True)
 
@@ -329,26 +330,27 @@ class Trainer:
         self.step_no += 1
         return lr, float(self.dist.mean(loss_sum / cfg.grad_accum))
 
+    def run_meta(self) -> RunMeta:
+        """What is written beside the checkpoint of the current step."""
+        cfg, step = self.cfg, self.step_no
+        return RunMeta(
+            train=cfg, step=step, corpus_name=self.corpus.name,
+            corpus_fingerprint=self.corpus.fingerprint, last_loss=self.last_loss,
+            lexformer_version=__version__, torch_version=torch.__version__,
+            tokenizer={"kind": self.tokenizer.kind, "vocab_size": self.tokenizer.vocab_size},
+            world_size=self.dist.world,
+            # what decides the last bits of the numbers (docs/reproducibility.md): another
+            # thread count or CPU kind rounds differently
+            numerics={"torch_threads": torch.get_num_threads(),
+                      "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                      "dtype": self.dtype, "device": str(self.device)},
+            tokens_seen=step * cfg.batch_size * cfg.train_length,
+            mask_token_id=cfg.model.vocab_size - 1 if cfg.objective == "mlm" else None)
+
     def save(self) -> None:
         if self.dist.is_main:
-            cfg, step = self.cfg, self.step_no
-            meta = {"lexformer_version": __version__, "torch_version": torch.__version__,
-                    "model": cfg.model.to_dict(), "train": cfg.to_dict(),
-                    "tokenizer": {"kind": self.tokenizer.kind,
-                                  "vocab_size": self.tokenizer.vocab_size},
-                    "corpus": {"name": self.corpus.name,
-                               "fingerprint": self.corpus.fingerprint},
-                    "world_size": self.dist.world, "step": step,
-                    # what decides the last bits of the numbers (docs/reproducibility.md):
-                    # another thread count or CPU kind rounds differently
-                    "numerics": {"torch_threads": torch.get_num_threads(),
-                                 "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-                                 "dtype": self.dtype,
-                                 "device": str(self.device)},
-                    "tokens_seen": step * cfg.batch_size * cfg.train_length,
-                    "last_loss": self.last_loss}
-            if cfg.objective == "mlm":
-                meta["mask_token_id"] = cfg.model.vocab_size - 1  # lexformer.mlm
+            step = self.step_no
+            meta = self.run_meta().to_json()
             state = {"optimizer": self.optimizer.state_dict(),
                      "sampler": self.sampler.state_dict(), "rng": _rng_state(), "step": step}
             save_checkpoint(self.out_dir, self.model, meta, self.tokenizer, state)
@@ -453,7 +455,7 @@ def train(
     dev = resolve_device(runtime.device)
     out_dir = Path(out_dir)
     meta = check_run_folder(cfg, out_dir, resume)
-    if meta is not None and meta["step"] >= cfg.total_steps():
+    if meta is not None and meta.step >= cfg.total_steps():
         return _finished_summary(cfg, out_dir, meta)
     point = ResumePoint.read(out_dir) if resume else None
     if runtime.threads:
