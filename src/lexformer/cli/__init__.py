@@ -14,6 +14,7 @@ import sys
 from ..errors import LexformerError
 from . import analyze, extend, generate, reproduce, train
 from . import eval as eval_cmd
+from .options import OneLineErrorParser
 
 #: the subcommands, in the order ``--help`` lists them
 SUBCOMMANDS = (train, eval_cmd, generate, reproduce, analyze, extend)
@@ -34,7 +35,7 @@ examples:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         prog="lexformer",
         description="Length-extrapolatable Transformers (XPOS + blockwise causal attention): "
                     "train at length L, evaluate far beyond it, and reproduce the paper.",
