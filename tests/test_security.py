@@ -124,3 +124,106 @@ def test_an_old_train_state_with_other_objects_is_refused_in_one_line(unfinished
     torch.save(state, state_file)
     proc = _resume_cli(corpus, run, env)
     assert_clean_failure(proc, "older lexformer in an unsafe format", "resume is refused")
+
+
+# --------------------------------------------------------------------------- Hugging Face
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """(tiny Llama folder, its corpus, cache folder)."""
+    pytest.importorskip("transformers")
+    from tiny_hf import write_corpus as write_hf_corpus
+    from tiny_hf import write_model
+
+    root = tmp_path_factory.mktemp("sec-hf")
+    corpus = write_hf_corpus(root / "corpus")
+    return write_model(root / "model", corpus), corpus, root / "cache"
+
+
+def _eval_cli(model: Path, corpus: Path, cache: Path, answer: str | None = None):
+    """``lexformer eval --model`` with its own HF home; ``answer`` is fed to stdin, as
+    ``yes |`` would to any trust prompt."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, OMP_NUM_THREADS="1", LEXFORMER_CACHE=str(cache),
+               HF_HOME=str(cache / "hf-home"))
+    args = ["eval", "--model", model, "--attention", "full", "--lengths", "16", "--corpus",
+            corpus, "--no-progress"]
+    return subprocess.run([sys.executable, "-m", "lexformer", *map(str, args)], env=env,
+                          input=answer or "", capture_output=True, text=True, timeout=300)
+
+
+def _error_lines(proc) -> list[str]:
+    """stderr without progress bars (transformers draws its own while loading)."""
+    return [ln for ln in proc.stderr.replace("\r", "\n").splitlines()
+            if ln.strip() and "it/s]" not in ln and "?it/s" not in ln]
+
+
+EVIL_CODE = """from pathlib import Path
+Path({marker!r}).write_text("ran")
+from transformers import LlamaConfig, LlamaForCausalLM
+class EvilConfig(LlamaConfig):
+    model_type = "evil-llama"
+class EvilModel(LlamaForCausalLM):
+    config_class = EvilConfig
+"""
+
+
+@pytest.mark.parametrize("config_name", ["config.json", "tokenizer_config.json"])
+def test_a_model_folder_with_its_own_code_is_refused_before_loading(tiny, tmp_path,
+                                                                     config_name):
+    import json
+    import shutil
+
+    model, corpus, cache = tiny
+    folder = Path(shutil.copytree(model, tmp_path / "evil"))
+    marker = tmp_path / "PWNED"
+    (folder / "evil.py").write_text(EVIL_CODE.format(marker=str(marker)))
+    config = json.loads((folder / config_name).read_text())
+    if config_name == "config.json":
+        config.update(model_type="evil-llama", auto_map={
+            "AutoConfig": "evil.EvilConfig", "AutoModelForCausalLM": "evil.EvilModel"})
+    else:
+        config["auto_map"] = {"AutoTokenizer": ["evil.EvilModel", None]}
+    (folder / config_name).write_text(json.dumps(config))
+    proc = _eval_cli(folder, corpus, cache, answer="y\n" * 4)
+    assert_clean_failure(proc, "auto_map", "never runs code")
+    assert len(_error_lines(proc)) == 1, proc.stderr
+    assert not marker.exists()
+    assert not list(cache.rglob("evil.py"))  # nothing copied into HF's module cache
+
+
+def _edit_weights(folder: Path, edit) -> None:
+    from safetensors.torch import load_file, save_file
+
+    weights = folder / "model.safetensors"
+    state = load_file(str(weights))
+    edit(state)
+    save_file(state, str(weights), metadata={"format": "pt"})
+
+
+@pytest.mark.parametrize("edit,words", [
+    (lambda s: s.pop("model.layers.1.mlp.up_proj.weight"),
+     ["missing model.layers.1.mlp.up_proj.weight"]),
+    (lambda s: s.update({"model.extra.weight": torch.zeros(2)}),
+     ["unexpected model.extra.weight"]),
+    (lambda s: s.update({"model.layers.0.mlp.up_proj.weight": torch.zeros(3, 3)}),
+     ["model.layers.0.mlp.up_proj.weight has shape (3, 3)", "needs (64, 32)"]),
+])
+def test_weights_that_would_be_left_random_are_refused_by_name(tiny, tmp_path, edit, words):
+    import shutil
+
+    model, corpus, cache = tiny
+    folder = Path(shutil.copytree(model, tmp_path / "model"))
+    _edit_weights(folder, edit)
+    proc = _eval_cli(folder, corpus, cache)
+    assert_clean_failure(proc, "do not match its config", *words)
+    assert len(_error_lines(proc)) == 1, proc.stderr
+
+
+def test_the_tiny_model_loads_with_nothing_reported(tiny):
+    from lexformer.hf.loading import load_pretrained, resolve_source
+
+    model, tokenizer = load_pretrained(resolve_source(str(tiny[0])))
+    assert model.config.model_type == "llama" and tokenizer is not None
