@@ -309,3 +309,19 @@ def test_a_downloaded_file_is_hashed_again(tmp_path):
     wheel = _wheel(tmp_path, "1.0", b"GGUF")
     with pytest.raises(LexformerError, match="not the pinned"):
         _check_sha256(wheel, "0" * 64)
+
+
+@pytest.mark.parametrize("damage,words", [
+    (lambda s: s.update(optimizer={"state": 5}), "optimizer state"),
+    (lambda s: s["rng"].update(numpy=[1, 2]), "RNG state"),
+    (lambda s: s["rng"].update(python="x"), "RNG state"),
+])
+def test_a_safe_train_state_with_wrong_contents_is_one_line(unfinished_run, tmp_path, damage,
+                                                             words):
+    corpus, run, env = unfinished_run
+    run = _copy_run(run, tmp_path / "run")
+    state_file = run / "checkpoint" / STATE_FILE
+    state = torch.load(state_file, weights_only=True)
+    damage(state)
+    torch.save(state, state_file)
+    assert_clean_failure(_resume_cli(corpus, run, env), words, "damaged")

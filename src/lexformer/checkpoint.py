@@ -249,11 +249,14 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> Checkpoi
 def _legacy_numpy_globals() -> list[Any]:
     """What a numpy RNG state pickled by lexformer before train states were written in safe
     types needs: the array reconstructor, the array and dtype classes, and the uint32 dtype
-    of the MT19937 key only. None of them runs code; any other global is still refused."""
+    of the MT19937 key only. None of them runs code; an object array (its dtype is not
+    allowed) and any other global are still refused."""
     import numpy as np
 
-    reconstruct = np.empty(0).__reduce__()[0]  # numpy.core or numpy._core, by version
-    return [reconstruct, np.ndarray, np.dtype, np.dtypes.UInt32DType]
+    reconstruct = np.empty(0).__reduce__()[0]  # numpy._core's under numpy 2
+    # a file written under numpy 1 names it numpy.core.multiarray._reconstruct
+    return [reconstruct, (reconstruct, "numpy.core.multiarray._reconstruct"), np.ndarray,
+            np.dtype, type(np.dtype(np.uint32))]
 
 
 def load_train_state(path: str | Path) -> dict[str, Any]:

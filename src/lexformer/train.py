@@ -112,7 +112,7 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         if "cuda" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda"])
     except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
-        # a file that loads safely can still hold the wrong things
+        # as for the optimizer state (Trainer.restore)
         raise LexformerError(f"the checkpoint's train state has a damaged RNG state "
                              f"({type(e).__name__}: {' '.join(str(e).split())[:120]}); "
                              "it cannot be resumed") from None
@@ -307,7 +307,12 @@ class Trainer:
                 f"cannot resume {self.out_dir}: its model ({ckpt.config}) differs from the one "
                 f"this data gives ({self.model.config}); was the corpus changed?")
         self.model.load_state_dict(ckpt.model.state_dict())
-        self.optimizer.load_state_dict(state["optimizer"])
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as e:
+            # a file that loads safely can still hold the wrong things
+            raise LexformerError(f"cannot resume {self.out_dir}: the optimizer state in its "
+                                 f"train state is damaged ({type(e).__name__})") from None
         self.sampler.load_state_dict(state["sampler"])
         _set_rng_state(state["rng"])
         self.step_no = int(state["step"])
