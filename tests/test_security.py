@@ -315,6 +315,7 @@ def test_a_downloaded_file_is_hashed_again(tmp_path):
     (lambda s: s.update(optimizer={"state": 5}), "optimizer state"),
     (lambda s: s["rng"].update(numpy=[1, 2]), "RNG state"),
     (lambda s: s["rng"].update(python="x"), "RNG state"),
+    (lambda s: s.update(step="two"), "not an integer"),
 ])
 def test_a_safe_train_state_with_wrong_contents_is_one_line(unfinished_run, tmp_path, damage,
                                                              words):
@@ -324,4 +325,4 @@ def test_a_safe_train_state_with_wrong_contents_is_one_line(unfinished_run, tmp_
     state = torch.load(state_file, weights_only=True)
     damage(state)
     torch.save(state, state_file)
-    assert_clean_failure(_resume_cli(corpus, run, env), words, "damaged")
+    assert_clean_failure(_resume_cli(corpus, run, env), words, "train state")

@@ -315,7 +315,10 @@ class Trainer:
                                  f"train state is damaged ({type(e).__name__})") from None
         self.sampler.load_state_dict(state["sampler"])
         _set_rng_state(state["rng"])
-        self.step_no = int(state["step"])
+        if isinstance(state["step"], bool) or not isinstance(state["step"], int):
+            raise LexformerError(f"cannot resume {self.out_dir}: the step in its train state is "
+                                 f"not an integer ({state['step']!r:.40})")
+        self.step_no = state["step"]
         if self.dist.is_main and self.metrics_path.exists():
             lines = [ln for ln in self.metrics_path.read_text().splitlines()
                      if ln.strip() and json.loads(ln).get("step", 0) <= self.step_no]
