@@ -16,7 +16,7 @@ from tiny_hf import CONTEXT, TEST_FILES, write_corpus, write_model  # noqa: E402
 
 from lexformer.errors import LexformerError  # noqa: E402
 from lexformer.evaluate import LengthResult, PerplexityResult  # noqa: E402
-from lexformer.extend import (  # noqa: E402
+from lexformer.experiments.extend import (  # noqa: E402
     ExtendRun,
     ExtendSettings,
     StageRecord,

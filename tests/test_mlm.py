@@ -18,6 +18,7 @@ from text_corpus import write_corpus
 
 from lexformer import LexformerError, ModelConfig, TransformerLM
 from lexformer.data import BatchSampler
+from lexformer.experiments.encoder import MLMSettings, mlm_config, run_mlm_pipeline
 from lexformer.mlm import (
     MASK_RATE,
     MaskedBatchSampler,
@@ -26,10 +27,8 @@ from lexformer.mlm import (
     mask_tokens,
     masked_documents,
 )
-from lexformer.mlm_pipeline import MLMSettings, mlm_config, run_mlm_pipeline
-from lexformer.presets import MLM_PRESETS, PRESETS
 from lexformer.model import IGNORE_INDEX, lm_loss
-from lexformer.presets import from_preset
+from lexformer.presets import MLM_PRESETS, PRESETS, from_preset
 from lexformer.train import train
 
 
