@@ -87,7 +87,7 @@ def mlm_smoke() -> TrainConfig:
 
 def mlm_tiny() -> TrainConfig:
     # 320 steps × 16 × 256: the encoders train at 3,700–4,400 tokens/s on the 2-core AVX2 CPU
-    # (lexformer.experiments.encoder), so five schemes fit in 45 min with evaluation
+    # (lexformer.mlm_pipeline), so five schemes fit in 45 min with evaluation
     return dataclasses.replace(as_encoder(tiny(), "mlm-tiny"), tokens=16 * 256 * 320)
 
 

@@ -4,7 +4,7 @@ the key of an evaluation by length."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,7 +13,7 @@ from ..checkpoint import has_checkpoint, read_meta, read_train_config
 from ..config import TrainConfig, describe_differences
 from ..errors import LexformerError
 from ..train import train
-from .stages import Stage
+from .stages import JsonCodec, Runner, Stage
 
 #: every model is evaluated under both; the stage keys compare them as sorted lists
 ATTENTIONS = ("full", "blockwise")
@@ -34,25 +34,6 @@ def check_schemes(schemes: Sequence[str]) -> None:
         raise LexformerError("a scheme is listed twice in --schemes")
 
 
-def refuse_changed_training(models: Iterable[tuple[Path, TrainConfig]]) -> None:
-    """Before any work: refuse an out folder holding a model trained with other settings,
-    naming the fields that differ (resuming would mix two experiments in one table)."""
-    for run_dir, cfg in models:
-        if not has_checkpoint(run_dir):
-            continue
-        # read_train_config reads every saved layout, the first flat one included
-        diffs = describe_differences(read_train_config(run_dir), cfg)
-        if diffs:
-            raise LexformerError(
-                f"{run_dir} holds a model trained with other settings ({diffs}; saved → "
-                "wanted); choose another --out or remove that folder (nothing was changed)")
-
-
-def model_step(run_dir: Path) -> int | None:
-    """The step of the checkpoint in ``run_dir``: part of every key measured on it."""
-    return read_meta(run_dir).get("step")
-
-
 def evaluation_key(step: int | None, lengths: Sequence[int], corpus: str,
                    attentions: Iterable[str], split: str = EVAL_SPLIT, **extra: Any
                    ) -> dict[str, Any]:
@@ -62,11 +43,17 @@ def evaluation_key(step: int | None, lengths: Sequence[int], corpus: str,
             "attentions": sorted(attentions), **extra}
 
 
-def saved_evaluation_key(result: Any, **extra: Any) -> dict[str, Any]:
-    """:func:`evaluation_key` of a saved evaluation (a PerplexityResult or MaskedLMResult:
-    both name their step, corpus, split and ``results[attention][length]``)."""
-    return evaluation_key(result.step, result.lengths, result.corpus, result.results,
-                          result.split, **extra)
+def evaluation_codec(to_json: Callable[[Any], dict], from_json: Callable[[dict], Any],
+                     **extra_of: Callable[[Any], Any]) -> JsonCodec:
+    """A saved evaluation by length (PerplexityResult or MaskedLMResult: both name their
+    step, corpus, split and ``results[attention][length]``), its key read back from those
+    fields, plus ``extra_of[name](result)`` for every extra entry of the key."""
+
+    def key_of(result: Any) -> dict[str, Any]:
+        return evaluation_key(result.step, result.lengths, result.corpus, result.results,
+                              result.split, **{k: f(result) for k, f in extra_of.items()})
+
+    return JsonCodec(to_json, from_json, key_of=key_of)
 
 
 @dataclass(frozen=True)
@@ -86,19 +73,74 @@ class TrainedModel:
         pass
 
 
-def train_stage(name: str, title: str, cfg: TrainConfig, run_dir: Path,
-                progress: bool) -> Stage[None]:
-    """Train ``cfg`` into ``run_dir`` (resuming a started run), or keep a finished one."""
+@dataclass
+class TrainedExperiment:
+    """What the stages of one invocation share: the settings, one training config per
+    model (keyed by what names the model), the evaluation lengths and the runner."""
 
-    def compute() -> None:
-        summary = train(cfg, run_dir, resume=has_checkpoint(run_dir), progress=progress)
-        if summary.stopped_early:
-            raise KeyboardInterrupt
+    settings: Any
+    configs: dict[Any, TrainConfig]
+    lengths: list[int]
+    runner: Runner
 
-    return Stage(f"train/{name}", title, compute, key=True,
-                 codec=TrainedModel(cfg.total_steps()), path=run_dir,
-                 reused=f"    {name}: already trained with these settings, skipped")
+    @property
+    def out(self) -> Path:
+        return Path(self.settings.out)
+
+    @property
+    def train_length(self) -> int:
+        return next(iter(self.configs.values())).train_length
+
+    def model_name(self, model: Any) -> str:
+        return str(model)
+
+    def model_dir(self, model: Any) -> Path:
+        return self.out / "models" / self.model_name(model)
+
+    def model_step(self, model: Any) -> int | None:
+        """The step of the model's checkpoint: part of every key measured on it."""
+        return read_meta(self.model_dir(model)).get("step")
+
+    def evaluation_key(self, model: Any, corpus: str, **extra: Any) -> dict[str, Any]:
+        """The key of evaluating ``model`` on ``corpus`` at every length and attention."""
+        return evaluation_key(self.model_step(model), self.lengths, corpus, ATTENTIONS,
+                              **extra)
+
+    def refuse_changed(self) -> None:
+        """Before any work: refuse an out folder holding a model trained with other
+        settings, naming the fields that differ (resuming would mix two experiments)."""
+        for model, cfg in self.configs.items():
+            run_dir = self.model_dir(model)
+            if not has_checkpoint(run_dir):
+                continue
+            # read_train_config reads every saved layout, the first flat one included
+            diffs = describe_differences(read_train_config(run_dir), cfg)
+            if diffs:
+                raise LexformerError(
+                    f"{run_dir} holds a model trained with other settings ({diffs}; saved → "
+                    "wanted); choose another --out or remove that folder (nothing was "
+                    "changed)")
+
+    def start(self) -> Callable[[Stage], Any]:
+        """Refuse a changed experiment, make the out folder; the runner's ``run``."""
+        self.refuse_changed()
+        self.out.mkdir(parents=True, exist_ok=True)
+        return self.runner.run
+
+    def train_stage(self, model: Any, title: str) -> Stage[None]:
+        """Train the model (resuming a started run), or keep a finished one."""
+        cfg, run_dir, name = self.configs[model], self.model_dir(model), self.model_name(model)
+
+        def compute() -> None:
+            summary = train(cfg, run_dir, resume=has_checkpoint(run_dir),
+                            progress=self.settings.progress)
+            if summary.stopped_early:
+                raise KeyboardInterrupt
+
+        return Stage(f"train/{name}", title, compute, key=True,
+                     codec=TrainedModel(cfg.total_steps()), path=run_dir,
+                     reused=f"    {name}: already trained with these settings, skipped")
 
 
-__all__ = ["ATTENTIONS", "EVAL_SPLIT", "TrainedModel", "check_schemes", "evaluation_key",
-           "model_step", "refuse_changed_training", "saved_evaluation_key", "train_stage"]
+__all__ = ["ATTENTIONS", "EVAL_SPLIT", "TrainedExperiment", "TrainedModel", "check_schemes",
+           "evaluation_codec", "evaluation_key"]

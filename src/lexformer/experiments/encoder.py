@@ -40,17 +40,8 @@ from ..fileio import ensure_writable_dir
 from ..mlm import MaskedLMResult, evaluate_masked_lm
 from ..presets import MLM_PRESETS
 from ..train import prepare_data
-from .common import (
-    ATTENTIONS,
-    EVAL_SPLIT,
-    check_schemes,
-    evaluation_key,
-    model_step,
-    refuse_changed_training,
-    saved_evaluation_key,
-    train_stage,
-)
-from .stages import JsonCodec, Runner, Stage, command_line, say
+from .common import ATTENTIONS, EVAL_SPLIT, TrainedExperiment, check_schemes, evaluation_codec
+from .stages import Runner, Stage, command_line, say
 
 #: the bidirectional schemes compared by default ("learned" cannot go past L)
 MLM_SCHEMES = ("xpos", "rope", "alibi", "absolute", "none")
@@ -87,23 +78,10 @@ class MLMSettings:
     max_docs: int | None = None
 
 
-@dataclass
-class MLMPipeline:
+class MLMPipeline(TrainedExperiment):
+    """The encoder experiment's invocation: ``configs`` by scheme."""
+
     settings: MLMSettings
-    configs: dict[str, TrainConfig]
-    lengths: list[int]
-    runner: Runner
-
-    @property
-    def out(self) -> Path:
-        return Path(self.settings.out)
-
-    @property
-    def train_length(self) -> int:
-        return next(iter(self.configs.values())).train_length
-
-    def model_dir(self, scheme: str) -> Path:
-        return self.out / "models" / scheme
 
 
 def plan(s: MLMSettings) -> MLMPipeline:
@@ -142,9 +120,8 @@ def data_stage(p: MLMPipeline) -> Stage[list]:
 
 def encoder_train_stage(p: MLMPipeline, scheme: str) -> Stage[None]:
     cfg = p.configs[scheme]
-    return train_stage(scheme, f"train {scheme} encoder ({cfg.total_steps()} steps × "
-                       f"{cfg.batch_size} × {cfg.train_length} tokens, masked LM)",
-                       cfg, p.model_dir(scheme), p.settings.progress)
+    return p.train_stage(scheme, f"train {scheme} encoder ({cfg.total_steps()} steps × "
+                         f"{cfg.batch_size} × {cfg.train_length} tokens, masked LM)")
 
 
 def _documents(result: MaskedLMResult) -> list[int]:
@@ -152,15 +129,15 @@ def _documents(result: MaskedLMResult) -> list[int]:
     return sorted({r.documents for per in result.results.values() for r in per.values()})
 
 
-EVAL_CODEC = JsonCodec(MaskedLMResult.to_json, MaskedLMResult.from_json,
-                       key_of=lambda r: saved_evaluation_key(r, documents=_documents(r)))
+EVAL_CODEC = evaluation_codec(MaskedLMResult.to_json, MaskedLMResult.from_json,
+                              documents=_documents)
 
 
 def eval_stage(p: MLMPipeline, scheme: str, documents) -> Stage[MaskedLMResult]:
     """Masked-token loss and accuracy by length into ``eval/<scheme>.json`` (or reuse it)."""
     from ..checkpoint import load
 
-    step = model_step(p.model_dir(scheme))
+    step = p.model_step(scheme)
 
     def compute() -> MaskedLMResult:
         ckpt = load(p.model_dir(scheme))
@@ -172,8 +149,7 @@ def eval_stage(p: MLMPipeline, scheme: str, documents) -> Stage[MaskedLMResult]:
 
     return Stage(f"eval/{scheme}",
                  f"eval {scheme}: masked tokens at {', '.join(map(str, p.lengths))}", compute,
-                 key=evaluation_key(step, p.lengths, p.settings.corpus, ATTENTIONS,
-                                    documents=[len(documents)]),
+                 key=p.evaluation_key(scheme, p.settings.corpus, documents=[len(documents)]),
                  codec=EVAL_CODEC, path=p.out / "eval" / f"{scheme}.json",
                  reused=f"    {scheme}: already evaluated (step {step}), skipped")
 
@@ -197,9 +173,7 @@ def report_stage(p: MLMPipeline, evals: dict[str, MaskedLMResult]) -> Stage[Path
 def run_mlm_pipeline(settings: MLMSettings) -> Path:
     """Run (or finish) the masked-LM experiment into ``settings.out``; returns ``report.md``."""
     p = plan(settings)
-    refuse_changed_training((p.model_dir(s), cfg) for s, cfg in p.configs.items())
-    p.out.mkdir(parents=True, exist_ok=True)
-    run = p.runner.run
+    run = p.start()
     documents = run(data_stage(p))
     for scheme in p.configs:
         run(encoder_train_stage(p, scheme))

@@ -41,17 +41,8 @@ from ..report import ReportInputs, TrainingRecord, write_report
 from ..report_context import ContextInputs
 from ..tasks import TaskResults, TaskSettings, default_distances, run_tasks
 from ..tasks.settings import DEFAULT_SAMPLES
-from ..train import TrainConfig, prepare_data, read_training_metrics
-from .common import (
-    ATTENTIONS,
-    EVAL_SPLIT,
-    check_schemes,
-    evaluation_key,
-    model_step,
-    refuse_changed_training,
-    saved_evaluation_key,
-    train_stage,
-)
+from ..train import prepare_data, read_training_metrics
+from .common import ATTENTIONS, EVAL_SPLIT, TrainedExperiment, check_schemes, evaluation_codec
 from .stages import JsonCodec, Runner, Stage, command_line, say
 
 DEFAULT_SCHEMES = ("absolute", "alibi", "rope", "xpos", "none")
@@ -119,29 +110,17 @@ def check_settings(s: ReproduceSettings) -> None:
     ensure_writable_dir(s.out, "--out folder")
 
 
-@dataclass
-class Pipeline:
-    """The state shared by the stages of one invocation."""
+class Pipeline(TrainedExperiment):
+    """The reproduction's invocation: ``configs`` by :class:`Run` (scheme × seed)."""
 
     settings: ReproduceSettings
-    configs: dict[Run, TrainConfig]
-    lengths: list[int]
-    runner: Runner
-
-    @property
-    def out(self) -> Path:
-        return Path(self.settings.out)
 
     @property
     def runs(self) -> list[Run]:
         return list(self.configs)
 
-    @property
-    def train_length(self) -> int:
-        return next(iter(self.configs.values())).train_length
-
-    def model_dir(self, run: Run) -> Path:
-        return self.out / "models" / run.name
+    def model_name(self, model: Run) -> str:
+        return model.name
 
     @property
     def task_settings(self) -> TaskSettings:
@@ -207,9 +186,8 @@ def data_stage(p: Pipeline) -> Stage[None]:
 
 def model_train_stage(p: Pipeline, run: Run) -> Stage[None]:
     cfg = p.configs[run]
-    return train_stage(run.name, f"train {run.name} ({cfg.total_steps()} steps × "
-                       f"{cfg.batch_size} × {cfg.train_length} tokens, seed {run.seed})",
-                       cfg, p.model_dir(run), p.settings.progress)
+    return p.train_stage(run, f"train {run.name} ({cfg.total_steps()} steps × "
+                         f"{cfg.batch_size} × {cfg.train_length} tokens, seed {run.seed})")
 
 
 def _complete(result: PerplexityResult) -> PerplexityResult:
@@ -218,16 +196,15 @@ def _complete(result: PerplexityResult) -> PerplexityResult:
     return result
 
 
-EVAL_CODEC = JsonCodec(PerplexityResult.to_json,
-                       lambda data: _complete(PerplexityResult.from_json(data)),
-                       key_of=saved_evaluation_key)
+EVAL_CODEC = evaluation_codec(PerplexityResult.to_json,
+                              lambda data: _complete(PerplexityResult.from_json(data)))
 
 
 def eval_stage(p: Pipeline, run: Run, corpus: str, folder: str) -> Stage[PerplexityResult]:
     """Evaluate one model on ``corpus`` into ``<folder>/<model>.json`` (or reuse it)."""
     from ..models import CheckpointLM
 
-    step = model_step(p.model_dir(run))
+    step = p.model_step(run)
 
     def compute() -> PerplexityResult:
         ckpt = load(p.model_dir(run))
@@ -237,7 +214,7 @@ def eval_stage(p: Pipeline, run: Run, corpus: str, folder: str) -> Stage[Perplex
 
     return Stage(f"{folder}/{run.name}",
                  f"{folder} {run.name} on {corpus!r} at {', '.join(map(str, p.lengths))}",
-                 compute, key=evaluation_key(step, p.lengths, corpus, ATTENTIONS),
+                 compute, key=p.evaluation_key(run, corpus),
                  codec=EVAL_CODEC, path=p.out / folder / f"{run.name}.json",
                  reused=f"    {run.name}: already evaluated (step {step}), skipped")
 
@@ -290,7 +267,7 @@ def task_stage(p: Pipeline, run: Run, task: str) -> Stage[TaskRecord]:
     from ..evaluate import evaluation_documents
     from ..models import CheckpointLM
 
-    corpus, step = p.settings.corpus, model_step(p.model_dir(run))
+    corpus, step = p.settings.corpus, p.model_step(run)
     settings = settings_json(p.task_settings)
     wanted = {"task": task, "step": step, "corpus": corpus, "settings": settings,
               "attentions": sorted(ATTENTIONS)}
@@ -339,7 +316,7 @@ def analysis_stage(p: Pipeline) -> Stage[AnalysisResult]:
                               analytic_resolutions(head_dim, (L, 2 * L, 1024, 4096)), models)
 
     return Stage("analysis", "attention resolution (analytic and per model at L and 2L)",
-                 compute, key={r.scheme: model_step(p.model_dir(r)) for r in firsts},
+                 compute, key={r.scheme: p.model_step(r) for r in firsts},
                  codec=ANALYSIS_CODEC, path=p.out / "analysis.json")
 
 
@@ -389,9 +366,7 @@ def report_stage(p: Pipeline, evals: dict[Run, PerplexityResult],
 def run_pipeline(settings: ReproduceSettings) -> Path:
     """Run (or finish) the reproduction into ``settings.out``; returns ``report.md``."""
     p = plan(settings)
-    refuse_changed_training((p.model_dir(r), p.configs[r]) for r in p.runs)
-    p.out.mkdir(parents=True, exist_ok=True)
-    run = p.runner.run
+    run = p.start()
     run(data_stage(p))
     for r in p.runs:
         run(model_train_stage(p, r))
