@@ -23,7 +23,7 @@ from lexformer.experiments.extend import (  # noqa: E402
     method_lengths,
     run_extend,
 )
-from lexformer.extend_report import findings  # noqa: E402
+from lexformer.experiments.extend_report import findings  # noqa: E402
 from lexformer.stats import perplexity_interval  # noqa: E402
 
 #: lambda's default 100 global tokens exceed the tiny model's whole context: must still run

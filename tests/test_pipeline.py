@@ -227,7 +227,7 @@ def test_context_paragraph_follows_the_measured_gains(run):
 
 
 def _context_inputs(full, blockwise):
-    from lexformer.report_context import ContextInputs
+    from lexformer.experiments.context_report import ContextInputs
     from lexformer.tasks import BinLoss, CopyScore, TaskResults
 
     def scores(gains):
@@ -241,7 +241,7 @@ def _context_inputs(full, blockwise):
 
 
 def test_context_paragraph_states_where_blockwise_gain_falls_and_full_copies_past_L():
-    from lexformer.report_context import context_paragraph
+    from lexformer.experiments.context_report import context_paragraph
 
     text = context_paragraph(_context_inputs(
         full=[0.9, 0.9, 0.8, 0.8, 0.7, 0.6, 0.5, 0.4],

@@ -6,6 +6,7 @@ import sys
 
 import numpy as np
 
+from lexformer.analysis import expectation_curves
 from lexformer.evaluate import Label
 from lexformer.paper import TABLE2_BY_LABEL
 from lexformer.plots import (
@@ -32,7 +33,8 @@ def test_importing_lexformer_does_not_import_matplotlib():
 
 
 def test_expectation_curves_png(tmp_path):
-    path = plot_expectation_curves(tmp_path / "new" / "fig1.png", head_dim=64, max_distance=512)
+    path = plot_expectation_curves(tmp_path / "new" / "fig1.png",
+                                   expectation_curves(head_dim=64, max_distance=512))
     assert path == tmp_path / "new" / "fig1.png" and _is_png(path)
 
 

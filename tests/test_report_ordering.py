@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from lexformer.evaluate import LengthResult, PerplexityResult
-from lexformer.report import Label, _groups, _ordering
+from lexformer.experiments.reproduce_report import Label, _groups, _ordering
 
 
 def _result(doc_nll_by_mode: dict[str, np.ndarray], tokens_per_doc: int = 100) -> PerplexityResult:

@@ -322,6 +322,32 @@ class AnalysisResult:
 ANALYTIC_CURVES: dict[str, float | None] = {"rope": None, "xpos": 0.4}
 
 
+@dataclass(frozen=True)
+class ExpectationCurves:
+    """Paper Figure 1's curves, computed: ``curves[name]`` is g[0..max_distance] and
+    ``resolutions[name]`` its R, for all-ones q and k at ``head_dim``."""
+
+    head_dim: int
+    curves: dict[str, np.ndarray]
+    resolutions: dict[str, float]
+
+    @property
+    def max_distance(self) -> int:
+        return max((len(g) for g in self.curves.values()), default=1) - 1
+
+
+def expectation_curves(head_dim: int = 64, max_distance: int = 4096,
+                       gammas: Mapping[str, float | None] | None = None,
+                       scale_base: float = 512.0) -> ExpectationCurves:
+    """The expectation curve and its resolution for every ``name → γ`` of ``gammas`` (None:
+    RoPE); default ``{"RoPE": None, "XPOS": 0.4}``, the figure's legend names."""
+    gammas = {"RoPE": None, "XPOS": 0.4} if gammas is None else gammas
+    curves = {name: expectation_curve(head_dim, max_distance, gamma, scale_base)
+              for name, gamma in gammas.items()}
+    return ExpectationCurves(head_dim, curves, {name: resolution(g)
+                                                for name, g in curves.items()})
+
+
 def analytic_resolutions(head_dim: int, distances: Sequence[int]) -> dict[str, dict[int, float]]:
     """R of the RoPE and XPOS expectation curves over 0..n for every n in ``distances``."""
     return {name: {int(n): analytic_resolution(head_dim, int(n), gamma) for n in distances}
@@ -366,7 +392,9 @@ __all__ = [
     "analyze_checkpoint",
     "analyze_model",
     "empirical_expected_scores",
+    "ExpectationCurves",
     "expectation_curve",
+    "expectation_curves",
     "model_resolution",
     "resolution",
     "visible_prefix",

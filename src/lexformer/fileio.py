@@ -30,13 +30,29 @@ def fsync_dir(path: str | Path) -> None:
         os.close(fd)
 
 
+#: what a temp file of :func:`atomic_write_with` is called, so a later run can find the ones a
+#: kill left behind (:func:`remove_stale_temps`)
+TEMP_PREFIX, TEMP_SUFFIX = ".", ".lexformer-tmp"
+
+
+def _file_mode() -> int:
+    """0666 less the process's umask: what ``open(path, "w")`` would give. mkstemp makes its
+    file 0600, which would leave every output unreadable to the user's collaborators."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write_with(path: str | Path, writer: Callable[[BinaryIO], object]) -> None:
     """Let ``writer`` fill a temp file in ``path``'s folder, then fsync and rename it onto
-    ``path``. For content produced by a library that writes to a file object (``np.save``);
-    if ``writer`` raises, the temp file is removed and ``path`` keeps its old content."""
+    ``path``. For content produced by a library that writes to a file object (``np.save``,
+    ``Figure.savefig``); if ``writer`` raises, the temp file is removed and ``path`` keeps its
+    old content. A symlink at ``path`` is replaced by the file, never written through."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{TEMP_PREFIX}{path.name}.",
+                               suffix=TEMP_SUFFIX)
     try:
+        os.fchmod(fd, _file_mode())
         with os.fdopen(fd, "wb") as f:
             writer(f)
             f.flush()
@@ -60,6 +76,20 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 def atomic_write_json(path: str | Path, data: Any) -> None:
     """JSON with sorted keys and an indent, written atomically."""
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def remove_stale_temps(folder: str | Path) -> list[Path]:
+    """Remove the temp files that a killed :func:`atomic_write_with` left under ``folder``
+    (a SIGKILL skips its clean-up); returns what was removed. Call it only on a folder no other
+    process is writing to."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    stale = [p for p in folder.rglob(f"{TEMP_PREFIX}*{TEMP_SUFFIX}")
+             if p.is_file() and not p.is_symlink()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
 
 
 def _nearest_existing(path: Path) -> Path:
@@ -106,4 +136,4 @@ def ensure_writable_file(path: str | Path, what: str = "output file",
 
 
 __all__ = ["atomic_write_bytes", "atomic_write_json", "atomic_write_text", "atomic_write_with",
-           "ensure_writable_dir", "ensure_writable_file", "fsync_dir"]
+           "ensure_writable_dir", "ensure_writable_file", "fsync_dir", "remove_stale_temps"]

@@ -5,6 +5,10 @@ Every function creates the output folder, writes a PNG at 120 dpi, closes its fi
 returns the path. matplotlib is imported inside the functions, with the Agg backend, so that
 importing :mod:`lexformer` never touches matplotlib or a display.
 
+Figures draw computed results: the numbers come from :mod:`lexformer.analysis` and the
+reports, so this module imports no other part of lexformer. :func:`plot_by_length` is the one
+figure of a value against a log2 length axis that every report draws.
+
 Curves are keyed by :class:`lexformer.evaluate.Label` — a ``(scheme, attention)`` pair —
 and get one colour per scheme and one line style per attention mode (full solid, blockwise
 dashed, sliding dotted), so a scheme's two curves read as a pair. The legend shows
@@ -16,7 +20,8 @@ dashed, sliding dotted), so a scheme's two curves read as a pair. The legend sho
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -79,69 +84,116 @@ def line_styles(keys: Iterable[Any]) -> dict[Any, dict[str, Any]]:
 
 
 # --------------------------------------------------------------------------- figures
-def plot_expectation_curves(
-    path: str | Path,
-    head_dim: int = 64,
-    max_distance: int = 4096,
-    gammas: Mapping[str, float | None] | None = None,
-    scale_base: float = 512.0,
-) -> Path:
-    """Paper Figure 1: expected score g[n] of all-ones q, k against relative distance n.
-
-    ``gammas`` maps a legend name to the XPOS γ (None: RoPE); default
-    ``{"RoPE": None, "XPOS": 0.4}``. The legend gives each curve's resolution R.
-    """
-    from .analysis import expectation_curve, resolution
-
+def plot_expectation_curves(path: str | Path, curves: Any) -> Path:
+    """Paper Figure 1 from computed curves (an :class:`lexformer.analysis.ExpectationCurves`,
+    made by :func:`lexformer.analysis.expectation_curves`): expected score g[n] of all-ones
+    q, k against relative distance n; the legend gives each curve's resolution R."""
     plt = pyplot()
-    gammas = {"RoPE": None, "XPOS": 0.4} if gammas is None else gammas
     fig, ax = plt.subplots(figsize=(7, 4))
-    n = np.arange(max_distance + 1)
-    for name, gamma in gammas.items():
-        g = expectation_curve(head_dim, max_distance, gamma, scale_base)
-        ax.plot(n, g, linewidth=1.0, label=f"{name} (R = {resolution(g):.3f})")
+    for name, g in curves.curves.items():
+        ax.plot(np.arange(len(g)), g, linewidth=1.0,
+                label=f"{name} (R = {curves.resolutions[name]:.3f})")
     ax.axhline(0.0, color="grey", linewidth=0.5)
     ax.set_xlabel("relative distance")
     ax.set_ylabel("expected attention score")
-    ax.set_title(f"Expectation of q·k for all-ones q, k (head dim {head_dim})")
-    ax.set_xlim(0, max_distance)
+    ax.set_title(f"Expectation of q·k for all-ones q, k (head dim {curves.head_dim})")
+    ax.set_xlim(0, curves.max_distance)
     ax.legend(loc="best")
     ax.grid(alpha=0.3)
     return save_figure(fig, path)
 
 
-def _length_axes(ax: Any, lengths: list[int], values: list[float], train_length: int,
-                 title: str) -> None:
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(lengths)
-    ax.set_xticklabels([str(n) for n in lengths])
-    ax.minorticks_off()
-    finite = [v for v in values if v > 0 and math.isfinite(v)]
-    if finite and max(finite) / min(finite) > 10:
-        ax.set_yscale("log")
-    ax.axvline(train_length, color="black", linestyle="--", linewidth=1.0,
-               label=f"train length L = {train_length}")
-    ax.set_xlabel("evaluation length (tokens)")
-    ax.set_ylabel("perplexity")
-    ax.set_title(title)
-    ax.grid(alpha=0.3, which="both")
+@dataclass
+class LengthPanel:
+    """One panel of :func:`plot_by_length`: ``curves`` key → {length: value} (None and
+    non-finite values are skipped), optional ``bands`` key → {length: (low, high)} drawn as a
+    shaded interval, a dashed vertical line at ``mark`` labelled ``mark_label``, grey
+    horizontal guides at ``guides`` and the x ticks (default: every length drawn and ``mark``,
+    thinned to at most ~12)."""
+
+    curves: Mapping[Any, Mapping[Any, float | None]]
+    title: str = ""
+    mark: int | None = None
+    mark_label: str = ""
+    bands: Mapping[Any, Mapping[Any, tuple[float, float]]] = field(default_factory=dict)
+    ticks: Sequence[int] | None = None
+    guides: Sequence[float] = ()
 
 
-def _plot_ppl_lines(ax: Any, table: Mapping[tuple[str, str], Mapping[Any, float | None]],
-                    styles: Mapping[Any, dict[str, Any]]) -> tuple[list[int], list[float]]:
+def _draw_curves(ax: Any, panel: LengthPanel, styles: Mapping[Any, dict[str, Any]],
+                 widths: Mapping[Any, float]) -> tuple[list[int], list[float]]:
     lengths: set[int] = set()
     values: list[float] = []
-    for label, per in table.items():
+    for key, per in panel.curves.items():
         points = sorted((int(n), float(v)) for n, v in per.items()
                         if v is not None and math.isfinite(float(v)))
         if not points:
             continue
         xs, ys = zip(*points)
-        ax.plot(xs, ys, marker="o", markersize=3, label=legend_label(label),
-                **styles[label])
+        line, = ax.plot(xs, ys, marker="o", markersize=3, label=legend_label(key),
+                        **styles.get(key, {}), **({"linewidth": widths[key]}
+                                                  if key in widths else {}))
+        band = panel.bands.get(key, {})
+        if band:
+            bx = [n for n in xs if n in band]
+            ax.fill_between(bx, [band[n][0] for n in bx], [band[n][1] for n in bx],
+                            color=line.get_color(), alpha=0.15, linewidth=0)
         lengths.update(xs)
         values.extend(ys)
     return sorted(lengths), values
+
+
+def _length_axes(ax: Any, panel: LengthPanel, lengths: list[int], values: list[float],
+                 log_y: bool | None, xlabel: str) -> None:
+    if panel.ticks is not None:
+        ticks = sorted(panel.ticks)
+    else:  # every point, thinned so that many log-spaced bins stay readable
+        ticks = sorted(set(lengths) | ({panel.mark} if panel.mark else set()))
+        ticks = ticks[:: max(1, -(-len(ticks) // 12))]
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(ticks)
+    ax.set_xticklabels([str(n) for n in ticks])
+    ax.minorticks_off()
+    finite = [v for v in values if v > 0 and math.isfinite(v)]
+    if log_y or (log_y is None and finite and max(finite) / min(finite) > 10):
+        ax.set_yscale("log")  # values far apart (full attention far past L): keep all legible
+    for level in panel.guides:
+        ax.axhline(level, color="grey", linewidth=0.5)
+    if panel.mark:
+        ax.axvline(panel.mark, color="black", linestyle="--", linewidth=1.0,
+                   label=panel.mark_label)
+    ax.set_xlabel(xlabel)
+    ax.set_title(panel.title)
+    ax.grid(alpha=0.3, which="both")
+
+
+def plot_by_length(path: str | Path, panels: Sequence[LengthPanel], ylabel: str, *,
+                   styles: Mapping[Any, dict[str, Any]] | None = None,
+                   widths: Mapping[Any, float] | None = None, log_y: bool | None = None,
+                   panel_size: tuple[float, float] = (6.5, 4.5), share_y: bool = False,
+                   every_legend: bool = True,
+                   xlabel: str = "evaluation length (tokens)") -> Path:
+    """A value against a log2 length axis, one panel per :class:`LengthPanel` side by side,
+    one line per key (with its interval band where one is given).
+
+    ``styles``: key → plot keywords (e.g. :func:`line_styles`; default: matplotlib's colour
+    cycle); ``widths``: key → line width; ``log_y`` None: logarithmic y where the values span
+    more than a factor of 10. With ``share_y`` the panels share the y axis and only the first
+    gets the y label; ``every_legend`` False: only the first panel gets a legend.
+    """
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(panel_size[0] * len(panels),
+                                                      panel_size[1]),
+                             squeeze=False, sharey=share_y)
+    for i, (ax, panel) in enumerate(zip(axes[0], panels)):
+        lengths, values = _draw_curves(ax, panel, styles or {}, widths or {})
+        _length_axes(ax, panel, lengths, values, log_y, xlabel)
+        if i == 0 or not share_y:
+            ax.set_ylabel(ylabel)
+        if i == 0 or every_legend:
+            ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    return save_figure(fig, path)
 
 
 def plot_perplexity_vs_length(
@@ -159,24 +211,14 @@ def plot_perplexity_vs_length(
     ``paper`` ({label: {length: ppl}}, e.g. :data:`lexformer.paper.TABLE2_BY_LABEL`) a second panel
     shows the paper's numbers with its own training length.
     """
-    plt = pyplot()
-    labels = list(results) + (list(paper) if paper else [])
-    styles = line_styles(labels)
-    ncols = 2 if paper else 1
-    fig, axes = plt.subplots(1, ncols, figsize=(6.5 * ncols, 4.5), squeeze=False)
-    ax = axes[0, 0]
-    lengths, values = _plot_ppl_lines(ax, results, styles)
-    _length_axes(ax, sorted(set(lengths) | {train_length}), values, train_length,
-                 f"this run (trained at L = {train_length})")
-    ax.legend(fontsize=8, loc="best")
+    panels = [LengthPanel(results, f"this run (trained at L = {train_length})", train_length,
+                          f"train length L = {train_length}")]
     if paper:
-        ax = axes[0, 1]
-        lengths, values = _plot_ppl_lines(ax, paper, styles)
-        _length_axes(ax, sorted(set(lengths) | {paper_train_length}), values,
-                     paper_train_length, f"paper, Table 2 (trained at L = {paper_train_length})")
-        ax.legend(fontsize=8, loc="best")
-    fig.tight_layout()
-    return save_figure(fig, path)
+        panels.append(LengthPanel(paper, "paper, Table 2 (trained at L = "
+                                  f"{paper_train_length})", paper_train_length,
+                                  f"train length L = {paper_train_length}"))
+    styles = line_styles(list(results) + (list(paper) if paper else []))
+    return plot_by_length(path, panels, "perplexity", styles=styles)
 
 
 def plot_expected_scores(path: str | Path, curves: Mapping[tuple[str, str], Any]) -> Path:
@@ -199,6 +241,6 @@ def plot_expected_scores(path: str | Path, curves: Mapping[tuple[str, str], Any]
     return save_figure(fig, path)
 
 
-__all__ = ["DPI", "LINESTYLES", "legend_label", "line_styles", "plot_expectation_curves",
-           "plot_expected_scores", "plot_perplexity_vs_length", "pyplot", "save_figure",
-           "split_label"]
+__all__ = ["DPI", "LINESTYLES", "LengthPanel", "legend_label", "line_styles",
+           "plot_by_length", "plot_expectation_curves", "plot_expected_scores",
+           "plot_perplexity_vs_length", "pyplot", "save_figure", "split_label"]

@@ -169,6 +169,45 @@ def seed_difference(per_seed_a: Sequence[Sequence[float]], per_seed_b: Sequence[
     return Difference(value, _percentiles(diffs, LEVEL), seed_interval(per_seed))
 
 
+def resampled_ratio(doc_sum: Sequence[float], doc_count: Sequence[float],
+                    indices: np.ndarray) -> np.ndarray:
+    """``Σ doc_sum[idx] / Σ doc_count[idx]`` on every resample: a mean per counted token, such
+    as the masked-token loss (summed NLL over masked tokens). A resample without any counted
+    token divides by 1 (its sum is 0 too), not by 0."""
+    total = np.asarray(doc_count, dtype=np.float64)[indices].sum(axis=1)
+    return np.asarray(doc_sum, dtype=np.float64)[indices].sum(axis=1) / np.maximum(total, 1.0)
+
+
+def ratio_interval(doc_sum: Sequence[float], doc_count: Sequence[float],
+                   indices: np.ndarray | None = None,
+                   level: float = LEVEL) -> tuple[float, float] | None:
+    """Percentile bootstrap interval of ``Σ sum / Σ count`` over documents (a masked-token
+    loss); None for a single document (nothing to resample)."""
+    if len(doc_sum) < 2:
+        return None
+    if indices is None:
+        indices = resample_indices(len(doc_sum))
+    return _percentiles(resampled_ratio(doc_sum, doc_count, indices), level)
+
+
+def ratio_difference_interval(doc_sum_a: Sequence[float], doc_sum_b: Sequence[float],
+                              doc_count: Sequence[float], indices: np.ndarray | None = None,
+                              level: float = LEVEL) -> tuple[float, float] | None:
+    """Paired bootstrap interval of ``mean(a) − mean(b)``, both ``Σ sum / Σ count`` over the
+    same documents and the same counted tokens (two models scored on the same masks); None
+    for a single document (nothing to resample)."""
+    if len(doc_sum_a) != len(doc_sum_b):
+        raise LexformerError(f"paired bootstrap needs the same documents for both models, got "
+                             f"{len(doc_sum_a)} and {len(doc_sum_b)}")
+    if len(doc_sum_a) < 2:
+        return None
+    if indices is None:
+        indices = resample_indices(len(doc_sum_a))
+    return _percentiles(resampled_ratio(doc_sum_a, doc_count, indices)
+                        - resampled_ratio(doc_sum_b, doc_count, indices), level)
+
+
 __all__ = ["DEFAULT_RESAMPLES", "DEFAULT_SEED", "TIE_TOLERANCE", "Difference",
-           "perplexity_difference", "perplexity_interval", "resample_indices",
-           "resampled_perplexity", "seed_difference", "seed_interval", "t_quantile_975"]
+           "perplexity_difference", "perplexity_interval", "ratio_difference_interval",
+           "ratio_interval", "resample_indices", "resampled_perplexity", "resampled_ratio",
+           "seed_difference", "seed_interval", "t_quantile_975"]

@@ -20,8 +20,8 @@ SUBCOMMANDS = (train, eval_cmd, generate, reproduce, analyze, extend)
 
 EXAMPLES = """\
 examples:
-  lexformer reproduce                       # the paper's experiment, ~45 min on 2 CPU cores
-  lexformer reproduce --preset smoke --out runs/smoke   # the same pipeline in a few minutes
+  lexformer reproduce                       # the paper's experiment, ~70 min on 2 CPU cores
+  lexformer reproduce --preset smoke --out runs/smoke   # the same pipeline in ~15 s
   lexformer train --preset tiny --position xpos --out runs/xpos
   torchrun --nproc_per_node=2 -m lexformer train --preset smoke --out runs/ddp
   lexformer eval --model runs/xpos --lengths 64,128,256,512,1024 --attention full,blockwise

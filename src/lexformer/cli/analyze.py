@@ -40,7 +40,12 @@ def check_args(args) -> None:
 
 
 def run(args) -> int:
-    from ..analysis import AnalysisResult, analytic_resolutions, analyze_checkpoint
+    from ..analysis import (
+        AnalysisResult,
+        analytic_resolutions,
+        analyze_checkpoint,
+        expectation_curves,
+    )
     from ..checkpoint import load
     from ..evaluate import Label
     from ..fileio import atomic_write_json
@@ -61,8 +66,8 @@ def run(args) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "analysis.json", result.to_json())
-    plot_expectation_curves(out / "expectation_curves.png", head_dim=head_dim,
-                            max_distance=max(4096, 2 * L))
+    plot_expectation_curves(out / "expectation_curves.png",
+                            expectation_curves(head_dim, max_distance=max(4096, 2 * L)))
     plot_expected_scores(out / "expected_scores.png",
                          {Label(measured.model, a): measured.get(a, lengths[-1]).s_hat
                           for a in args.attention})

@@ -7,7 +7,7 @@ The encoder counterpart of :mod:`lexformer.experiments.reproduce`, as resumable 
    (:mod:`lexformer.mlm`) with the same data order, seed and token budget;
 3. evaluate masked-token loss and accuracy of each at L/4 … 16·L, full and blockwise
    attention, on the same masked tokens at every length;
-4. ``report.md``, ``results.json`` and ``plots/`` (:mod:`lexformer.mlm_report`).
+4. ``report.md``, ``results.json`` and ``plots/`` (:mod:`lexformer.experiments.encoder_report`).
 
 Layout of ``out``: ``models/<scheme>``, ``eval/<scheme>.json``, ``timings.json``,
 ``report.md``, ``results.json``, ``plots/``. A model is reused only if its saved training
@@ -155,7 +155,7 @@ def eval_stage(p: MLMPipeline, scheme: str, documents) -> Stage[MaskedLMResult]:
 
 
 def report_stage(p: MLMPipeline, evals: dict[str, MaskedLMResult]) -> Stage[Path]:
-    from ..mlm_report import MLMReportInputs, training_record, write_mlm_report
+    from .encoder_report import MLMReportInputs, training_record, write_mlm_report
 
     def compute() -> Path:
         cfg = next(iter(p.configs.values()))

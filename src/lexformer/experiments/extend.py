@@ -305,8 +305,8 @@ def plan_methods(model, s: ExtendSettings, lengths: list[int]
 
 def run_extend(s: ExtendSettings) -> Path:
     """Measure every method (or reuse its stage) and write ``report.md``; returns its path."""
-    from ..extend_report import write_report
     from ..models import open_model
+    from .extend_report import write_report
 
     started = time.time()
     check_settings(s)

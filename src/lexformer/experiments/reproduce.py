@@ -8,7 +8,8 @@
 5. context use: loss by position and copy at distances L/8 … 16·L for every model under
    full and blockwise attention (:mod:`lexformer.tasks`);
 6. attention resolution (analytic curves, and each first-seed model's ŝ[n] at L and 2L);
-7. ``report.md`` with the tables beside the paper's, and the plots (:mod:`lexformer.report`).
+7. ``report.md`` with the tables beside the paper's, and the plots
+   (:mod:`lexformer.experiments.reproduce_report`).
 
 Layout of ``out``: ``models/<scheme>`` (first seed; the layout of earlier versions) and
 ``models/<scheme>-seed<k>`` (other seeds), ``eval/<model>.json``, ``ood/<model>.json``,
@@ -37,12 +38,12 @@ from ..errors import LexformerError
 from ..evaluate import PerplexityResult, check_lengths, default_lengths, evaluate_model
 from ..fileio import ensure_writable_dir
 from ..presets import from_preset
-from ..report import ReportInputs, TrainingRecord, write_report
-from ..report_context import ContextInputs
 from ..tasks import TaskResults, TaskSettings, default_distances, run_tasks
 from ..tasks.settings import DEFAULT_SAMPLES
 from ..train import prepare_data, read_training_metrics
 from .common import ATTENTIONS, EVAL_SPLIT, TrainedExperiment, check_schemes, evaluation_codec
+from .context_report import ContextInputs
+from .reproduce_report import ReportInputs, TrainingRecord, write_report
 from .stages import JsonCodec, Runner, Stage, command_line, say
 
 DEFAULT_SCHEMES = ("absolute", "alibi", "rope", "xpos", "none")

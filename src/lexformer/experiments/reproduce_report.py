@@ -6,7 +6,8 @@ two models is stated only where the paired bootstrap interval of their differenc
 zero (otherwise the text says "tie at this scale" and gives the interval).
 
 The section "Does the model use its context?" (copy gain and loss by position) comes from
-:mod:`lexformer.report_context`.
+:mod:`lexformer.experiments.context_report`; what the three experiment reports share (cells, tables,
+training and provenance sections, the length figure) from :mod:`.reporting`.
 
 Cells read ``81.12 ±0.90``: with one seed ± is half the width of the 95 % paired-bootstrap
 interval over documents; with several seeds the value is the mean over seeds and ± their
@@ -15,9 +16,6 @@ standard deviation (n − 1 in the denominator).
 
 from __future__ import annotations
 
-import math
-import platform
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,12 +23,21 @@ from typing import Any
 
 import numpy as np
 
-from .analysis import AnalysisResult
-from .evaluate import Label, LengthResult, PerplexityResult
-from .fileio import atomic_write_json, atomic_write_text
-from .paper import PAPER_TRAIN_LENGTH, TABLE2, TABLE2_BY_LABEL, TABLE3, TABLE5
-from .report_context import ContextInputs, context_json, section_context, write_context_plots
-from .stats import Difference, resample_indices, seed_difference
+from ..analysis import AnalysisResult
+from ..evaluate import Label, LengthResult, PerplexityResult
+from ..paper import PAPER_TRAIN_LENGTH, TABLE2, TABLE2_BY_LABEL, TABLE3, TABLE5
+from ..stats import Difference, resample_indices, seed_difference
+from .context_report import ContextInputs, context_json, section_context, write_context_plots
+from .reporting import (
+    number,
+    optional,
+    provenance_section,
+    same_scores,
+    table,
+    training_section,
+    value_cell,
+    write_report_files,
+)
 
 ATTENTIONS = ("full", "blockwise")
 LEX = Label("xpos", "blockwise")
@@ -91,10 +98,9 @@ def cell_text(cells: Sequence[LengthResult]) -> str:
     """One seed: ``ppl ±half-interval``; several: ``mean ±std`` over seeds."""
     if len(cells) == 1:
         c = cells[0]
-        half = "" if c.ci95 is None else f" ±{(c.ci95[1] - c.ci95[0]) / 2:.2f}"
-        return f"{_num(c.perplexity)}{half}"
+        return value_cell(c.perplexity, None if c.ci95 is None else (c.ci95[1] - c.ci95[0]) / 2)
     values = [c.perplexity for c in cells]
-    return f"{_num(float(np.mean(values)))} ±{float(np.std(values, ddof=1)):.2f}"
+    return value_cell(float(np.mean(values)), float(np.std(values, ddof=1)))
 
 
 def difference(table: dict[str, list[PerplexityResult]], a: Label, b: Label,
@@ -106,16 +112,6 @@ def difference(table: dict[str, list[PerplexityResult]], a: Label, b: Label,
     # one seed is the K = 1 case: the same paired bootstrap, and no interval over seeds
     return seed_difference([c.doc_nll for c in ca], [c.doc_nll for c in cb],
                            ca[0].tokens_per_document, resample_indices(len(ca[0].doc_nll)))
-
-
-def _num(v: float | None) -> str:
-    if v is None or not math.isfinite(v):
-        return "–"
-    return f"{v:.2f}" if v < 1000 else f"{v:.0f}"
-
-
-def _fmt(v, digits: int = 3) -> str:
-    return "–" if v is None else f"{v:,.{digits}f}"
 
 
 def _fmt_eta(seconds: float) -> str:
@@ -152,14 +148,12 @@ def _uncertainty_note(inp: ReportInputs) -> str:
             " ± their standard deviation.")
 
 
-def _perplexity_table(inp: ReportInputs, table: dict[str, list[PerplexityResult]]) -> list[str]:
+def _perplexity_table(inp: ReportInputs, results: dict[str, list[PerplexityResult]]
+                      ) -> list[str]:
     L = inp.train_length
-    lines = ["| model | " + " | ".join(f"{n}{' (L)' if n == L else ''}" for n in inp.lengths)
-             + " |", "|---|" + "---|" * len(inp.lengths)]
-    for label in inp.labels:
-        lines.append(f"| {_row_name(label)} | " + " | ".join(
-            cell_text(_cells(table, label, n)) for n in inp.lengths) + " |")
-    return lines
+    return table(["model", *(f"{n}{' (L)' if n == L else ''}" for n in inp.lengths)],
+                 ([_row_name(label), *(cell_text(_cells(results, label, n))
+                                       for n in inp.lengths)] for label in inp.labels))
 
 
 def section_table2(inp: ReportInputs, ppl_png: str) -> list[str]:
@@ -172,7 +166,7 @@ def section_table2(inp: ReportInputs, ppl_png: str) -> list[str]:
               "1024; columns in units of its L):", "",
               "| paper | " + " | ".join(f"{n} ({n / PAPER_TRAIN_LENGTH:g}·L)" for n in cols)
               + " |", "|---|" + "---|" * len(cols)]
-    lines += [f"| {k} | " + " | ".join(_num(row[n]) for n in cols) + " |"
+    lines += [f"| {k} | " + " | ".join(number(row[n]) for n in cols) + " |"
               for k, row in TABLE2.items()]
     return lines + ["", f"![perplexity vs length]({ppl_png})", ""]
 
@@ -262,38 +256,24 @@ def section_table3(inp: ReportInputs, exp_png: str, shat_png: str) -> list[str]:
 
 
 def section_training(inp: ReportInputs) -> list[str]:
-    lines = ["## Training", "",
-             "Same data, same budget in tokens for every scheme; the seed decides both the "
-             "initialisation and the data order, and is shared across schemes.", "",
-             "| scheme | seed | steps | tokens | final train loss | validation loss | "
-             "tokens/s (median) |", "|---|---|---|---|---|---|---|"]
-    for r in inp.training:
-        lines.append(f"| {r.scheme} | {r.seed} | {r.step} | "
-                     f"{_fmt(r.tokens, 0) if r.tokens is not None else '–'} | {_fmt(r.loss)} | "
-                     f"{_fmt(r.val_loss)} | {_fmt(r.tokens_per_s, 0)} |")
-    return lines + [""]
+    return training_section(
+        "Same data, same budget in tokens for every scheme; the seed decides both the "
+        "initialisation and the data order, and is shared across schemes.",
+        ["scheme", "seed", "steps", "tokens", "final train loss", "validation loss",
+         "tokens/s (median)"],
+        ([r.scheme, str(r.seed), str(r.step), optional(r.tokens, ",.0f"),
+          optional(r.loss, ",.3f"), optional(r.val_loss, ",.3f"),
+          optional(r.tokens_per_s, ",.0f")] for r in inp.training))
 
 
 def section_provenance(inp: ReportInputs) -> list[str]:
-    import torch
-
-    from . import __version__
-
-    lines = ["## Provenance", "", f"- command: `{inp.command}`",
-             f"- wall-clock of this invocation: {_fmt_eta(inp.wall)} (stages already on disk "
-             "are skipped)"]
+    timing = [f"- wall-clock of this invocation: {_fmt_eta(inp.wall)} (stages already on disk "
+              "are skipped)"]
     if inp.timings:
-        lines.append(f"- time of every stage when it ran: {_fmt_eta(sum(inp.timings.values()))}"
-                     " in all — " + ", ".join(f"{k} {_fmt_eta(v)}"
-                                              for k, v in inp.timings.items()))
-    cuda = torch.cuda.is_available()
-    lines += [f"- lexformer {__version__}, torch {torch.__version__}, Python "
-              f"{platform.python_version()}, numpy {np.__version__}",
-              f"- machine: {platform.machine()}, {platform.system()} {platform.release()}, "
-              f"{torch.get_num_threads()} torch threads, "
-              f"{'CUDA ' + torch.cuda.get_device_name() if cuda else 'CPU only'}",
-              f"- date: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}", ""]
-    return lines
+        timing.append(f"- time of every stage when it ran: {_fmt_eta(sum(inp.timings.values()))}"
+                      " in all — " + ", ".join(f"{k} {_fmt_eta(v)}"
+                                               for k, v in inp.timings.items()))
+    return provenance_section(inp.command, timing)
 
 
 # --------------------------------------------------------------------------- findings
@@ -301,8 +281,8 @@ def _same(table, a: Label, b: Label, n: int) -> bool:
     """Two configurations that score every document identically (up to float rounding), as
     full and blockwise attention do at lengths ≤ L. Their fp32 kernels differ, so document
     NLLs agree to ~1e-8 relative, not exactly; 1e-6 is far below any real difference between
-    two models (the smallest seen in a default run: ~1e-4)."""
-    return all(np.allclose(x.doc_nll, y.doc_nll, rtol=1e-6, atol=0)
+    two models (the smallest seen in a default run: ~1e-4); see reporting.SAME_RTOL."""
+    return all(same_scores(x.doc_nll, y.doc_nll)
                for x, y in zip(_cells(table, a, n), _cells(table, b, n)))
 
 
@@ -392,16 +372,16 @@ def section_findings(inp: ReportInputs) -> list[str]:
 
 # --------------------------------------------------------------------------- files
 def write_plots(out: Path, inp: ReportInputs) -> tuple[Path, Path, Path]:
-    from .plots import plot_expectation_curves, plot_expected_scores, plot_perplexity_vs_length
+    from ..analysis import expectation_curves
+    from ..plots import plot_expectation_curves, plot_expected_scores, plot_perplexity_vs_length
 
     plots, L = out / "plots", inp.train_length
     curves = {lab: {n: mean_perplexity(inp.evals, lab, n) for n in inp.lengths}
               for lab in inp.labels}
     ppl = plot_perplexity_vs_length(plots / "perplexity_vs_length.png", curves, L,
                                     paper=TABLE2_BY_LABEL)
-    exp = plot_expectation_curves(plots / "expectation_curves.png",
-                                  head_dim=inp.analysis.head_dim,
-                                  max_distance=4 * L if L >= 1024 else 4096)
+    exp = plot_expectation_curves(plots / "expectation_curves.png", expectation_curves(
+        inp.analysis.head_dim, max_distance=4 * L if L >= 1024 else 4096))
     s_hat = {lab: inp.analysis.models[lab.scheme].get(lab.attention, 2 * L).s_hat
              for lab in inp.labels}
     shat = plot_expected_scores(plots / "expected_scores.png", s_hat)
@@ -445,10 +425,7 @@ def write_report(out: Path, inp: ReportInputs) -> Path:
     lines += section_training(inp)
     lines += section_findings(inp)
     lines += section_provenance(inp)
-    report = out / "report.md"
-    atomic_write_text(report, "\n".join(lines))
-    atomic_write_json(out / "results.json", results_json(inp))
-    return report
+    return write_report_files(out, lines, results_json(inp))
 
 
 __all__ = ["ReportInputs", "TrainingRecord", "cell_text", "difference", "findings",

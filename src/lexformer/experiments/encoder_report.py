@@ -13,11 +13,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from .fileio import atomic_write_json, atomic_write_text
-from .mlm import MaskedLengthResult, MaskedLMResult
-from .stats import resample_indices
+from ..mlm import MaskedLengthResult, MaskedLMResult
+from ..stats import ratio_difference_interval
+from .reporting import (
+    LengthPanel,
+    interval_cell,
+    optional,
+    plot_by_length,
+    provenance_section,
+    table,
+    training_section,
+    write_report_files,
+)
 
 TARGET = "xpos"
 
@@ -33,8 +40,8 @@ class MLMTrainingRecord:
 
 
 def training_record(scheme: str, run_dir: Path) -> MLMTrainingRecord:
-    from .checkpoint import read_meta
-    from .train import read_training_metrics
+    from ..checkpoint import read_meta
+    from ..train import read_training_metrics
 
     meta = read_meta(run_dir)
     rec = MLMTrainingRecord(scheme, meta.get("step"), meta.get("tokens_seen"),
@@ -89,16 +96,10 @@ class LossDifference:
 
 def loss_difference(a: MaskedLengthResult, b: MaskedLengthResult) -> LossDifference:
     """Paired bootstrap of ``a.loss − b.loss`` (both on the same documents and masks)."""
-    nll_a, nll_b = np.asarray(a.doc_nll), np.asarray(b.doc_nll)
-    masked = np.asarray(a.doc_masked, dtype=np.float64)
-    value = a.loss - b.loss
-    if len(nll_a) < 2 or len(nll_a) != len(nll_b):
-        return LossDifference(value, None)
-    idx = resample_indices(len(nll_a))
-    total = masked[idx].sum(axis=1)
-    diffs = (nll_a[idx].sum(axis=1) - nll_b[idx].sum(axis=1)) / total
-    lo, hi = np.percentile(diffs, [2.5, 97.5])
-    return LossDifference(value, (float(lo), float(hi)))
+    if len(a.doc_nll) != len(b.doc_nll):
+        return LossDifference(a.loss - b.loss, None)
+    return LossDifference(a.loss - b.loss,
+                          ratio_difference_interval(a.doc_nll, b.doc_nll, a.doc_masked))
 
 
 # --------------------------------------------------------------------------- sections
@@ -108,9 +109,8 @@ def _length_header(inp: MLMReportInputs) -> list[str]:
 
 def _table(inp: MLMReportInputs, cell, best) -> list[str]:
     """Rows scheme / attention, columns lengths; the best value of each column in bold."""
-    header = ["model", *_length_header(inp)]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     rows = [(s, a) for a in inp.attentions for s in inp.schemes]
+    body = []
     for scheme, attention in rows:
         per = inp.evals[scheme].results[attention]
         cells = []
@@ -118,14 +118,13 @@ def _table(inp: MLMReportInputs, cell, best) -> list[str]:
             column = [inp.evals[s].results[a][n] for s, a in rows]
             text = cell(per[n])
             cells.append(f"**{text}**" if per[n] is best(column) else text)
-        lines.append(f"| {scheme} / {attention} | " + " | ".join(cells) + " |")
-    return lines
+        body.append([f"{scheme} / {attention}", *cells])
+    return table(["model", *_length_header(inp)], body)
 
 
 def _loss_cell(r: MaskedLengthResult) -> str:
-    if r.loss_ci95 is None:
-        return f"{r.loss:.3f}"
-    return f"{r.loss:.3f} ±{(r.loss_ci95[1] - r.loss_ci95[0]) / 2:.3f}"
+    # a loss keeps its decimals at any size (no "large" rule) and prints inf/nan as such
+    return interval_cell(r.loss, r.loss_ci95, digits=3, large=None, blank_nonfinite=False)
 
 
 def section_tables(inp: MLMReportInputs, plot: str) -> list[str]:
@@ -198,60 +197,34 @@ def section_findings(inp: MLMReportInputs) -> list[str]:
 
 
 def section_training(inp: MLMReportInputs) -> list[str]:
-    lines = ["## Training", "",
-             f"Every scheme: preset `{inp.preset}`, {inp.tokens:,} tokens at L = "
-             f"{inp.train_length}, seed {inp.seed}, the same batches and the same masks; loss "
-             "on the 15 % masked tokens.", "",
-             "| scheme | steps | tokens | last train loss | validation loss | tokens/s |",
-             "|---|---|---|---|---|---|"]
-
-    def fmt(x, spec):
-        return "–" if x is None else format(x, spec)
-
-    for r in inp.training:
-        lines.append(f"| {r.scheme} | {fmt(r.step, 'd')} | {fmt(r.tokens_seen, ',d')} | "
-                     f"{fmt(r.last_loss, '.3f')} | {fmt(r.val_loss, '.3f')} | "
-                     f"{fmt(r.tokens_per_s, ',.0f')} |")
-    return lines + [""]
+    return training_section(
+        f"Every scheme: preset `{inp.preset}`, {inp.tokens:,} tokens at L = "
+        f"{inp.train_length}, seed {inp.seed}, the same batches and the same masks; loss "
+        "on the 15 % masked tokens.",
+        ["scheme", "steps", "tokens", "last train loss", "validation loss", "tokens/s"],
+        ([r.scheme, optional(r.step, "d"), optional(r.tokens_seen, ",d"),
+          optional(r.last_loss, ".3f"), optional(r.val_loss, ".3f"),
+          optional(r.tokens_per_s, ",.0f")] for r in inp.training))
 
 
 def section_provenance(inp: MLMReportInputs) -> list[str]:
     total = sum(inp.timings.values())
-    lines = ["## Provenance", "", f"Command: `{inp.command}`", "",
-             f"Compute time of all stages: {total / 60:.1f} min"
-             + (f" (this invocation: {inp.wall / 60:.1f} min)." if inp.wall else "."), ""]
-    return lines + ["| stage | seconds |", "|---|---|"] + [
-        f"| {k} | {v:.1f} |" for k, v in inp.timings.items()] + [""]
+    timing = [f"- compute time of all stages: {total / 60:.1f} min"
+              + (f" (this invocation: {inp.wall / 60:.1f} min)" if inp.wall else "")]
+    return provenance_section(inp.command, timing) + table(
+        ["stage", "seconds"], ([k, f"{v:.1f}"] for k, v in inp.timings.items())) + [""]
 
 
 # --------------------------------------------------------------------------- outputs
 def plot_mlm_loss(path: Path, inp: MLMReportInputs) -> Path:
     """Masked-token loss against length, one panel per attention mode, one line per scheme."""
-    from .plots import pyplot, save_figure
-
-    plt = pyplot()
-    attentions = inp.attentions
-    fig, axes = plt.subplots(1, len(attentions), figsize=(6 * len(attentions), 4.2),
-                             squeeze=False, sharey=True)
-    for ax, attention in zip(axes[0], attentions):
-        for scheme in inp.schemes:
-            per = inp.evals[scheme].results[attention]
-            xs = [n for n in inp.lengths if n in per]
-            ax.plot(xs, [per[n].loss for n in xs], marker="o", markersize=3, label=scheme,
-                    linewidth=2.0 if scheme == TARGET else 1.0)
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(inp.lengths)
-        ax.set_xticklabels([str(n) for n in inp.lengths])
-        ax.minorticks_off()
-        ax.axvline(inp.train_length, color="black", linestyle="--", linewidth=1.0,
-                   label=f"L = {inp.train_length}")
-        ax.set_xlabel("evaluation length (tokens)")
-        ax.set_title(f"{attention} attention")
-        ax.grid(alpha=0.3)
-    axes[0, 0].set_ylabel("masked-token loss (nats)")
-    axes[0, 0].legend(fontsize=8, loc="best")
-    fig.tight_layout()
-    return save_figure(fig, path)
+    panels = [LengthPanel({s: {n: r.loss for n, r in inp.evals[s].results[a].items()}
+                           for s in inp.schemes}, f"{a} attention", inp.train_length,
+                          f"L = {inp.train_length}", ticks=inp.lengths)
+              for a in inp.attentions]
+    return plot_by_length(path, panels, "masked-token loss (nats)", widths={
+        s: 2.0 if s == TARGET else 1.0 for s in inp.schemes}, log_y=False,
+        panel_size=(6, 4.2), share_y=True, every_legend=False)
 
 
 def results_json(inp: MLMReportInputs) -> dict[str, Any]:
@@ -279,10 +252,7 @@ def write_mlm_report(out: Path, inp: MLMReportInputs) -> Path:
     lines += section_findings(inp)
     lines += section_training(inp)
     lines += section_provenance(inp)
-    report = out / "report.md"
-    atomic_write_text(report, "\n".join(lines))
-    atomic_write_json(out / "results.json", results_json(inp))
-    return report
+    return write_report_files(out, lines, results_json(inp))
 
 
 __all__ = ["LossDifference", "MLMReportInputs", "MLMTrainingRecord", "findings",

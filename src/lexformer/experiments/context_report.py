@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from .tasks.results import BinLoss, CopyScore, TaskResults
+from ..tasks.results import TaskResults
+from .reporting import LengthPanel, plot_by_length, table
 
 ATTENTIONS = ("full", "blockwise")
 #: a copy gain at or below this reads as "about 0" (the model does not copy at that distance)
@@ -74,15 +75,12 @@ def gain_text(gain: float) -> str:
 def copy_table(c: ContextInputs) -> list[str]:
     """Markdown rows: scheme / attention down, distances across, the copy gain in each cell."""
     distances = c.distances
-    lines = ["| model | " + " | ".join(f"{d} ({length_name(d, c.train_length)})"
-                                       for d in distances) + " |",
-             "|---|" + "---|" * len(distances)]
-    for scheme in c.schemes:
-        for attention in c.attentions:
-            gains = c.copy_gain(scheme, attention)
-            lines.append(f"| {scheme} / {attention} | " + " | ".join(
-                gain_text(gains[d]) if d in gains else "–" for d in distances) + " |")
-    return lines
+    rows = ([f"{scheme} / {attention}", *(gain_text(gains[d]) if d in gains else "–"
+                                          for d in distances)]
+            for scheme in c.schemes for attention in c.attentions
+            for gains in [c.copy_gain(scheme, attention)])
+    return table(["model", *(f"{d} ({length_name(d, c.train_length)})" for d in distances)],
+                 rows)
 
 
 # --------------------------------------------------------------------------- the paragraph
@@ -149,24 +147,23 @@ def context_paragraph(c: ContextInputs) -> str:
 
 
 # --------------------------------------------------------------------------- figures, JSON
-def _mean_results(c: ContextInputs) -> tuple[dict, dict]:
-    """Seed-mean curves keyed by (scheme, attention), in the types the task plots take."""
-    bins, copies = {}, {}
-    for s in c.schemes:
-        for a in c.attentions:
-            bins[(s, a)] = {e: BinLoss(v, 0) for e, v in c.position_loss(s, a).items()}
-            copies[(s, a)] = {d: CopyScore(v, float("nan"), float("nan"), c.samples)
-                              for d, v in c.copy_gain(s, a).items()}
-    return bins, copies
-
-
 def write_context_plots(plots: Path, c: ContextInputs) -> tuple[Path, Path]:
-    """``position_loss.png`` and ``copy_gain.png`` in ``plots``."""
-    from .tasks.plots import plot_copy_gain, plot_position_loss
+    """``position_loss.png`` and ``copy_gain.png`` in ``plots``: the seed-mean curves, one
+    colour per scheme and one line style per attention mode."""
+    from ..plots import line_styles
 
-    bins, copies = _mean_results(c)
-    return (plot_position_loss(plots / "position_loss.png", bins, c.train_length),
-            plot_copy_gain(plots / "copy_gain.png", copies, c.train_length))
+    L, keys = c.train_length, [(s, a) for s in c.schemes for a in c.attentions]
+    styles, mark = line_styles(keys), f"train length L = {L}"
+    position = LengthPanel({k: c.position_loss(*k) for k in keys}, "Loss by position", L, mark)
+    copy = LengthPanel({k: c.copy_gain(*k) for k in keys}, "Copy at a distance", L, mark,
+                       guides=(0.0, 1.0))
+    return (plot_by_length(plots / "position_loss.png", [position], "mean token loss (nats)",
+                           styles=styles, log_y=False, panel_size=(7, 4),
+                           xlabel="position (tokens of context before the token; bin end)"),
+            plot_by_length(plots / "copy_gain.png", [copy],
+                           "copy gain 1 − loss(repeat) / loss(first)", styles=styles,
+                           log_y=False, panel_size=(7, 4),
+                           xlabel="distance d (tokens between the span and its repeat)"))
 
 
 def section_context(c: ContextInputs, position_png: str, copy_png: str) -> list[str]:

@@ -10,20 +10,22 @@ paired bootstrap interval of their difference excludes zero
 from __future__ import annotations
 
 import math
-import platform
-import subprocess
-import time
 from pathlib import Path
 
-import numpy as np
-
-from .evaluate import LengthResult
-from .fileio import atomic_write_text
-from .stats import perplexity_difference, resample_indices
+from ..evaluate import LengthResult
+from ..stats import perplexity_difference, resample_indices
+from .reporting import (
+    LengthPanel,
+    interval_cell,
+    machine_name,
+    plot_by_length,
+    provenance_section,
+    same_scores,
+    table,
+    write_report_files,
+)
 
 PLOT = "plots/perplexity_vs_length.png"
-#: documents' summed NLL within this relative distance count as the same score (see _same)
-SAME_RTOL = 1e-7
 
 #: method → (where it comes from); descriptions come from lexformer.hf.HF_METHODS
 SOURCES = {
@@ -46,10 +48,8 @@ def _cells(run) -> dict[str, dict[int, LengthResult]]:
 
 
 def _cell_text(r: LengthResult | None) -> str:
-    if r is None:
-        return "–"
-    half = "" if r.ci95 is None else f" ±{(r.ci95[1] - r.ci95[0]) / 2:.2f}"
-    return (f"{r.perplexity:.2f}" if r.perplexity < 1000 else f"{r.perplexity:.0f}") + half
+    # inf or nan perplexity is printed as such here (the reproduction prints "–")
+    return "–" if r is None else interval_cell(r.perplexity, r.ci95, blank_nonfinite=False)
 
 
 def _scale(n: int, context: int) -> str:
@@ -71,24 +71,19 @@ def section_header(run) -> list[str]:
 
 
 def section_methods(run) -> list[str]:
-    from .hf.methods import HF_METHODS
+    from ..hf.methods import HF_METHODS
 
-    lines = ["## Methods", "", "| method | what it does | source |", "|---|---|---|"]
-    for st in run.stages:
-        spec = HF_METHODS.get(st.method)
-        lines.append(f"| {st.method} | {spec.summary if spec else '–'} | "
-                     f"{SOURCES.get(st.method, '–')} |")
-    return lines + [""]
+    rows = ([st.method, spec.summary if spec else "–", SOURCES.get(st.method, "–")]
+            for st in run.stages for spec in [HF_METHODS.get(st.method)])
+    return ["## Methods", "", *table(["method", "what it does", "source"], rows), ""]
 
 
 def section_table(run) -> list[str]:
     cells = _cells(run)
     head = [f"{n} ({_scale(n, run.context)})" for n in run.lengths]
-    lines = ["## Perplexity by length", "", "| method | " + " | ".join(head) + " |",
-             "|---|" + "---|" * len(run.lengths)]
-    for method, per in cells.items():
-        lines.append(f"| {method} | " + " | ".join(_cell_text(per.get(n))
-                                                   for n in run.lengths) + " |")
+    lines = ["## Perplexity by length", "", *table(
+        ["method", *head], ([method, *(_cell_text(per.get(n)) for n in run.lengths)]
+                            for method, per in cells.items()))]
     note = ("± is half the width of the 95 % bootstrap interval over documents (1000 "
             "resamples)." if run.documents > 1 else
             "One document: no interval (nothing to resample); the cells are point values.")
@@ -106,11 +101,10 @@ def section_plot(run) -> list[str]:
 
 
 def section_cost(run) -> list[str]:
-    lines = ["## Time and memory", "", "| method | seconds | peak RSS (MiB) | measured |",
-             "|---|---|---|---|"]
-    for st in run.stages:
-        lines.append(f"| {st.method} | {st.seconds:.1f} | {st.peak_rss_mb:.0f} | "
-                     f"{'earlier run (reused)' if st.reused else 'this run'} |")
+    lines = ["## Time and memory", "", *table(
+        ["method", "seconds", "peak RSS (MiB)", "measured"],
+        ([st.method, f"{st.seconds:.1f}", f"{st.peak_rss_mb:.0f}",
+          "earlier run (reused)" if st.reused else "this run"] for st in run.stages))]
     measures = sorted({st.memory_measure for st in run.stages})
     return lines + ["", "Time: wall-clock of the stage's scoring (model loading and "
                     "tokenizing excluded). Memory: " + "; ".join(measures) + ", in MiB "
@@ -120,8 +114,8 @@ def section_cost(run) -> list[str]:
 def _same(a: LengthResult, b: LengthResult) -> bool:
     """The same score on every document up to float rounding: kernels that compute the same
     attention differ by ~1e-9 relative in the documents' summed NLL (measured on the test
-    model), a real difference between methods by far more."""
-    return bool(np.allclose(a.doc_nll, b.doc_nll, rtol=SAME_RTOL, atol=0))
+    model), a real difference between methods by more (reporting.SAME_RTOL)."""
+    return same_scores(a.doc_nll, b.doc_nll)
 
 
 def _signed(x: float) -> str:
@@ -210,77 +204,19 @@ def section_findings(run) -> list[str]:
     return ["## What this means", ""] + [f"- {f}" for f in findings(run)] + [""]
 
 
-def machine_name() -> str:
-    """``lscpu``'s model name, else the platform's processor string."""
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name:"):
-                return line.split(":", 1)[1].strip()
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _versions() -> str:
-    import numpy
-    import torch
-
-    from . import __version__
-
-    try:
-        import transformers
-        hf = f", transformers {transformers.__version__}"
-    except ImportError:
-        hf = ""
-    return (f"lexformer {__version__}, torch {torch.__version__}{hf}, numpy "
-            f"{numpy.__version__}, Python {platform.python_version()}")
-
-
 def section_provenance(run) -> list[str]:
-    import torch
-
-    return ["## Provenance", "", f"- command: `{run.command}`",
-            f"- wall-clock of this invocation: {run.wall:.0f} s (stages already on disk "
-            "are reused)",
-            f"- machine: {machine_name()}, {torch.get_num_threads()} torch threads, "
-            f"{platform.system()} {platform.release()}",
-            f"- date: {time.strftime('%Y-%m-%d %H:%M:%S %Z', time.localtime(run.started))}",
-            f"- versions: {_versions()}", ""]
+    return provenance_section(run.command, [
+        f"- wall-clock of this invocation: {run.wall:.0f} s (stages already on disk are "
+        "reused)"], started=run.started)
 
 
 # --------------------------------------------------------------------------- files
 def write_plot(out: Path, run) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    try:
-        for method, per in _cells(run).items():
-            xs = sorted(per)
-            ax.plot(xs, [per[n].perplexity for n in xs], marker="o", markersize=3,
-                    label=method)
-        values = [r.perplexity for per in _cells(run).values() for r in per.values()]
-        if max(values) > 10 * min(values):  # full attention far past L: keep the rest legible
-            ax.set_yscale("log")
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(run.lengths, [str(n) for n in run.lengths])
-        ax.minorticks_off()
-        ax.axvline(run.context, color="black", linestyle="--", linewidth=1,
-                   label=f"declared context L = {run.context}")
-        ax.set_xlabel("evaluation length (tokens)")
-        ax.set_ylabel("perplexity")
-        ax.set_title(f"{run.model_name}: perplexity against length")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        path = out / PLOT
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=120, bbox_inches="tight")
-    finally:
-        plt.close(fig)
-    return path
+    curves = {method: {n: r.perplexity for n, r in per.items()}
+              for method, per in _cells(run).items()}
+    panel = LengthPanel(curves, f"{run.model_name}: perplexity against length", run.context,
+                        f"declared context L = {run.context}", ticks=run.lengths)
+    return plot_by_length(out / PLOT, [panel], "perplexity", panel_size=(7, 4.5))
 
 
 def write_report(out: Path, run) -> Path:
@@ -288,9 +224,7 @@ def write_report(out: Path, run) -> Path:
     lines = (section_header(run) + section_methods(run) + section_table(run)
              + section_plot(run) + section_cost(run) + section_findings(run)
              + section_provenance(run))
-    path = out / "report.md"
-    atomic_write_text(path, "\n".join(lines))
-    return path
+    return write_report_files(out, lines)
 
 
 __all__ = ["SOURCES", "findings", "machine_name", "write_plot", "write_report"]
