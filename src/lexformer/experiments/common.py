@@ -1,6 +1,6 @@
-"""The parts the two trained experiments (reproduce and encoder) share: the scheme list's
-checks, the training stage, the refusal of an out folder trained with other settings, and
-the key of an evaluation by length."""
+"""The parts the two trained experiments (reproduce and encoder) share: their common
+settings and the scheme list's checks, the data and training stages, the refusal of an out
+folder trained with other settings, and the key of an evaluation by length."""
 
 from __future__ import annotations
 
@@ -20,18 +20,32 @@ ATTENTIONS = ("full", "blockwise")
 EVAL_SPLIT = "test"
 
 
-def check_schemes(schemes: Sequence[str]) -> None:
-    """A non-empty list of known position schemes, none twice."""
-    from ..positions import POSITION_SCHEMES
+@dataclass
+class TrainedSettings:
+    """What both trained experiments are asked: a preset and position schemes, the corpus,
+    the out folder, the evaluation lengths (None: L/4 … 16·L), the budget and the seed.
+    Each experiment's settings add their own fields after these, in their historic order."""
 
-    if not list(schemes):
-        raise LexformerError("no schemes given; e.g. --schemes xpos,rope")
-    unknown = [x for x in schemes if x not in POSITION_SCHEMES]
-    if unknown:
-        raise LexformerError(f"unknown scheme(s) {', '.join(unknown)}; known: "
-                             + ", ".join(sorted(POSITION_SCHEMES)))
-    if len(set(schemes)) != len(list(schemes)):
-        raise LexformerError("a scheme is listed twice in --schemes")
+    preset: str = "tiny"
+    corpus: str = "shakespeare"
+    out: Path = Path("runs/reproduce")
+    schemes: Sequence[str] = ()
+    lengths: Sequence[int] | None = None
+    tokens: int | None = None
+    seed: int = 0
+
+    def check_schemes(self) -> None:
+        """A non-empty list of known position schemes, none twice."""
+        from ..positions import POSITION_SCHEMES
+
+        if not list(self.schemes):
+            raise LexformerError("no schemes given; e.g. --schemes xpos,rope")
+        unknown = [x for x in self.schemes if x not in POSITION_SCHEMES]
+        if unknown:
+            raise LexformerError(f"unknown scheme(s) {', '.join(unknown)}; known: "
+                                 + ", ".join(sorted(POSITION_SCHEMES)))
+        if len(set(self.schemes)) != len(list(self.schemes)):
+            raise LexformerError("a scheme is listed twice in --schemes")
 
 
 def evaluation_key(step: int | None, lengths: Sequence[int], corpus: str,
@@ -127,9 +141,17 @@ class TrainedExperiment:
         self.out.mkdir(parents=True, exist_ok=True)
         return self.runner.run
 
-    def train_stage(self, model: Any, title: str) -> Stage[None]:
+    def data_stage(self, compute: Callable[[], Any]) -> Stage:
+        """The first stage: corpus, tokenizer and token cache (``compute`` also checks or
+        returns the evaluation documents); cheap once cached, so it runs every time."""
+        return Stage("data", f"data: corpus {self.settings.corpus!r}, tokenizer, token cache",
+                     compute)
+
+    def train_stage(self, model: Any, label: str, detail: str) -> Stage[None]:
         """Train the model (resuming a started run), or keep a finished one."""
         cfg, run_dir, name = self.configs[model], self.model_dir(model), self.model_name(model)
+        title = (f"train {label} ({cfg.total_steps()} steps × {cfg.batch_size} × "
+                 f"{cfg.train_length} tokens, {detail})")
 
         def compute() -> None:
             summary = train(cfg, run_dir, resume=has_checkpoint(run_dir),
@@ -142,5 +164,5 @@ class TrainedExperiment:
                      reused=f"    {name}: already trained with these settings, skipped")
 
 
-__all__ = ["ATTENTIONS", "EVAL_SPLIT", "TrainedExperiment", "TrainedModel", "check_schemes",
+__all__ = ["ATTENTIONS", "EVAL_SPLIT", "TrainedExperiment", "TrainedModel", "TrainedSettings",
            "evaluation_codec", "evaluation_key"]

@@ -40,7 +40,7 @@ from ..fileio import ensure_writable_dir
 from ..mlm import MaskedLMResult, evaluate_masked_lm
 from ..presets import MLM_PRESETS
 from ..train import prepare_data
-from .common import ATTENTIONS, EVAL_SPLIT, TrainedExperiment, check_schemes, evaluation_codec
+from .common import ATTENTIONS, EVAL_SPLIT, TrainedExperiment, TrainedSettings, evaluation_codec
 from .stages import Runner, Stage, command_line, say
 
 #: the bidirectional schemes compared by default ("learned" cannot go past L)
@@ -64,14 +64,9 @@ def mlm_config(preset: str, **overrides: Any) -> TrainConfig:
 
 
 @dataclass
-class MLMSettings:
-    preset: str = "tiny"
-    corpus: str = "shakespeare"
+class MLMSettings(TrainedSettings):
     out: Path = Path("runs/reproduce-mlm")
     schemes: Sequence[str] = MLM_SCHEMES
-    lengths: Sequence[int] | None = None
-    tokens: int | None = None
-    seed: int = 0
     dtype: str | None = None
     progress: bool = True
     #: at most this many test documents (None: all that hold 16·L tokens)
@@ -86,7 +81,7 @@ class MLMPipeline(TrainedExperiment):
 
 def plan(s: MLMSettings) -> MLMPipeline:
     """Every config and the evaluation lengths, all checked before any work."""
-    check_schemes(s.schemes)
+    s.check_schemes()
     if s.tokens is not None and s.tokens < 1:
         raise LexformerError(f"--tokens must be positive, got {s.tokens}")
     if s.max_docs is not None and s.max_docs < 1:
@@ -114,14 +109,7 @@ def data_stage(p: MLMPipeline) -> Stage[list]:
         return evaluation_documents(p.settings.corpus, tokenizer, EVAL_SPLIT, p.lengths[-1],
                                     p.settings.max_docs)
 
-    return Stage("data", f"data: corpus {p.settings.corpus!r}, tokenizer, token cache",
-                 compute)
-
-
-def encoder_train_stage(p: MLMPipeline, scheme: str) -> Stage[None]:
-    cfg = p.configs[scheme]
-    return p.train_stage(scheme, f"train {scheme} encoder ({cfg.total_steps()} steps × "
-                         f"{cfg.batch_size} × {cfg.train_length} tokens, masked LM)")
+    return p.data_stage(compute)
 
 
 def _documents(result: MaskedLMResult) -> list[int]:
@@ -176,7 +164,7 @@ def run_mlm_pipeline(settings: MLMSettings) -> Path:
     run = p.start()
     documents = run(data_stage(p))
     for scheme in p.configs:
-        run(encoder_train_stage(p, scheme))
+        run(p.train_stage(scheme, f"{scheme} encoder", "masked LM"))
     evals = {scheme: run(eval_stage(p, scheme, documents)) for scheme in p.configs}
     report = run(report_stage(p, evals))
     say(f"done: {report}")

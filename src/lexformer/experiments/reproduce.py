@@ -41,7 +41,7 @@ from ..presets import from_preset
 from ..tasks import TaskResults, TaskSettings, default_distances, run_tasks
 from ..tasks.settings import DEFAULT_SAMPLES
 from ..train import prepare_data, read_training_metrics
-from .common import ATTENTIONS, EVAL_SPLIT, TrainedExperiment, check_schemes, evaluation_codec
+from .common import ATTENTIONS, EVAL_SPLIT, TrainedExperiment, TrainedSettings, evaluation_codec
 from .context_report import ContextInputs
 from .reproduce_report import ReportInputs, TrainingRecord, write_report
 from .stages import JsonCodec, Runner, Stage, command_line, say
@@ -72,14 +72,8 @@ class Run:
 
 
 @dataclass
-class ReproduceSettings:
-    preset: str = "tiny"
-    corpus: str = "shakespeare"
-    out: Path = Path("runs/reproduce")
+class ReproduceSettings(TrainedSettings):
     schemes: Sequence[str] = DEFAULT_SCHEMES
-    lengths: Sequence[int] | None = None
-    tokens: int | None = None
-    seed: int = 0
     seeds: int = 1
     dtype: str | None = None
     ood_corpus: str | None = "auto"  # "auto": default_ood_corpus; None or "none": no stage
@@ -99,7 +93,7 @@ class ReproduceSettings:
 
 def check_settings(s: ReproduceSettings) -> None:
     """Every user error in the settings, before any work."""
-    check_schemes(s.schemes)
+    s.check_schemes()
     if s.seeds < 1:
         raise LexformerError(f"--seeds must be at least 1, got {s.seeds}")
     if s.seed < 0:
@@ -181,14 +175,7 @@ def data_stage(p: Pipeline) -> Stage[None]:
             raise LexformerError(f"copy at distances up to 16·L needs test documents of "
                                  f"{p.task_document_length} tokens: {e}") from None
 
-    return Stage("data", f"data: corpus {p.settings.corpus!r}, tokenizer, token cache",
-                 compute)
-
-
-def model_train_stage(p: Pipeline, run: Run) -> Stage[None]:
-    cfg = p.configs[run]
-    return p.train_stage(run, f"train {run.name} ({cfg.total_steps()} steps × "
-                         f"{cfg.batch_size} × {cfg.train_length} tokens, seed {run.seed})")
+    return p.data_stage(compute)
 
 
 def _complete(result: PerplexityResult) -> PerplexityResult:
@@ -370,7 +357,7 @@ def run_pipeline(settings: ReproduceSettings) -> Path:
     run = p.start()
     run(data_stage(p))
     for r in p.runs:
-        run(model_train_stage(p, r))
+        run(p.train_stage(r, r.name, f"seed {r.seed}"))
     evals = {r: run(eval_stage(p, r, settings.corpus, "eval")) for r in p.runs}
     ood = ({r: run(eval_stage(p, r, settings.ood, "ood")) for r in p.runs}
            if settings.ood else {})
