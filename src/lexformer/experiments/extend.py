@@ -303,6 +303,13 @@ def plan_methods(model, s: ExtendSettings, lengths: list[int]
     return plan
 
 
+def documents_stage(s: ExtendSettings, model, length: int) -> Stage[list]:
+    """The held-out documents every method is measured on (their first ``length`` tokens);
+    the token cache makes this cheap after the first run, so it is not saved."""
+    return Stage("", f"documents: {s.corpus!r} {s.split}, {length} tokens each",
+                 lambda: evaluation_documents(s.corpus, model, s.split, length, s.max_docs))
+
+
 def run_extend(s: ExtendSettings) -> Path:
     """Measure every method (or reuse its stage) and write ``report.md``; returns its path."""
     from ..models import open_model
@@ -315,9 +322,7 @@ def run_extend(s: ExtendSettings) -> Path:
                             else default_lengths(model.context_length))
     plan = plan_methods(model, s, lengths)
     runner = Runner(len(plan) + 2, started=started)  # documents, one per method, report
-    docs = runner.run(Stage("", f"documents: {s.corpus!r} {s.split}, {lengths[-1]} tokens "
-                            "each", lambda: evaluation_documents(s.corpus, model, s.split,
-                                                                 lengths[-1], s.max_docs)))
+    docs = runner.run(documents_stage(s, model, lengths[-1]))
     model_id = model_identity(s.model)
     stages = [runner.run(method_stage(
         model, method, docs, kept, stop, Path(s.out) / "eval" / f"{_file_name(method)}.json",
