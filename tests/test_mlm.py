@@ -19,6 +19,7 @@ from text_corpus import write_corpus
 
 from lexformer import LexformerError, ModelConfig, TransformerLM
 from lexformer.data import BatchSampler
+from lexformer.experiments.encoder import MLMSettings, mlm_config, run_mlm_pipeline
 from lexformer.mlm import (
     MASK_RATE,
     MaskedBatchSampler,
@@ -27,7 +28,6 @@ from lexformer.mlm import (
     mask_tokens,
     masked_documents,
 )
-from lexformer.mlm_pipeline import MLMSettings, mlm_config, run_mlm_pipeline
 from lexformer.model import IGNORE_INDEX, lm_loss
 from lexformer.presets import MLM_PRESETS, PRESETS, from_preset
 from lexformer.train import train
