@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..checkpoint import has_checkpoint, read_meta, read_train_config
+from ..checkpoint import has_checkpoint, read_run_meta, read_train_config
 from ..config import TrainConfig, describe_differences
 from ..errors import LexformerError
 from ..train import train
@@ -81,7 +81,7 @@ class TrainedModel:
     def load(self, path: Path) -> tuple[bool, None]:
         if not has_checkpoint(path):
             raise FileNotFoundError(path)
-        return read_meta(path).get("step", 0) >= self.total_steps, None
+        return read_run_meta(path).step >= self.total_steps, None
 
     def save(self, path: Path, result: Any, key: Any) -> None:
         pass
@@ -113,7 +113,7 @@ class TrainedExperiment:
 
     def model_step(self, model: Any) -> int | None:
         """The step of the model's checkpoint: part of every key measured on it."""
-        return read_meta(self.model_dir(model)).get("step")
+        return read_run_meta(self.model_dir(model)).step
 
     def evaluation_key(self, model: Any, corpus: str, **extra: Any) -> dict[str, Any]:
         """The key of evaluating ``model`` on ``corpus`` at every length and attention."""

@@ -31,8 +31,10 @@ from ..evaluate import (
     check_lengths,
     document_nll,
     evaluation_documents,
+    length_result,
 )
 from ..fileio import ensure_writable_dir
+from ..hf.methods import HF_METHODS, get_method
 from .stages import JsonCodec, Runner, Stage, command_line, say
 
 #: the default run: the model as is, the paper's blockwise attention, blockwise attention that
@@ -41,7 +43,8 @@ from .stages import JsonCodec, Runner, Stage, command_line, say
 #: SmolLM2 (L = 8192). The measured time of this default is in the committed report
 #: (docs/extend/report.md). More methods (--methods), lengths (--lengths) or documents
 #: (--max-docs) add their cells' cost; lengths past 2L lengthen every cell's document.
-DEFAULT_METHODS = ("full", "blockwise", "blockwise+sinks", "yarn")
+#: Which methods these are is each method's record's word (``HFMethod.extend_default``).
+DEFAULT_METHODS = tuple(name for name, m in HF_METHODS.items() if m.extend_default)
 #: lengths as multiples of the declared context L (the default run: L/4, L, 2L)
 DEFAULT_SCALES = (0.25, 1.0, 2.0)
 DEFAULT_FULL_UP_TO = 2.0
@@ -85,12 +88,8 @@ def check_settings(s: ExtendSettings) -> None:
 def is_quadratic(model, method: str) -> bool:
     """Does ``method`` keep every key visible (cost O(n²) per chunk)? True for the model's
     own attention, the RoPE rescalings and SelfExtend; False for the window methods."""
-    from ..hf.methods import get_method
-
-    if method == "self-extend":  # a "window" method by mechanism, yet every key stays visible
-        return True
     try:
-        return get_method(method).kind != "window"
+        return get_method(method).quadratic
     except LexformerError:  # not a Hugging Face method name: assume the worst
         return True
 
@@ -195,21 +194,14 @@ def measure(model, docs, lengths: list[int], method: str, progress: bool
     import numpy as np
     import torch
 
-    from ..stats import perplexity_interval, resample_indices
+    from ..stats import resample_indices
 
     tokens = torch.from_numpy(np.stack([np.asarray(d, dtype=np.int64) for d in docs]))
     n_docs, top = tokens.shape
     indices = resample_indices(n_docs) if n_docs > 1 else None  # the same for every method
     bar = _bar(len(lengths) * top * n_docs, method, progress)
-    out = {}
-    for n in lengths:
-        doc_nll = _document_nll(model, tokens, n, method, bar)
-        scored = n_docs * (top // n) * (n - 1)
-        out[n] = LengthResult(length=n, perplexity=float(np.exp(doc_nll.sum() / scored)),
-                              nll=float(doc_nll.sum() / scored), tokens=scored,
-                              documents=n_docs,
-                              ci95=perplexity_interval(doc_nll, scored / n_docs, indices),
-                              doc_nll=tuple(float(x) for x in doc_nll))
+    out = {n: length_result(_document_nll(model, tokens, n, method, bar), n, top, indices)
+           for n in lengths}
     if bar is not None:
         bar.close()
     return out

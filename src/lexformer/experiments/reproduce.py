@@ -190,15 +190,15 @@ EVAL_CODEC = evaluation_codec(PerplexityResult.to_json,
 
 def eval_stage(p: Pipeline, run: Run, corpus: str, folder: str) -> Stage[PerplexityResult]:
     """Evaluate one model on ``corpus`` into ``<folder>/<model>.json`` (or reuse it)."""
-    from ..models import CheckpointLM
+    from ..lm import LexformerLM
 
     step = p.model_step(run)
 
     def compute() -> PerplexityResult:
         ckpt = load(p.model_dir(run))
-        return evaluate_model(CheckpointLM(ckpt), corpus, EVAL_SPLIT, p.lengths, ATTENTIONS,
-                              progress=p.settings.progress, checkpoint=str(ckpt.path),
-                              step=step)
+        return evaluate_model(LexformerLM.from_checkpoint(ckpt), corpus, EVAL_SPLIT, p.lengths,
+                              ATTENTIONS, progress=p.settings.progress,
+                              checkpoint=str(ckpt.path), step=step)
 
     return Stage(f"{folder}/{run.name}",
                  f"{folder} {run.name} on {corpus!r} at {', '.join(map(str, p.lengths))}",
@@ -253,7 +253,7 @@ def task_stage(p: Pipeline, run: Run, task: str) -> Stage[TaskRecord]:
     """One context-use task on one model under full and blockwise attention into
     ``<task>/<model>.json`` (or reuse it)."""
     from ..evaluate import evaluation_documents
-    from ..models import CheckpointLM
+    from ..lm import LexformerLM
 
     corpus, step = p.settings.corpus, p.model_step(run)
     settings = settings_json(p.task_settings)
@@ -265,7 +265,7 @@ def task_stage(p: Pipeline, run: Run, task: str) -> Stage[TaskRecord]:
         t0 = time.time()
         documents = evaluation_documents(corpus, ckpt.tokenizer, EVAL_SPLIT,
                                          p.task_document_length)
-        results = run_tasks(CheckpointLM(ckpt), [task], ATTENTIONS, documents,
+        results = run_tasks(LexformerLM.from_checkpoint(ckpt), [task], ATTENTIONS, documents,
                             p.task_settings, progress=p.settings.progress)
         return TaskRecord(run.name, task, corpus, step, settings, results,
                           seconds=round(time.time() - t0, 2))
@@ -310,11 +310,10 @@ def analysis_stage(p: Pipeline) -> Stage[AnalysisResult]:
 
 # --------------------------------------------------------------------------- report
 def training_record(run: Run, run_dir: Path) -> TrainingRecord:
-    from ..checkpoint import read_meta
+    from ..checkpoint import read_run_meta
 
-    meta = read_meta(run_dir)
-    rec = TrainingRecord(run.scheme, run.seed, meta.get("step"), meta.get("tokens_seen"),
-                         meta.get("last_loss"))
+    meta = read_run_meta(run_dir)
+    rec = TrainingRecord(run.scheme, run.seed, meta.step, meta.tokens_seen, meta.last_loss)
     rec.val_loss, rec.tokens_per_s = read_training_metrics(run_dir)
     return rec
 
