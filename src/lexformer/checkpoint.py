@@ -317,17 +317,42 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> Checkpoi
     return Checkpoint(model=model, tokenizer=tokenizer, meta=meta, path=ckpt)
 
 
+def _legacy_numpy_globals() -> list[Any]:
+    """What a numpy RNG state pickled by lexformer before train states were written in safe
+    types needs: the array reconstructor, the array and dtype classes, and the uint32 dtype
+    of the MT19937 key only. None of them runs code; an object array (its dtype is not
+    allowed) and any other global are still refused."""
+    import numpy as np
+
+    reconstruct = np.empty(0).__reduce__()[0]  # numpy._core's under numpy 2
+    # a file written under numpy 1 names it numpy.core.multiarray._reconstruct
+    return [reconstruct, (reconstruct, "numpy.core.multiarray._reconstruct"), np.ndarray,
+            np.dtype, type(np.dtype(np.uint32))]
+
+
 def load_train_state(path: str | Path) -> dict[str, Any]:
     """The optimizer, sampler and RNG states saved for resuming; one-line error when the
-    file is missing or damaged."""
+    file is missing, damaged, or holds anything a ``weights_only`` load refuses."""
+    import pickle
+
     ckpt = resolve_checkpoint_dir(path)
     f = ckpt / STATE_FILE
     if not f.is_file():
         raise LexformerError(f"{ckpt} has no {STATE_FILE}: it cannot be resumed")
     try:
-        # not weights_only: the RNG states are numpy arrays and Python tuples
-        state = torch.load(f, map_location="cpu", weights_only=False)
-    except Exception as e:  # pickle, zip and EOF errors of a truncated or overwritten file
+        # weights_only: a train state is tensors, lists, dicts and numbers (train._rng_state);
+        # an arbitrary pickle from someone else's run folder must never execute
+        with torch.serialization.safe_globals(_legacy_numpy_globals()):
+            state = torch.load(f, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "weights only" not in str(e).lower():
+            raise LexformerError(f"corrupt checkpoint {ckpt}: cannot read {STATE_FILE} "
+                                 f"({_one_line(e)}); it cannot be resumed") from e
+        raise LexformerError(
+            f"{ckpt}: this {STATE_FILE} holds objects a safe load refuses (written by an "
+            "older lexformer in an unsafe format, or crafted); resume is refused, the model "
+            "itself still loads") from None
+    except Exception as e:  # zip and EOF errors of a truncated or overwritten file
         raise LexformerError(f"corrupt checkpoint {ckpt}: cannot read {STATE_FILE} "
                              f"({_one_line(e)}); it cannot be resumed") from e
     _require(isinstance(state, dict) and all(k in state for k in TRAIN_STATE_KEYS),

@@ -32,19 +32,6 @@ class ModelSource:
     open: Callable[[str, Any], LanguageModel]
 
 
-class CheckpointLM(LexformerLM):
-    """:meth:`LexformerLM.from_checkpoint` of a loaded checkpoint, under its older name:
-    ``CheckpointLM(checkpoint)`` (kept for callers; new code calls ``from_checkpoint``)."""
-
-    def __init__(self, checkpoint) -> None:
-        super().__init__(checkpoint.model, checkpoint.tokenizer, name=checkpoint.config.position,
-                         checkpoint=checkpoint)
-
-    @property
-    def training_corpus(self) -> str | None:
-        return self.provenance()["training_corpus"]
-
-
 def _is_lexformer_folder(spec: str) -> bool:
     from .checkpoint import has_checkpoint
 
@@ -148,5 +135,5 @@ def _with_options(method_options: Any, options: dict[str, int]):
     return replace(method_options or MethodOptions(), **options)
 
 
-__all__ = ["CheckpointLM", "LEXFORMER_OPTIONS", "MODEL_SOURCES", "ModelSource", "open_model",
+__all__ = ["LEXFORMER_OPTIONS", "MODEL_SOURCES", "ModelSource", "open_model",
            "register_source", "require_transformers"]

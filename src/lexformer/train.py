@@ -76,19 +76,47 @@ def read_training_metrics(run_dir: str | Path) -> tuple[float | None, float | No
 
 
 def _rng_state() -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-             "python": random.getstate()}
+    """Every RNG's state as tensors, lists, ints, floats and strings only, so that
+    ``train_state.pt`` loads with ``torch.load(weights_only=True)`` (a pickle of numpy or
+    Python objects could run code on resume)."""
+    numpy_state = np.random.get_state(legacy=False)
+    version, internal, gauss_next = random.getstate()
+    state = {"torch": torch.get_rng_state(),
+             "numpy": {"bit_generator": numpy_state["bit_generator"],
+                       "key": torch.from_numpy(numpy_state["state"]["key"].astype(np.int64)),
+                       "pos": int(numpy_state["state"]["pos"]),
+                       "has_gauss": int(numpy_state["has_gauss"]),
+                       "gauss": float(numpy_state["gauss"])},
+             "python": [version, list(internal), gauss_next]}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
+def _numpy_state(saved: Any) -> Any:
+    """What ``np.random.set_state`` takes, from :func:`_rng_state`'s form or from the legacy
+    tuple of train states written before it (read through checkpoint's numpy allowlist)."""
+    if not isinstance(saved, dict):
+        return saved
+    key = np.asarray(saved["key"].numpy() if torch.is_tensor(saved["key"]) else saved["key"])
+    return {"bit_generator": saved["bit_generator"],
+            "state": {"key": key.astype(np.uint32), "pos": int(saved["pos"])},
+            "has_gauss": int(saved["has_gauss"]), "gauss": float(saved["gauss"])}
+
+
 def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    try:
+        torch.set_rng_state(state["torch"])
+        np.random.set_state(_numpy_state(state["numpy"]))
+        version, internal, gauss_next = state["python"]
+        random.setstate((version, tuple(internal), gauss_next))
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
+        # as for the optimizer state (Trainer.restore)
+        raise LexformerError(f"the checkpoint's train state has a damaged RNG state "
+                             f"({type(e).__name__}: {' '.join(str(e).split())[:120]}); "
+                             "it cannot be resumed") from None
 
 
 def _seed_everything(seed: int) -> None:
@@ -280,10 +308,18 @@ class Trainer:
                 f"cannot resume {self.out_dir}: its model ({ckpt.config}) differs from the one "
                 f"this data gives ({self.model.config}); was the corpus changed?")
         self.model.load_state_dict(ckpt.model.state_dict())
-        self.optimizer.load_state_dict(state["optimizer"])
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as e:
+            # a file that loads safely can still hold the wrong things
+            raise LexformerError(f"cannot resume {self.out_dir}: the optimizer state in its "
+                                 f"train state is damaged ({type(e).__name__})") from None
         self.sampler.load_state_dict(state["sampler"])
         _set_rng_state(state["rng"])
-        self.step_no = int(state["step"])
+        if isinstance(state["step"], bool) or not isinstance(state["step"], int):
+            raise LexformerError(f"cannot resume {self.out_dir}: the step in its train state is "
+                                 f"not an integer ({state['step']!r:.40})")
+        self.step_no = state["step"]
         if self.dist.is_main and self.metrics_path.exists():
             lines = [ln for ln in self.metrics_path.read_text().splitlines()
                      if ln.strip() and json.loads(ln).get("step", 0) <= self.step_no]

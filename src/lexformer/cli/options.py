@@ -75,11 +75,6 @@ def attention_modes(text: str) -> list[str]:
     return modes
 
 
-def checkpoint_corpus(ckpt, override: str | None) -> str:
-    """The corpus to evaluate on: --corpus, else the one the checkpoint was trained on."""
-    return override or ckpt.meta.get("corpus", {}).get("name", "shakespeare")
-
-
 # --------------------------------------------------------------------------- dataclass options
 def _option_fields(cls: type, prefix: str = ""):
     """(dotted path, field, type) of every field of ``cls`` (nested dataclasses included)
