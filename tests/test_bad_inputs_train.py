@@ -52,6 +52,8 @@ OPTION_CASES = [
     ("odd_train_length", ["--train-length", "63"], ["train_length", "even"]),
     ("tiny_vocabulary", ["--vocab-size", "1"], ["--vocab-size", "at least 256"]),
     ("unknown_device", ["--device", "foo"], ["device", "foo"]),
+    ("negative_seed", ["--seed", "-1"], ["seed", ">= 0"]),
+    ("seed_past_numpy", ["--seed", "4294967296"], ["seed", "4294967295"]),
     pytest.param("no_cuda", ["--device", "cuda"], ["cuda", "not available"],
                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA present")),
 ]
