@@ -225,11 +225,9 @@ def check_lengths(lengths: Sequence[int], model: LanguageModel | TransformerLM |
 
 
 def _progress_bar(total: int, progress: bool, desc: str = "eval"):
-    if not progress:
-        return None
-    from tqdm.auto import tqdm
+    from .progress import progress_bar
 
-    return tqdm(total=total, desc=desc, unit="setting", dynamic_ncols=True, leave=False)
+    return progress_bar(total, desc, progress, unit="setting", leave=False)
 
 
 def document_nll(model: LanguageModel, tokens: torch.Tensor, length: int, attention: str,

@@ -256,7 +256,7 @@ class Trainer:
         self.metrics_path = out_dir / METRICS_FILE
         self.last_loss: float | None = None
         self.last_val: float | None = None
-        self.tokens_per_s = 0.0
+        self.tokens_per_s: float | None = None
 
     def setup(self) -> None:
         """Data (rank 0 builds the caches first so that other ranks only read them), the
@@ -396,7 +396,8 @@ class Trainer:
         """This step's metrics line (validation loss every eval_interval and at the end)."""
         cfg = self.cfg
         record: dict[str, Any] = {"step": self.step_no, "loss": round(self.last_loss, 5),
-                                  "lr": lr, "tokens_per_s": round(self.tokens_per_s, 1)}
+                                  "lr": lr, "tokens_per_s": None if self.tokens_per_s is None
+                                  else round(self.tokens_per_s, 1)}  # null: not yet measured
         if self.val_windows is not None and (self.step_no % cfg.eval_interval == 0
                                              or self.step_no == self.total):
             self.last_val = _validation_loss(self.model, self.val_windows, self.device,
@@ -411,7 +412,7 @@ class Trainer:
         """Train to the budget, saving every checkpoint_interval steps; SIGINT/SIGTERM or
         ``stop_after_steps`` save and stop early."""
         cfg, stopped_early = self.cfg, False
-        bar = _progress_bar(self) if self.runtime.progress and self.dist.is_main else None
+        bar = _progress_bar(self, self.runtime.progress and self.dist.is_main)
         clock = _Clock(cfg.batch_size * cfg.train_length)
         self.model.train()
         with _StopRequest() as stop:
@@ -432,18 +433,20 @@ class Trainer:
         if bar is not None:
             bar.close()
         return TrainSummary(self.step_no, self.total, self.last_loss, self.last_val,
-                            self.tokens_per_s, stopped_early, str(self.out_dir),
+                            clock.final(), stopped_early, str(self.out_dir),
                             self.model.num_parameters())
 
 
 class _Clock:
-    """Tokens per second over windows of at least two seconds (and at the last step)."""
+    """Tokens per second over windows of at least two seconds (and at the last step);
+    ``None`` until the first window is measured: a 0.0 there read as a stalled run."""
 
     def __init__(self, tokens_per_step: int) -> None:
         self.tokens_per_step = tokens_per_step
-        self.start, self.tokens, self.rate = time.perf_counter(), 0, 0.0
+        self.start, self.tokens = time.perf_counter(), 0
+        self.rate: float | None = None
 
-    def tick(self, last: bool) -> float:
+    def tick(self, last: bool) -> float | None:
         self.tokens += self.tokens_per_step
         elapsed = time.perf_counter() - self.start
         if elapsed > 2.0 or last:
@@ -451,20 +454,28 @@ class _Clock:
             self.start, self.tokens = time.perf_counter(), 0
         return self.rate
 
+    def final(self) -> float:
+        """The last measured rate, else the rate of the window still open (a run stopped
+        before its first window closed)."""
+        if self.rate is not None:
+            return self.rate
+        return self.tokens / max(time.perf_counter() - self.start, 1e-9)
+
 
 def _show(bar, record: dict[str, Any], last_val: float | None) -> None:
-    post = {"loss": f"{record['loss']:.3f}", "tok/s": f"{record['tokens_per_s']:,.0f}"}
+    speed = record["tokens_per_s"]
+    post = {"loss": f"{record['loss']:.3f}", "tok/s": "–" if speed is None else f"{speed:,.0f}"}
     if last_val is not None:
         post["val"] = f"{last_val:.3f}"
     bar.set_postfix(post)
     bar.update(1)
 
 
-def _progress_bar(trainer: Trainer):
-    from tqdm.auto import tqdm
+def _progress_bar(trainer: Trainer, enabled: bool):
+    from .progress import progress_bar
 
-    return tqdm(total=trainer.total, initial=trainer.step_no, unit="step", dynamic_ncols=True,
-                desc=f"train {trainer.cfg.position}")
+    return progress_bar(trainer.total, f"train {trainer.cfg.position}", enabled,
+                        initial=trainer.step_no, unit="step")
 
 
 # --------------------------------------------------------------------------- entry point

@@ -69,6 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    from ..progress import quiet_library_bars
+
+    # transformers' own bars ("Loading weights") follow --no-progress and a non-terminal too
+    quiet_library_bars(not getattr(args, "no_progress", False))
     try:
         return args.handler(args) or 0
     except LexformerError as e:
