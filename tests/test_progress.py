@@ -19,8 +19,12 @@ class _Terminal(io.StringIO):
 
 
 def test_no_bar_unless_asked_for_and_on_a_terminal(monkeypatch):
+    monkeypatch.delenv(progress.FORCE_ENV, raising=False)
     monkeypatch.setattr("sys.stderr", io.StringIO())
     assert progress.progress_bar(3, "x") is None  # a log file or a pipe
+    monkeypatch.setenv(progress.FORCE_ENV, "1")  # unless the user asks for bars in the log
+    assert progress.bars_wanted() and not progress.bars_wanted(enabled=False)
+    monkeypatch.delenv(progress.FORCE_ENV)
     monkeypatch.setattr("sys.stderr", _Terminal())
     assert progress.progress_bar(3, "x", enabled=False) is None
     bar = progress.progress_bar(3, "x", leave=False)
@@ -36,7 +40,8 @@ def test_progress_iter_yields_everything_with_or_without_a_bar(monkeypatch):
 
 def test_library_bars_silenced_off_a_terminal(monkeypatch):
     monkeypatch.setattr("sys.stderr", io.StringIO())
-    monkeypatch.delenv("HF_HUB_DISABLE_PROGRESS_BARS", raising=False)
+    monkeypatch.delenv(progress.FORCE_ENV, raising=False)
+    monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "0")  # restored after the test
     progress.quiet_library_bars(True)
     import os
 
@@ -57,7 +62,7 @@ def test_training_through_a_pipe_draws_no_bar_and_logs_null_speeds(tmp_path):
     corpus = write_corpus(tmp_path / "texts", n_docs=6, words_per_doc=1500)
     proc = run_cli("train", "--preset", "smoke", "--corpus", corpus, "--tokenizer", "bytes",
                    "--tokens", str(8 * 64 * 2), "--threads", "1", "--out", tmp_path / "run",
-                   env={"LEXFORMER_CACHE": str(tmp_path / "cache")})
+                   env={"LEXFORMER_CACHE": str(tmp_path / "cache"), progress.FORCE_ENV: ""})
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "\r" not in proc.stderr and "it/s" not in proc.stderr
     lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]

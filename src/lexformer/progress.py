@@ -4,7 +4,8 @@ A bar redraws itself with ``\\r`` several times a second: on a terminal that is 
 log file or a pipe it is tens of kilobytes of noise. Every bar of the library comes from
 :func:`progress_bar`, which gives one only when it is asked for and stderr (where tqdm draws)
 is a terminal; :func:`quiet_library_bars` does the same for the bars of transformers and the
-Hugging Face hub (their "Loading weights" bar).
+Hugging Face hub (their "Loading weights" bar). ``LEXFORMER_PROGRESS=1`` in the environment
+draws the bars asked for even off a terminal (a log followed with ``tail -f``).
 """
 
 from __future__ import annotations
@@ -17,10 +18,18 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
+#: set to 1: draw the bars asked for even when stderr is not a terminal
+FORCE_ENV = "LEXFORMER_PROGRESS"
+
+
 def bars_wanted(enabled: bool = True) -> bool:
-    """Whether a bar should be drawn: asked for, and stderr is a terminal."""
+    """Whether a bar should be drawn: asked for, and stderr is a terminal (or FORCE_ENV)."""
+    if not enabled:
+        return False
+    if os.environ.get(FORCE_ENV) == "1":
+        return True
     isatty = getattr(sys.stderr, "isatty", None)
-    return bool(enabled and isatty is not None and isatty())
+    return bool(isatty is not None and isatty())
 
 
 def progress_bar(total: int | None, desc: str, enabled: bool = True, **options: Any):
@@ -68,4 +77,4 @@ def quiet_library_bars(enabled: bool = True) -> None:
         hf_logging.disable_progress_bar()
 
 
-__all__ = ["bars_wanted", "progress_bar", "progress_iter", "quiet_library_bars"]
+__all__ = ["FORCE_ENV", "bars_wanted", "progress_bar", "progress_iter", "quiet_library_bars"]

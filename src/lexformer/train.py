@@ -221,6 +221,21 @@ def check_run_folder(cfg: TrainConfig, out_dir: Path, resume: bool) -> RunMeta |
     return meta
 
 
+def check_same_corpus(cfg: TrainConfig, out_dir: Path, meta: RunMeta,
+                      cache_dir: str | None = None) -> None:
+    """Refuse to resume on text other than the run was trained on: the corpus of the same
+    name (a user's folder edited since, a file replaced) is compared by content fingerprint
+    with the one ``config.json`` recorded, before any data is prepared."""
+    from .data import load_corpus
+
+    now = load_corpus(cfg.data.corpus, cache_dir=cache_dir).fingerprint
+    if now != meta.corpus_fingerprint:
+        raise LexformerError(
+            f"cannot resume {out_dir}: the corpus {cfg.data.corpus} is not the text it was "
+            f"trained on (content fingerprint {meta.corpus_fingerprint} when saved, {now} "
+            "now); restore that text or train into another --out (nothing was changed)")
+
+
 @dataclass
 class ResumePoint:
     """A checkpoint to continue from, read and checked before any data is prepared."""
@@ -504,6 +519,8 @@ def train(
     meta = check_run_folder(cfg, out_dir, resume)
     if meta is not None and meta.step >= cfg.total_steps():
         return _finished_summary(cfg, out_dir, meta)
+    if meta is not None:
+        check_same_corpus(cfg, out_dir, meta, runtime.cache_dir)
     point = ResumePoint.read(out_dir) if resume else None
     if runtime.threads:
         torch.set_num_threads(runtime.threads)
@@ -517,4 +534,5 @@ def train(
     return trainer.loop(stop_after_steps)
 
 
-__all__ = ["ResumePoint", "TrainSummary", "Trainer", "check_run_folder", "prepare_data", "train"]
+__all__ = ["ResumePoint", "TrainSummary", "Trainer", "check_run_folder", "check_same_corpus",
+           "prepare_data", "train"]
