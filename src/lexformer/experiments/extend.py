@@ -16,6 +16,7 @@ O(n·window) and run at every length. A method also stops where it cannot score 
 
 from __future__ import annotations
 
+import math
 import resource
 import time
 from collections.abc import Sequence
@@ -33,8 +34,8 @@ from ..evaluate import (
     evaluation_documents,
     length_result,
 )
-from ..fileio import ensure_writable_dir
-from ..hf.methods import HF_METHODS, get_method
+from ..fileio import ensure_writable_dir, ensure_writable_file
+from ..hf.methods import HF_METHODS, check_option_values, get_method
 from .stages import JsonCodec, Runner, Stage, command_line, say
 
 #: the default run: the model as is, the paper's blockwise attention, blockwise attention that
@@ -78,11 +79,29 @@ def check_settings(s: ExtendSettings) -> None:
         raise LexformerError("a method is listed twice in --methods")
     if s.max_docs is not None and s.max_docs < 1:
         raise LexformerError(f"--max-docs must be at least 1, got {s.max_docs}")
-    if not s.full_up_to > 0:
-        raise LexformerError(f"--full-up-to must be positive, got {s.full_up_to}")
+    if not (s.full_up_to > 0 and math.isfinite(s.full_up_to)):
+        raise LexformerError(f"--full-up-to must be a finite positive multiple of L, got "
+                             f"{s.full_up_to:g} (a large one, e.g. 64, runs them at every "
+                             "length)")
+    for method in s.methods or ():  # every model extend runs names its methods from these
+        get_method(method)
+    check_option_values(s.method_options)
     if s.lengths is not None:
         check_lengths(s.lengths)
-    ensure_writable_dir(s.out, "--out folder")
+    check_outputs(s)
+
+
+def check_outputs(s: ExtendSettings) -> None:
+    """Every path the run will write under --out can be written (a file where a folder
+    goes, a folder where a file goes, no rights): refused now, not after the measurements."""
+    from .extend_report import PLOT
+
+    out = ensure_writable_dir(s.out, "--out folder")
+    for folder in ("eval", "plots"):
+        ensure_writable_dir(out / folder, f"--out's {folder} folder")
+    stages = [f"eval/{_file_name(m)}.json" for m in (s.methods or DEFAULT_METHODS)]
+    for name in ("report.md", PLOT, *stages):
+        ensure_writable_file(out / name, "output file")
 
 
 def is_quadratic(model, method: str) -> bool:
