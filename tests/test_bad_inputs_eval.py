@@ -80,6 +80,12 @@ CASES = [
      ["divide"]),
     (["reproduce", "--preset", "smoke", "--out", "{base}/r", "--corpus", "{base}/short",
       "--schemes", "xpos", "--ood-corpus", "none"], ["no document has"]),
+    (["reproduce", "--preset", "smoke", "--out", "{base}/r", "--seeds", "100000000"],
+     ["--seeds 100000000", "at most"]),
+    (["reproduce", "--preset", "smoke", "--out", "{base}/r", "--seed", "4294967290", "--seeds",
+      "10"], ["4294967295", "4294967299"]),
+    (["reproduce", "--objective", "mlm", "--preset", "smoke", "--out", "{base}/r", "--corpus",
+      "{base}/short", "--schemes", "xpos"], ["no document has"]),
 ]
 
 
@@ -137,3 +143,19 @@ def test_usage_errors_are_one_line_without_the_usage_block(place, args, words):
     assert_clean_failure(proc, *words)
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert proc.stderr.startswith("lexformer: error:") and "usage:" not in proc.stderr
+
+
+def test_damaged_timings_are_set_aside_and_timed_again(place, tmp_path):
+    """A timings.json cut short (a kill mid-write) is not a traceback: the run notes it,
+    finishes, and leaves a readable file with the stages it ran."""
+    import json
+
+    base, env = place
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "timings.json").write_text('{"train/xpos": 3.')
+    proc = run_cli("reproduce", "--preset", "smoke", "--corpus", base / "texts", "--schemes",
+                   "xpos", "--ood-corpus", "none", "--no-progress", "--out", out, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr and "timings.json is damaged" in proc.stderr
+    assert "train/xpos" in json.loads((out / "timings.json").read_text())

@@ -34,6 +34,7 @@ from typing import Any
 
 from ..analysis import AnalysisResult, analytic_resolutions, analyze_checkpoint
 from ..checkpoint import load
+from ..config import MAX_SEED
 from ..errors import LexformerError
 from ..evaluate import PerplexityResult, check_lengths, default_lengths, evaluate_model
 from ..fileio import ensure_writable_dir
@@ -91,13 +92,24 @@ class ReproduceSettings(TrainedSettings):
         return default_ood_corpus(self.corpus) if self.ood_corpus == "auto" else self.ood_corpus
 
 
+#: the most seeds per scheme one reproduction trains: 100 seeds of the paper preset is
+#: already ~5 days on 2 CPU cores (one seed of every scheme takes ~70 min); more is a typo
+MAX_SEEDS = 100
+
+
 def check_settings(s: ReproduceSettings) -> None:
     """Every user error in the settings, before any work."""
     s.check_schemes()
     if s.seeds < 1:
         raise LexformerError(f"--seeds must be at least 1, got {s.seeds}")
+    if s.seeds > MAX_SEEDS:  # checked before a config per seed and scheme is built
+        raise LexformerError(f"--seeds {s.seeds} would train {s.seeds * len(s.schemes)} "
+                             f"models; at most {MAX_SEEDS} seeds")
     if s.seed < 0:
         raise LexformerError(f"--seed must be >= 0, got {s.seed}")
+    if s.seed + s.seeds - 1 > MAX_SEED:
+        raise LexformerError(f"seeds --seed … --seed+--seeds-1 must stay <= {MAX_SEED} "
+                             f"(2**32 - 1), got up to {s.seed + s.seeds - 1}")
     if s.tokens is not None and s.tokens < 1:
         raise LexformerError(f"--tokens must be positive, got {s.tokens}")
     if s.task_samples is not None and s.task_samples < 1:

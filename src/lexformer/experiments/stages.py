@@ -97,6 +97,22 @@ class Stage(Generic[T]):
     reused: str = ""
 
 
+def read_timings(path: Path) -> dict[str, float]:
+    """The seconds per stage saved in ``path``. A damaged file (not JSON, not a mapping of
+    stage names to seconds: a kill mid-write on an old version, a hand edit) is not an
+    error: it is set aside with a note, and every stage run from now on is timed again."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        data = None
+    if isinstance(data, dict) and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in data.values()):
+        return data
+    say(f"note: {path} is damaged and is rewritten; stages reused from earlier runs have no "
+        "time in the report, the others are timed again")
+    return {}
+
+
 @dataclass
 class Runner:
     """Runs the ``total`` stages of one invocation in order, keeping their timings."""
@@ -111,7 +127,7 @@ class Runner:
         # seconds per stage are kept across invocations: a resumed run still reports the
         # time each stage took when it actually ran
         if self.timings_file is not None and self.timings_file.exists():
-            self.timings = json.loads(self.timings_file.read_text())
+            self.timings = read_timings(self.timings_file)
 
     @property
     def elapsed(self) -> float:
@@ -158,4 +174,5 @@ class Runner:
         atomic_write_json(self.timings_file, self.timings)
 
 
-__all__ = ["Codec", "JsonCodec", "Runner", "STALE_ERRORS", "Stage", "command_line", "say"]
+__all__ = ["Codec", "JsonCodec", "Runner", "STALE_ERRORS", "Stage", "command_line",
+           "read_timings", "say"]
