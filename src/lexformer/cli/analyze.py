@@ -62,7 +62,8 @@ def run(args) -> int:
                             {measured.model: measured})
     print(f"{'attention':<10}{'length':>8}{'R(s_hat)':>12}")
     for r in measured.results:
-        print(f"{r.attention:<10}{r.length:>8}{r.resolution:>12.4f}")
+        # significant digits, not decimals: a trained model's R is of order 1e-4 (1/N)
+        print(f"{r.attention:<10}{r.length:>8}{r.resolution:>12.4g}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "analysis.json", result.to_json())
