@@ -27,7 +27,7 @@ import _common as C
 import torch
 
 from lexformer import ModelConfig, TransformerLM
-from lexformer import attention as attention_module
+from lexformer.attention import causal as attention_module
 
 VOCAB = 4096
 

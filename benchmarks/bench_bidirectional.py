@@ -30,10 +30,10 @@ import _common as C
 import numpy as np
 import torch
 
-import lexformer.encoder_attention as encoder_attention
+import lexformer.attention.bidirectional as encoder_attention
 from lexformer import ModelConfig, TransformerLM
 from lexformer.attention import AttentionSpec, causal_attention_packed
-from lexformer.encoder_attention import bidirectional_attention_packed
+from lexformer.attention.bidirectional import bidirectional_attention_packed
 from lexformer.mlm import mask_tokens
 from lexformer.positions import RoPE, XPos
 

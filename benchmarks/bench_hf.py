@@ -40,7 +40,7 @@ import torch
 
 from lexformer.hf import use_method
 from lexformer.hf.cache import window_cache
-from lexformer.hf.methods import resolve_settings, self_extend_max_length
+from lexformer.hf.methods import get_method, resolve_settings
 
 VOCAB = 49152
 ALL_METHODS = ("full", "blockwise", "sliding", "sinks", "blockwise+sinks", "lambda",
@@ -137,9 +137,9 @@ def main() -> None:
     times: dict[str, dict[int, dict]] = {}
     for n in lengths:
         for method in methods:
-            if method == "self-extend" and n > self_extend_max_length(
-                    resolve_settings(method, context, None), context):
-                continue  # past the longest input SelfExtend can place under L
+            longest = get_method(method).longest(context, None)
+            if longest is not None and n > longest:
+                continue  # past the longest input it scores (SelfExtend's positions under L)
             times.setdefault(method, {})[n] = r = prefill(model, method, n, args.rounds)
             print(f"prefill {method:>16} {n:>6}: {r['seconds']:8.2f} s "
                   f"(wall {r['wall_s']:.2f} s, stall {r['stall']:.2f})", flush=True)

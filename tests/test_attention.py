@@ -119,6 +119,26 @@ def test_first_visible_is_the_tight_cache_bound(mode):
         assert spec.first_visible(p) == earliest <= later
 
 
+def test_masks_compose_to_the_modes():
+    """The mask functions written once (attention.masks) give each mode's definition, and
+    and/or/not compose as boolean algebra."""
+    from lexformer.attention import masks as M
+
+    q, k = torch.arange(70)[:, None], torch.arange(70)[None, :]
+    for h in (1, 5, 8):
+        blockwise = ref.visibility_mask(q[:, 0], k[0], "blockwise", h, 16)
+        assert torch.equal(M.and_masks(M.causal(), M.block(h))(q, k), blockwise)
+        assert torch.equal(M.block(h, ahead=1)(q, k), (k // h - q // h).abs() <= 1)
+        for p in range(70):
+            assert M.block_start(h, p) == AttentionSpec("blockwise", block=h).first_visible(p)
+    sliding = ref.visibility_mask(q[:, 0], k[0], "sliding", 8, 7)
+    assert torch.equal(M.and_masks(M.causal(), M.window(7))(q, k), sliding)
+    either = M.or_masks(M.sinks(3), M.window(7))(q, k)
+    assert torch.equal(either, (k < 3) | (q - k < 7))
+    assert torch.equal(M.not_mask(M.causal())(q, k), k > q)
+    assert M.two_sided()(q, k).shape == (70, 70) and M.two_sided()(q, k).all()
+
+
 def test_spec_refuses_unknown_mode_and_bad_sizes():
     with pytest.raises(LexformerError, match="full, blockwise, sliding"):
         AttentionSpec("dense")

@@ -12,12 +12,12 @@ import torch
 from lexformer import LexformerError, ModelConfig, TransformerLM
 from lexformer import reference as ref
 from lexformer.attention import AttentionSpec
-from lexformer.config import TrainConfig
-from lexformer.encoder_attention import (
+from lexformer.attention.bidirectional import (
     attend_bidirectional,
     attend_bidirectional_eager,
     bidirectional_attention,
 )
+from lexformer.config import TrainConfig
 from lexformer.positions import ALiBi, NoPosition, RoPE, XPos, build_position_scheme
 
 F64 = torch.float64
@@ -191,7 +191,7 @@ LENGTHS = [5, BLOCK, 2 * BLOCK, 2 * BLOCK + 1, 3 * BLOCK, 41, 8 * BLOCK]
 def xpos_path(request, monkeypatch):
     """Both implementations of full bidirectional XPOS: the two fused causal calls merged by
     log-sum-exp (the CPU default) and the explicit logits (blockwise, GPUs, dropout)."""
-    import lexformer.encoder_attention as ea
+    import lexformer.attention.bidirectional as ea
 
     if request.param == "explicit":
         monkeypatch.setattr(ea, "FLASH_MIN_LENGTH", 1 << 62)
@@ -203,7 +203,7 @@ def xpos_path(request, monkeypatch):
 
 
 def test_cpu_full_xpos_takes_the_fused_path(monkeypatch):
-    import lexformer.encoder_attention as ea
+    import lexformer.attention.bidirectional as ea
 
     if ea._cpu_flash_ops() is None:
         pytest.skip("this torch has no fused CPU attention with log-sum-exp")
@@ -253,7 +253,7 @@ def test_general_and_eager_paths_match_reference(scheme, mode):
 
 def test_chunked_full_xpos_matches_reference(monkeypatch):
     """Past the chunk threshold each query chunk is centred on itself; same numbers."""
-    import lexformer.encoder_attention as ea
+    import lexformer.attention.bidirectional as ea
 
     monkeypatch.setattr(ea, "XPOS_CHUNK_THRESHOLD", 16)
     monkeypatch.setattr(ea, "XPOS_CHUNK", 7)
@@ -311,7 +311,7 @@ def test_long_input_finite_and_exact_on_sampled_rows(dtype, mode, T):
 
 def test_blockwise_never_builds_an_n_by_n_matrix(monkeypatch):
     """The windowed path's softmax inputs are (windows, H, h, 3h), never (…, T, T)."""
-    import lexformer.encoder_attention as ea
+    import lexformer.attention.bidirectional as ea
 
     seen = []
     real = ea.bidirectional_logits

@@ -139,3 +139,19 @@ def test_missing_or_foreign_folders_are_refused(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(LexformerError, match="not a lexformer checkpoint"):
         load(tmp_path / "empty")
+
+
+def test_run_meta_reads_what_was_saved_and_writes_the_same_json(tmp_path):
+    from lexformer.checkpoint import RunMeta, read_run_meta
+
+    _save(tmp_path / "run", step=4)
+    meta = read_run_meta(tmp_path / "run")
+    assert meta.step == 4 and meta.train == _config() and meta.model == _config().model
+    assert (meta.corpus_name, meta.corpus_fingerprint, meta.last_loss) == ("test", "abc", 1.5)
+    assert meta.mask_token_id is None and meta.numerics is None
+    saved = read_meta(tmp_path / "run")
+    assert meta.to_json() == saved
+    assert RunMeta.from_json({**saved, "future_field": 1}).to_json()["future_field"] == 1
+    assert load(tmp_path / "run").run_meta == meta
+    with pytest.raises(LexformerError, match="missing field 'corpus'"):
+        RunMeta.from_json({k: v for k, v in saved.items() if k != "corpus"})

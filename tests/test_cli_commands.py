@@ -104,3 +104,19 @@ def test_analyze_prints_small_resolutions_with_significant_digits(smoke):
     assert len(rows) == len(measured)
     for r in measured:
         assert rows[(r["attention"], r["length"])] == pytest.approx(r["resolution"], rel=1e-3)
+
+
+def test_eval_takes_a_block_size_for_a_lexformer_model(smoke):
+    base, env = smoke
+    outs = {h: base / f"block-{h}.json" for h in ("default", "16")}
+    for h, out in outs.items():
+        options = [] if h == "default" else ["--method-options", f"block={h}"]
+        proc = run_cli("eval", "--checkpoint", base / "model", "--lengths", "32,128",
+                       "--attention", "blockwise", "--max-docs", "2", "--json", out,
+                       "--no-progress", *options, env=env)
+        assert proc.returncode == 0, proc.stderr
+    a, b = (json.loads(outs[h].read_text())["results"]["blockwise"] for h in outs)
+    assert a["32"] == b["32"] and a["128"] != b["128"]  # L = 64: h 32 → 16
+    proc = run_cli("eval", "--checkpoint", base / "model", "--method-options", "sinks=4",
+                   "--lengths", "32", env=env)
+    assert proc.returncode == 2 and "block and window only" in proc.stderr

@@ -143,3 +143,41 @@ def test_default_lengths_stop_at_16L_for_models_trained_here_and_2L_for_pretrain
     assert _default_lengths(here)[-1] == 16 * 64
     pretrained = SimpleNamespace(context_length=8192)  # any other LanguageModel
     assert _default_lengths(pretrained)[-1] == 2 * 8192
+
+
+def test_a_lexformer_checkpoint_is_evaluated_at_another_block_size(model, docs, tmp_path):
+    """Blockwise attention's h is an inference-time choice: h = L/4 instead of the default
+    L/2 changes blockwise scores past 2h and leaves them identical up to 2h (where both are
+    full attention)."""
+    from lexformer.checkpoint import save_checkpoint
+    from lexformer.config import TrainConfig
+    from lexformer.hf.methods import MethodOptions
+    from lexformer.models import open_model
+
+    meta = {"model": model.config.to_dict(), "train": TrainConfig(model=model.config).to_dict(),
+            "step": 1, "corpus": {"name": "test", "fingerprint": "abc"}, "last_loss": None}
+    save_checkpoint(tmp_path / "run", model, meta)
+    default = open_model(tmp_path / "run")
+    smaller = open_model(tmp_path / "run", block=4)
+    assert default.provenance()["block"] == 8 and smaller.provenance()["block"] == 4
+    assert open_model(tmp_path / "run", MethodOptions(block=4)).provenance()["block"] == 4
+    a = evaluate_perplexity(default, docs, LENGTHS, ["blockwise"], progress=False)["blockwise"]
+    b = evaluate_perplexity(smaller, docs, LENGTHS, ["blockwise"], progress=False)["blockwise"]
+    assert a[8] == b[8]  # 8 = 2h of the smaller block: both see the whole chunk
+    assert a[32].nll != b[32].nll  # past L: the smaller block sees fewer keys
+    with pytest.raises(LexformerError, match="block and window only, got sinks"):
+        open_model(tmp_path / "run", sinks=4)
+    with pytest.raises(LexformerError, match="unknown method option"):
+        open_model(tmp_path / "run", blocks=4)
+
+
+def test_provenance_and_default_lengths_come_from_the_model(model, tmp_path):
+    from types import SimpleNamespace
+
+    from lexformer.lm import model_default_lengths, model_provenance
+
+    lm = LexformerLM(model)
+    assert lm.default_lengths() == [4, 8, 16, 32, 64, 128, 256]
+    assert model_provenance(lm)["checkpoint"] is None and lm.provenance()["block"] == 8
+    other = SimpleNamespace(name="x", context_length=8)
+    assert model_provenance(other)["model"] == "x" and model_default_lengths(other)[-1] == 16

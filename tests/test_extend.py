@@ -16,14 +16,14 @@ from tiny_hf import CONTEXT, TEST_FILES, write_corpus, write_model  # noqa: E402
 
 from lexformer.errors import LexformerError  # noqa: E402
 from lexformer.evaluate import LengthResult, PerplexityResult  # noqa: E402
-from lexformer.experiments.extend_report import findings  # noqa: E402
-from lexformer.extend import (  # noqa: E402
+from lexformer.experiments.extend import (  # noqa: E402
     ExtendRun,
     ExtendSettings,
     StageRecord,
     method_lengths,
     run_extend,
 )
+from lexformer.experiments.extend_report import findings  # noqa: E402
 from lexformer.stats import perplexity_interval  # noqa: E402
 
 #: lambda's default 100 global tokens exceed the tiny model's whole context: must still run

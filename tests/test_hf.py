@@ -125,6 +125,22 @@ def test_is_a_language_model(tiny):
     assert lm.max_length("self-extend") == 171
 
 
+def test_score_provenance_and_default_lengths(tiny):
+    from lexformer.lm import DescribedModel, next_token_targets
+
+    lm = tiny[2]
+    assert isinstance(lm, DescribedModel)
+    ids = ids_of(100)
+    for method in ("full", "blockwise"):
+        scores = lm.score(ids, next_token_targets(ids), method)
+        assert torch.allclose(scores.nll[:, :-1], lm.token_nll(ids, method), atol=1e-6)
+        assert scores.nll[:, -1].eq(0).all() and not scores.correct[:, -1].any()
+    assert lm.default_lengths() == [16, 32, 64, 128]
+    prov = lm.provenance()
+    assert prov["checkpoint"] is None and prov["training_corpus"] is None
+    assert prov["method_options"]["block"] == OPTIONS.block
+
+
 def test_full_equals_unpatched_model(tiny):
     model, _, lm = tiny
     ids = ids_of(100)
@@ -261,6 +277,28 @@ def test_bad_options_are_clear_errors():
         resolve_settings("lambda", 64, MethodOptions(local_window=40, distance_cap=30))
     with pytest.raises(LexformerError, match="block must be positive|must be positive"):
         resolve_settings("blockwise", 64, MethodOptions(block=-1))
+
+
+def test_each_method_is_one_complete_record():
+    """Everything a caller asks of a method comes from its HFMethod record."""
+    from lexformer.hf.methods import HF_METHODS, get_method
+
+    for name, m in HF_METHODS.items():
+        assert m.name == name and m.source not in ("", "–")
+        assert (m.plan is not None) == (m.kind == "window")
+        assert (m.rope_type is not None) == (m.kind == "rope")
+        # every key visible: the native model, the RoPE rescalings and SelfExtend
+        assert m.quadratic == (m.kind != "window" or name == "self-extend")
+        if m.kind == "window":
+            assert resolve_settings(name, 64, OPTIONS).plan is m.plan
+    assert [n for n, m in HF_METHODS.items() if m.extend_default] == [
+        "full", "blockwise", "blockwise+sinks", "yarn"]
+    # G = 8, w = L/4 = 16: (L − 1 − w + ⌊w/G⌋)·G + G
+    assert get_method("self-extend").longest(64, None) == (64 - 1 - 16 + 2) * 8 + 8
+    assert get_method("yarn").longest(64, MethodOptions(target_length=300)) == 300
+    assert get_method("yarn").longest(64, None) is None
+    assert get_method("blockwise").longest(64, None) is None
+    assert resolve_settings("sinks", 64, MethodOptions(sinks=6)).window == 58
 
 
 def test_non_rope_model_is_refused(tmp_path):

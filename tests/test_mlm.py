@@ -13,11 +13,13 @@ import numpy as np
 import pytest
 import torch
 from cli_harness import assert_clean_failure, run_cli
+from ddp_reference import ddp_order_reference
 from safetensors.torch import load_file
 from text_corpus import write_corpus
 
 from lexformer import LexformerError, ModelConfig, TransformerLM
 from lexformer.data import BatchSampler
+from lexformer.experiments.encoder import MLMSettings, mlm_config, run_mlm_pipeline
 from lexformer.mlm import (
     MASK_RATE,
     MaskedBatchSampler,
@@ -26,10 +28,8 @@ from lexformer.mlm import (
     mask_tokens,
     masked_documents,
 )
-from lexformer.mlm_pipeline import MLMSettings, mlm_config, run_mlm_pipeline
-from lexformer.presets import MLM_PRESETS, PRESETS
 from lexformer.model import IGNORE_INDEX, lm_loss
-from lexformer.presets import from_preset
+from lexformer.presets import MLM_PRESETS, PRESETS, from_preset
 from lexformer.train import train
 
 
@@ -185,19 +185,22 @@ def test_cli_train_objective_mlm(corpus_dir, tmp_path):
 def test_two_process_ddp_mlm_matches_single_process(corpus_dir, tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1", **_cli_env(tmp_path))
     tokens = 8 * 64 * 4
-    single, ddp = tmp_path / "single", tmp_path / "ddp"
-    r = subprocess.run([sys.executable, "-m", "lexformer",
-                        *_train_args(corpus_dir, single, tokens)], env=env,
-                       capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr[-3000:]
+    ddp = tmp_path / "ddp"
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
                         "--nproc_per_node=2", "-m", "lexformer",
-                        *_train_args(corpus_dir, ddp, tokens)], env=env,
+                        *_train_args(corpus_dir, ddp, tokens), "--device", "cpu"], env=env,
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
-    a, b = _weights(single), _weights(ddp)
-    # same batches and masks; only the order of the gradient sum differs (as for clm)
-    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-4
+    # same batches and masks, and a one-process reference that adds the ranks' gradients in
+    # DDP's order: nothing may differ (as for clm; tests/ddp_reference.py says why)
+    cfg = from_preset("smoke", objective="mlm", causal=False, corpus=str(corpus_dir),
+                      tokenizer="bytes", tokens=tokens)
+    a, _ = ddp_order_reference(cfg, tmp_path / "cache")
+    b = _weights(ddp)
+    assert a.keys() == b.keys()
+    assert max((a[k] - b[k]).abs().max().item() for k in a) == 0
+    wrong, _ = ddp_order_reference(cfg, tmp_path / "cache", drop_rank=1)  # a real bug shows
+    assert max((wrong[k] - b[k]).abs().max().item() for k in b) > 1e-4
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -296,8 +299,10 @@ def _report_inputs(preset, corpus, command):
     from lexformer.mlm import MaskedLengthResult, MaskedLMResult
 
     def result(scheme, shift):
-        per = {n: MaskedLengthResult(n, 5.0 + shift, 0.1, 30, 3, (4.9 + shift, 5.1 + shift),
-                                     (50.0 + 10 * shift, 49.0, 51.0), (1, 1, 1), (10, 10, 10))
+        per = {n: MaskedLengthResult.of(n, 5.0 + shift, 0.1, 30, 3,
+                                        loss_ci95=(4.9 + shift, 5.1 + shift),
+                                        doc_nll=(50.0 + 10 * shift, 49.0, 51.0),
+                                        doc_correct=(1, 1, 1), doc_masked=(10, 10, 10))
                for n in (16, 64)}
         return MaskedLMResult(scheme, corpus, "test", {"full": per, "blockwise": per})
 
@@ -334,3 +339,25 @@ def test_mlm_report_refuses_a_planted_plots_link(tmp_path):
     with pytest.raises(LexformerError, match="symbolic link"):
         write_mlm_report(out, _report_inputs("mlm-smoke", "wiki", "x"))
     assert list(elsewhere.iterdir()) == [] and not (out / "report.md").exists()
+
+
+def test_masked_results_are_length_results_with_the_masked_json_form():
+    """The encoder goes through the one evaluation loop; its cells are LengthResults whose
+    JSON keeps the masked-LM keys, and a result file reads back equal."""
+    from lexformer.evaluate import LengthResult, evaluate_by_length
+    from lexformer.lm import LexformerLM
+    from lexformer.mlm import MaskedLMResult
+
+    model = _encoder()
+    docs = [np.random.default_rng(i).integers(0, 40, size=32) for i in range(3)]
+    results = evaluate_masked_lm(LexformerLM(model), docs, [16, 32], ("full",))
+    inputs, targets = masked_documents(docs, 40, 40)
+    assert evaluate_by_length(LexformerLM(model), inputs, [16, 32], ["full"], targets=targets,
+                              progress=False) == results
+    cell = results["full"][32]
+    assert isinstance(cell, LengthResult) and cell.loss == cell.nll
+    assert set(cell.to_json()) == {"loss", "accuracy", "masked", "documents", "loss_ci95",
+                                   "doc_nll", "doc_correct", "doc_masked"}
+    saved = MaskedLMResult(model="xpos", corpus="c", split="test", results=results, step=3)
+    assert "checkpoint" not in saved.to_json()
+    assert MaskedLMResult.from_json(json.loads(json.dumps(saved.to_json()))) == saved

@@ -13,7 +13,7 @@ from cli_harness import tree_hashes
 from text_corpus import WORDS, write_corpus
 
 from lexformer import LexformerError
-from lexformer.pipeline import reproduce
+from lexformer.experiments.reproduce import reproduce
 
 TOKENS = 8 * 64 * 8  # 8 smoke steps
 CONTEXT = "## Does the model use its context?"

@@ -379,7 +379,7 @@ def analyze_checkpoint(checkpoint, corpus: str, split: str, lengths: Sequence[in
                              "checkpoint is a bidirectional masked-LM encoder")
     docs = evaluation_documents(corpus, checkpoint.tokenizer, split, max(lengths), max_docs)
     return analyze_model(checkpoint.model, docs, lengths, attentions,
-                         name=checkpoint.config.position, step=checkpoint.meta.get("step"))
+                         name=checkpoint.config.position, step=checkpoint.step)
 
 
 __all__ = [

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -148,26 +148,87 @@ def _require(ok: bool, message: str) -> None:
 
 
 def validate_meta(meta: Any) -> TrainConfig:
-    """Check a ``config.json`` field by field; returns its training config. Required:
-    ``model``, ``train`` (today's layout or the first, flat one), ``step``, ``corpus``."""
-    _require(isinstance(meta, dict), "the file is not a JSON object")
-    for key in ("model", "train", "step", "corpus"):
-        _require(key in meta, f"missing field {key!r}")
-    model = ModelConfig.from_dict(meta["model"])
-    train = TrainConfig.from_dict(meta)
-    _require(train.model == model,
-             "'train.model' and 'model' describe different models")
-    step = meta["step"]
-    _require(isinstance(step, int) and not isinstance(step, bool) and step >= 0,
-             f"'step' must be a non-negative integer, got {step!r}")
-    corpus = meta["corpus"]
-    _require(isinstance(corpus, dict) and isinstance(corpus.get("name"), str)
-             and isinstance(corpus.get("fingerprint"), str),
-             "'corpus' must hold the strings 'name' and 'fingerprint'")
-    loss = meta.get("last_loss")
-    _require(loss is None or (isinstance(loss, (int, float)) and not isinstance(loss, bool)),
-             f"'last_loss' must be a number or null, got {loss!r}")
-    return train
+    """Check a ``config.json`` field by field (:meth:`RunMeta.from_json`); returns its
+    training config. Required: ``model``, ``train`` (today's layout or the first, flat one),
+    ``step``, ``corpus``."""
+    return RunMeta.from_json(meta).train
+
+
+@dataclass(frozen=True)
+class RunMeta:
+    """The metadata written beside every checkpoint (``config.json``), typed.
+
+    ``train`` holds the model config too (``model`` is ``train.model``); the JSON keeps both
+    sections, as every checkpoint has. Fields that the first checkpoints lacked are None
+    there. Keys this class does not know are kept in ``extra`` and written back unchanged.
+    """
+
+    train: TrainConfig
+    step: int
+    corpus_name: str
+    corpus_fingerprint: str
+    last_loss: float | None = None
+    lexformer_version: str | None = None
+    torch_version: str | None = None
+    tokenizer: dict[str, Any] | None = None
+    world_size: int | None = None
+    #: what decides the last bits of the numbers (docs/reproducibility.md)
+    numerics: dict[str, Any] | None = None
+    tokens_seen: int | None = None
+    #: the [MASK] id of a masked-LM encoder (lexformer.mlm); None for a causal model
+    mask_token_id: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _require(isinstance(self.train, TrainConfig), "'train' must be a TrainConfig")
+        _require(isinstance(self.step, int) and not isinstance(self.step, bool)
+                 and self.step >= 0, f"'step' must be a non-negative integer, got {self.step!r}")
+        _require(isinstance(self.corpus_name, str) and isinstance(self.corpus_fingerprint, str),
+                 "the corpus name and fingerprint must be strings")
+        loss = self.last_loss
+        _require(loss is None or (isinstance(loss, (int, float)) and not isinstance(loss, bool)),
+                 f"'last_loss' must be a number or null, got {loss!r}")
+
+    @property
+    def model(self) -> ModelConfig:
+        return self.train.model
+
+    def to_json(self) -> dict[str, Any]:
+        """``config.json``'s object, keys in the order checkpoints have always had; an
+        optional field that is None (absent from an old checkpoint) stays absent."""
+        data = {"lexformer_version": self.lexformer_version,
+                "torch_version": self.torch_version, "model": self.model.to_dict(),
+                "train": self.train.to_dict(), "tokenizer": self.tokenizer,
+                "corpus": {"name": self.corpus_name, "fingerprint": self.corpus_fingerprint},
+                "world_size": self.world_size, "step": self.step, "numerics": self.numerics,
+                "tokens_seen": self.tokens_seen, "last_loss": self.last_loss,
+                "mask_token_id": self.mask_token_id}
+        return {**{k: v for k, v in data.items() if v is not None or k == "last_loss"},
+                **self.extra}
+
+    @classmethod
+    def from_json(cls, data: Any) -> RunMeta:
+        """From ``config.json``'s object, checked field by field; one-line errors."""
+        _require(isinstance(data, dict), "the file is not a JSON object")
+        for key in ("model", "train", "step", "corpus"):
+            _require(key in data, f"missing field {key!r}")
+        model = ModelConfig.from_dict(data["model"])
+        train = TrainConfig.from_dict(data)
+        _require(train.model == model, "'train.model' and 'model' describe different models")
+        corpus = data["corpus"]
+        _require(isinstance(corpus, dict) and isinstance(corpus.get("name"), str)
+                 and isinstance(corpus.get("fingerprint"), str),
+                 "'corpus' must hold the strings 'name' and 'fingerprint'")
+        optional = {f.name: data.get(f.name) for f in fields(cls) if f.name in _OPTIONAL_META}
+        return cls(train=train, step=data["step"], corpus_name=data["corpus"]["name"],
+                   corpus_fingerprint=data["corpus"]["fingerprint"], **optional,
+                   extra={k: v for k, v in data.items() if k not in _KNOWN_META})
+
+
+#: the optional fields of :class:`RunMeta`, read as they are from ``config.json``
+_OPTIONAL_META = ("last_loss", "lexformer_version", "torch_version", "tokenizer", "world_size",
+                  "numerics", "tokens_seen", "mask_token_id")
+_KNOWN_META = {"model", "train", "corpus", "step", *_OPTIONAL_META}
 
 
 def read_meta(path: str | Path) -> dict[str, Any]:
@@ -179,6 +240,11 @@ def read_meta(path: str | Path) -> dict[str, Any]:
     except (json.JSONDecodeError, UnicodeDecodeError, LexformerError) as e:
         raise LexformerError(f"corrupt checkpoint {ckpt}: {CONFIG_FILE}: {_one_line(e)}") from e
     return meta
+
+
+def read_run_meta(path: str | Path) -> RunMeta:
+    """The typed ``config.json`` of a checkpoint (or of a run folder's checkpoint)."""
+    return RunMeta.from_json(read_meta(path))
 
 
 def read_train_config(path: str | Path) -> TrainConfig:
@@ -206,6 +272,11 @@ class Checkpoint:
     @property
     def step(self) -> int:
         return self.meta["step"]
+
+    @property
+    def run_meta(self) -> RunMeta:
+        """:attr:`meta` typed."""
+        return RunMeta.from_json(self.meta)
 
 
 def _read_weights(ckpt: Path, model: TransformerLM, device: str) -> dict[str, torch.Tensor]:
@@ -246,17 +317,42 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> Checkpoi
     return Checkpoint(model=model, tokenizer=tokenizer, meta=meta, path=ckpt)
 
 
+def _legacy_numpy_globals() -> list[Any]:
+    """What a numpy RNG state pickled by lexformer before train states were written in safe
+    types needs: the array reconstructor, the array and dtype classes, and the uint32 dtype
+    of the MT19937 key only. None of them runs code; an object array (its dtype is not
+    allowed) and any other global are still refused."""
+    import numpy as np
+
+    reconstruct = np.empty(0).__reduce__()[0]  # numpy._core's under numpy 2
+    # a file written under numpy 1 names it numpy.core.multiarray._reconstruct
+    return [reconstruct, (reconstruct, "numpy.core.multiarray._reconstruct"), np.ndarray,
+            np.dtype, type(np.dtype(np.uint32))]
+
+
 def load_train_state(path: str | Path) -> dict[str, Any]:
     """The optimizer, sampler and RNG states saved for resuming; one-line error when the
-    file is missing or damaged."""
+    file is missing, damaged, or holds anything a ``weights_only`` load refuses."""
+    import pickle
+
     ckpt = resolve_checkpoint_dir(path)
     f = ckpt / STATE_FILE
     if not f.is_file():
         raise LexformerError(f"{ckpt} has no {STATE_FILE}: it cannot be resumed")
     try:
-        # not weights_only: the RNG states are numpy arrays and Python tuples
-        state = torch.load(f, map_location="cpu", weights_only=False)
-    except Exception as e:  # pickle, zip and EOF errors of a truncated or overwritten file
+        # weights_only: a train state is tensors, lists, dicts and numbers (train._rng_state);
+        # an arbitrary pickle from someone else's run folder must never execute
+        with torch.serialization.safe_globals(_legacy_numpy_globals()):
+            state = torch.load(f, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "weights only" not in str(e).lower():
+            raise LexformerError(f"corrupt checkpoint {ckpt}: cannot read {STATE_FILE} "
+                                 f"({_one_line(e)}); it cannot be resumed") from e
+        raise LexformerError(
+            f"{ckpt}: this {STATE_FILE} holds objects a safe load refuses (written by an "
+            "older lexformer in an unsafe format, or crafted); resume is refused, the model "
+            "itself still loads") from None
+    except Exception as e:  # zip and EOF errors of a truncated or overwritten file
         raise LexformerError(f"corrupt checkpoint {ckpt}: cannot read {STATE_FILE} "
                              f"({_one_line(e)}); it cannot be resumed") from e
     _require(isinstance(state, dict) and all(k in state for k in TRAIN_STATE_KEYS),
@@ -266,7 +362,7 @@ def load_train_state(path: str | Path) -> dict[str, Any]:
     return state
 
 
-__all__ = ["CONFIG_FILE", "Checkpoint", "LINK", "MODEL_FILE", "STATE_FILE", "TOKENIZER_FILE",
-           "has_checkpoint", "load", "load_train_state", "model_state", "read_meta",
-           "read_train_config", "remove_partial_checkpoints", "resolve_checkpoint_dir",
-           "save_checkpoint", "validate_meta"]
+__all__ = ["CONFIG_FILE", "Checkpoint", "LINK", "MODEL_FILE", "RunMeta", "STATE_FILE",
+           "TOKENIZER_FILE", "has_checkpoint", "load", "load_train_state", "model_state",
+           "read_meta", "read_run_meta", "read_train_config", "remove_partial_checkpoints",
+           "resolve_checkpoint_dir", "save_checkpoint", "validate_meta"]

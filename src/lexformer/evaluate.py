@@ -6,9 +6,11 @@ same tokens. Each chunk is a standalone sequence; its first token has no context
 scored. Perplexity = exp(mean token NLL).
 
 The model is reached only through :class:`lexformer.lm.LanguageModel` (``token_nll``), so a
-model trained here and a pretrained one are measured by the same code. Results are typed
-(:class:`LengthResult`, :class:`PerplexityResult`); their JSON form is produced and read only
-by their ``to_json`` / ``from_json``.
+model trained here and a pretrained one are measured by the same code. A masked-LM encoder is
+measured by the same loop (:func:`evaluate_by_length` with the masked targets, scored through
+``LanguageModel.score``): masked-token loss and accuracy, :class:`MaskedLengthResult`.
+Results are typed (:class:`LengthResult`, :class:`PerplexityResult` and their masked-LM
+kinds); their JSON form is produced and read only by their ``to_json`` / ``from_json``.
 """
 
 from __future__ import annotations
@@ -16,14 +18,15 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 import torch
+from typing_extensions import Self
 
 from .errors import LexformerError
-from .lm import BATCH_TOKENS, LanguageModel, LexformerLM, score_sequences
-from .model import TransformerLM
+from .lm import BATCH_TOKENS, LanguageModel, LexformerLM, default_lengths, score_sequences
+from .model import IGNORE_INDEX, TransformerLM
 from .stats import perplexity_interval, resample_indices
 
 #: tokens per forward pass (the library-wide batching of lexformer.lm.score_sequences)
@@ -77,6 +80,58 @@ class LengthResult:
 
 
 @dataclass
+class MaskedLengthResult(LengthResult):
+    """Masked-token loss and accuracy of one encoder, one attention mode, one length.
+
+    ``loss`` is ``nll`` (mean NLL per masked token) and ``masked`` is ``tokens``;
+    ``perplexity`` and ``ci95`` are their exponentials. ``doc_nll``, ``doc_correct`` and
+    ``doc_masked`` hold each document's summed NLL, correct predictions and masked tokens,
+    for the bootstrap over documents; every length scores the same masked tokens of the same
+    documents. The JSON form is the masked-LM one (loss, accuracy, masked, loss_ci95...).
+    """
+
+    accuracy: float = 0.0
+    loss_ci95: tuple[float, float] | None = None
+    doc_correct: tuple[int, ...] = ()
+    doc_masked: tuple[int, ...] = ()
+
+    @property
+    def loss(self) -> float:
+        return self.nll
+
+    @property
+    def masked(self) -> int:
+        return self.tokens
+
+    @classmethod
+    def of(cls, length: int, loss: float, accuracy: float, masked: int, documents: int,
+           **per_document: Any) -> MaskedLengthResult:
+        """From the masked-LM quantities (the exponentials follow)."""
+        ci = per_document.get("loss_ci95")
+        return cls(length=length, perplexity=math.exp(loss), nll=loss, tokens=masked,
+                   documents=documents, accuracy=accuracy,
+                   ci95=(math.exp(ci[0]), math.exp(ci[1])) if ci is not None else None,
+                   **per_document)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"loss": self.loss, "accuracy": self.accuracy, "masked": self.masked,
+                "documents": self.documents,
+                "loss_ci95": list(self.loss_ci95) if self.loss_ci95 is not None else None,
+                "doc_nll": list(self.doc_nll), "doc_correct": list(self.doc_correct),
+                "doc_masked": list(self.doc_masked)}
+
+    @classmethod
+    def from_json(cls, length: int | str, data: Mapping[str, Any]) -> MaskedLengthResult:
+        ci = data.get("loss_ci95")
+        return cls.of(int(length), loss=float(data["loss"]), accuracy=float(data["accuracy"]),
+                      masked=int(data["masked"]), documents=int(data["documents"]),
+                      loss_ci95=(float(ci[0]), float(ci[1])) if ci else None,
+                      doc_nll=tuple(float(x) for x in data.get("doc_nll", ())),
+                      doc_correct=tuple(int(x) for x in data.get("doc_correct", ())),
+                      doc_masked=tuple(int(x) for x in data.get("doc_masked", ())))
+
+
+@dataclass
 class PerplexityResult:
     """Perplexity of one model: ``results[attention][length]``, with where it was measured.
 
@@ -103,6 +158,9 @@ class PerplexityResult:
     def perplexity(self, attention: str, length: int) -> float:
         return self.results[attention][length].perplexity
 
+    #: the type of each cell of ``results``
+    cell: ClassVar[type[LengthResult]] = LengthResult
+
     def to_json(self) -> dict[str, Any]:
         return {"model": self.model, "corpus": self.corpus, "split": self.split,
                 "checkpoint": self.checkpoint, "step": self.step, "seconds": self.seconds,
@@ -111,16 +169,30 @@ class PerplexityResult:
                             for a, per in self.results.items()}}
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> PerplexityResult:
+    def from_json(cls, data: Mapping[str, Any]) -> Self:
         known = {"model", "corpus", "split", "checkpoint", "step", "seconds", "lengths",
                  "results"}
         return cls(model=str(data.get("model", "")), corpus=str(data.get("corpus", "")),
                    split=str(data.get("split", "test")),
-                   results={a: {int(n): LengthResult.from_json(n, r) for n, r in per.items()}
+                   results={a: {int(n): cls.cell.from_json(n, r) for n, r in per.items()}
                             for a, per in data["results"].items()},
                    checkpoint=data.get("checkpoint"), step=data.get("step"),
                    seconds=data.get("seconds"),
                    extra={k: v for k, v in data.items() if k not in known})
+
+
+@dataclass
+class MaskedLMResult(PerplexityResult):
+    """:class:`PerplexityResult` of an encoder: ``results[attention][length]`` are
+    :class:`MaskedLengthResult`; its JSON names no checkpoint unless one is set."""
+
+    cell: ClassVar[type[LengthResult]] = MaskedLengthResult
+
+    def to_json(self) -> dict[str, Any]:
+        data = super().to_json()
+        if self.checkpoint is None:
+            del data["checkpoint"]  # the masked-LM results never held one
+        return data
 
 
 def as_language_model(model: LanguageModel | TransformerLM) -> LanguageModel:
@@ -152,12 +224,12 @@ def check_lengths(lengths: Sequence[int], model: LanguageModel | TransformerLM |
     return lengths
 
 
-def _progress_bar(total: int, progress: bool):
+def _progress_bar(total: int, progress: bool, desc: str = "eval"):
     if not progress:
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc="eval", unit="setting", dynamic_ncols=True, leave=False)
+    return tqdm(total=total, desc=desc, unit="setting", dynamic_ncols=True, leave=False)
 
 
 def document_nll(model: LanguageModel, tokens: torch.Tensor, length: int, attention: str,
@@ -171,7 +243,29 @@ def document_nll(model: LanguageModel, tokens: torch.Tensor, length: int, attent
     return chunk_nll.reshape(n_docs, top // length).sum(axis=1)
 
 
-def _length_result(doc_nll: np.ndarray, length: int, top: int, indices) -> LengthResult:
+def masked_document_scores(model: LanguageModel, inputs: torch.Tensor, targets: torch.Tensor,
+                           length: int, attention: str, batch_tokens: int = EVAL_BATCH_TOKENS
+                           ) -> tuple[np.ndarray, np.ndarray]:
+    """Summed NLL (float64) and correct predictions of each document's masked tokens, the
+    documents ((n_docs, N) inputs and targets) scored in standalone chunks of ``length``
+    through ``model.score``; each (n_docs,)."""
+    n_docs, top = inputs.shape
+    chunks, wanted = inputs.reshape(-1, length), targets.reshape(-1, length)
+    per_batch = max(1, batch_tokens // length)
+    nll, correct = [], []
+    for i in range(0, len(chunks), per_batch):
+        scores = model.score(chunks[i: i + per_batch], wanted[i: i + per_batch], attention)
+        nll.append(scores.nll.double().sum(dim=1).cpu())
+        correct.append(scores.correct.sum(dim=1).cpu())
+    per_document = (n_docs, top // length)
+    return (torch.cat(nll).reshape(per_document).sum(dim=1).numpy(),
+            torch.cat(correct).reshape(per_document).sum(dim=1).numpy())
+
+
+def length_result(doc_nll: np.ndarray, length: int, top: int, indices) -> LengthResult:
+    """The perplexity cell of ``length`` from each document's summed NLL over its N = ``top``
+    tokens in chunks of ``length`` (the first token of each unscored); ``indices``: the
+    bootstrap resamples (None for one document)."""
     n_docs = len(doc_nll)
     tokens = n_docs * (top // length) * (length - 1)
     mean = float(doc_nll.sum()) / tokens
@@ -179,6 +273,73 @@ def _length_result(doc_nll: np.ndarray, length: int, top: int, indices) -> Lengt
                         documents=n_docs,
                         ci95=perplexity_interval(doc_nll, tokens / n_docs, indices),
                         doc_nll=tuple(float(x) for x in doc_nll))
+
+
+def masked_length_result(doc_nll: np.ndarray, doc_correct: np.ndarray, doc_masked: np.ndarray,
+                         length: int, indices) -> MaskedLengthResult:
+    """The masked-LM cell of ``length`` from each document's summed NLL, correct predictions
+    and masked tokens."""
+    total = int(doc_masked.sum())
+    return MaskedLengthResult.of(
+        length, loss=float(doc_nll.sum()) / total, accuracy=float(doc_correct.sum()) / total,
+        masked=total, documents=len(doc_nll),
+        loss_ci95=loss_interval(doc_nll, doc_masked, indices),
+        doc_nll=tuple(float(x) for x in doc_nll),
+        doc_correct=tuple(int(x) for x in doc_correct),
+        doc_masked=tuple(int(x) for x in doc_masked))
+
+
+def loss_interval(doc_nll: Sequence[float], doc_masked: Sequence[int],
+                  indices: np.ndarray | None) -> tuple[float, float] | None:
+    """Percentile bootstrap 95 % interval of Σ nll / Σ masked over documents (None for one
+    document: nothing to resample)."""
+    if indices is None or len(doc_nll) < 2:
+        return None
+    nll, masked = np.asarray(doc_nll), np.asarray(doc_masked, dtype=np.float64)
+    values = nll[indices].sum(axis=1) / np.maximum(masked[indices].sum(axis=1), 1.0)
+    lo, hi = np.percentile(values, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+def evaluate_by_length(
+    model: LanguageModel,
+    tokens: torch.Tensor,
+    lengths: Sequence[int],
+    attentions: Sequence[str],
+    targets: torch.Tensor | None = None,
+    progress: bool = True,
+    batch_tokens: int = EVAL_BATCH_TOKENS,
+) -> dict[str, dict[int, LengthResult]]:
+    """``{attention: {length: cell}}`` over the documents ``tokens`` (n_docs, N), N =
+    max(``lengths``), each cut into standalone chunks of every length (checked lengths).
+
+    Without ``targets``: next-token perplexity (:class:`LengthResult`, ``token_nll``). With
+    ``targets`` (n_docs, N; ``IGNORE_INDEX`` where nothing is scored): the loss and accuracy
+    of those targets (:class:`MaskedLengthResult`, ``score``): a masked-LM encoder's inputs
+    and masked tokens. One set of bootstrap resamples serves every model and mode."""
+    n_docs, top = tokens.shape
+    indices = resample_indices(n_docs) if n_docs > 1 else None
+    doc_masked = None if targets is None else (targets != IGNORE_INDEX).sum(dim=1).numpy()
+    results: dict[str, dict[int, LengthResult]] = {}
+    bar = _progress_bar(len(attentions) * len(lengths), progress)
+    try:
+        for attention in attentions:
+            for n in lengths:
+                if targets is None:
+                    cell = length_result(document_nll(model, tokens, n, attention,
+                                                      batch_tokens), n, top, indices)
+                else:
+                    scores = masked_document_scores(model, tokens, targets, n, attention,
+                                                    batch_tokens)
+                    cell = masked_length_result(*scores, doc_masked, n, indices)
+                results.setdefault(attention, {})[n] = cell
+                if bar is not None:
+                    bar.set_postfix(attention=attention, length=n, ppl=f"{cell.perplexity:.2f}")
+                    bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+    return results
 
 
 def evaluate_perplexity(
@@ -202,21 +363,8 @@ def evaluate_perplexity(
     if any(len(d) != top for d in docs):
         raise LexformerError(f"every evaluation document must hold exactly {top} tokens")
     tokens = torch.from_numpy(np.stack(docs))  # (n_docs, N)
-    # the same resamples for every model and mode (none for a single document)
-    indices = resample_indices(len(docs)) if len(docs) > 1 else None
-    results: dict[str, dict[int, LengthResult]] = {}
-    bar = _progress_bar(len(attentions) * len(lengths), progress)
-    for attention in attentions:
-        for n in lengths:
-            doc_nll = document_nll(lm, tokens, n, attention, batch_tokens)
-            results.setdefault(attention, {})[n] = _length_result(doc_nll, n, top, indices)
-            if bar is not None:
-                bar.set_postfix(attention=attention, length=n,
-                                ppl=f"{results[attention][n].perplexity:.2f}")
-                bar.update(1)
-    if bar is not None:
-        bar.close()
-    return results
+    return evaluate_by_length(lm, tokens, lengths, attentions, progress=progress,
+                              batch_tokens=batch_tokens)
 
 
 def evaluate_model(model: LanguageModel, corpus: str, split: str, lengths: Sequence[int],
@@ -253,12 +401,6 @@ def format_table(results: Mapping[str, Mapping[int, LengthResult]], title: str =
             f"{format_cell(per[n]):>{width}}" if n in per else f"{'-':>{width}}"
             for n in lengths))
     return "\n".join(rows)
-
-
-def default_lengths(train_length: int, up_to: int = 16) -> list[int]:
-    """L/4, L/2, L, 2L, … up to ``up_to``·L (16·L: the paper's protocol)."""
-    return [train_length * 2 ** k // 4 for k in range(7)
-            if train_length * 2 ** k // 4 >= 2 and 2 ** k <= 4 * up_to]
 
 
 def _corpus_tokenizer(tokenizer_or_model: Any):
@@ -300,7 +442,8 @@ def evaluation_documents(corpus_name: str, tokenizer_or_model: Any, split: str,
     return docs[:max_docs] if max_docs is not None else docs
 
 
-__all__ = ["EVAL_BATCH_TOKENS", "Label", "LengthResult", "PerplexityResult",
-           "as_language_model", "check_lengths", "default_lengths", "document_nll",
-           "evaluate_model", "evaluate_perplexity", "evaluation_documents", "format_cell",
-           "format_table"]
+__all__ = ["EVAL_BATCH_TOKENS", "Label", "LengthResult", "MaskedLMResult", "MaskedLengthResult",
+           "PerplexityResult", "as_language_model", "check_lengths", "default_lengths",
+           "document_nll", "evaluate_by_length", "evaluate_model", "evaluate_perplexity",
+           "evaluation_documents", "format_cell", "format_table", "length_result",
+           "loss_interval", "masked_document_scores", "masked_length_result"]

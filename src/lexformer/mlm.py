@@ -26,8 +26,7 @@ one-process mean.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -35,7 +34,8 @@ import torch
 
 from .config import ModelConfig
 from .errors import LexformerError
-from .model import IGNORE_INDEX, lm_loss
+from .evaluate import MaskedLengthResult, MaskedLMResult, loss_interval
+from .model import IGNORE_INDEX
 
 MASK_RATE = 0.15
 #: of the chosen tokens: replaced by [MASK], by a random token, left unchanged
@@ -149,106 +149,9 @@ def masked_training(sampler, val_windows: torch.Tensor | None, tokenizer_vocab: 
 
 
 # --------------------------------------------------------------------------- evaluation
-@dataclass
-class MaskedLengthResult:
-    """Masked-token loss and accuracy of one model, one attention mode, one length.
-
-    ``doc_nll``, ``doc_correct`` and ``doc_masked`` hold each document's summed NLL, correct
-    predictions and masked tokens, for the bootstrap over documents; every length scores the
-    same masked tokens of the same documents.
-    """
-
-    length: int
-    loss: float
-    accuracy: float
-    masked: int
-    documents: int
-    loss_ci95: tuple[float, float] | None = None
-    doc_nll: tuple[float, ...] = ()
-    doc_correct: tuple[int, ...] = ()
-    doc_masked: tuple[int, ...] = ()
-
-    def to_json(self) -> dict[str, Any]:
-        return {"loss": self.loss, "accuracy": self.accuracy, "masked": self.masked,
-                "documents": self.documents,
-                "loss_ci95": list(self.loss_ci95) if self.loss_ci95 is not None else None,
-                "doc_nll": list(self.doc_nll), "doc_correct": list(self.doc_correct),
-                "doc_masked": list(self.doc_masked)}
-
-    @classmethod
-    def from_json(cls, length: int | str, data: Mapping[str, Any]) -> MaskedLengthResult:
-        ci = data.get("loss_ci95")
-        return cls(length=int(length), loss=float(data["loss"]),
-                   accuracy=float(data["accuracy"]), masked=int(data["masked"]),
-                   documents=int(data["documents"]),
-                   loss_ci95=(float(ci[0]), float(ci[1])) if ci else None,
-                   doc_nll=tuple(float(x) for x in data.get("doc_nll", ())),
-                   doc_correct=tuple(int(x) for x in data.get("doc_correct", ())),
-                   doc_masked=tuple(int(x) for x in data.get("doc_masked", ())))
-
-
-@dataclass
-class MaskedLMResult:
-    """``results[attention][length]`` of one model, with the weights it measured."""
-
-    model: str
-    corpus: str
-    split: str
-    results: dict[str, dict[int, MaskedLengthResult]]
-    step: int | None = None
-    seconds: float | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def lengths(self) -> list[int]:
-        return sorted({n for per in self.results.values() for n in per})
-
-    def to_json(self) -> dict[str, Any]:
-        return {"model": self.model, "corpus": self.corpus, "split": self.split,
-                "step": self.step, "seconds": self.seconds, "lengths": self.lengths,
-                **self.extra,
-                "results": {a: {str(n): r.to_json() for n, r in per.items()}
-                            for a, per in self.results.items()}}
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> MaskedLMResult:
-        known = {"model", "corpus", "split", "step", "seconds", "lengths", "results"}
-        return cls(model=str(data["model"]), corpus=str(data["corpus"]),
-                   split=str(data["split"]),
-                   results={a: {int(n): MaskedLengthResult.from_json(n, r)
-                                for n, r in per.items()}
-                            for a, per in data["results"].items()},
-                   step=data.get("step"), seconds=data.get("seconds"),
-                   extra={k: v for k, v in data.items() if k not in known})
-
-
-def loss_interval(doc_nll: Sequence[float], doc_masked: Sequence[int],
-                  indices: np.ndarray | None) -> tuple[float, float] | None:
-    """Percentile bootstrap 95 % interval of Σ nll / Σ masked over documents (None for one
-    document: nothing to resample)."""
-    if indices is None or len(doc_nll) < 2:
-        return None
-    nll, masked = np.asarray(doc_nll), np.asarray(doc_masked, dtype=np.float64)
-    values = nll[indices].sum(axis=1) / np.maximum(masked[indices].sum(axis=1), 1.0)
-    lo, hi = np.percentile(values, [2.5, 97.5])
-    return float(lo), float(hi)
-
-
-@torch.no_grad()
-def _score_chunks(model, inputs: torch.Tensor, targets: torch.Tensor, attention: str,
-                  batch_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-chunk summed NLL (float64) and correct predictions over the masked tokens of
-    (n, length) chunks, each a standalone sequence."""
-    device = next(model.parameters()).device
-    per_batch = max(1, batch_tokens // inputs.shape[1])
-    nll, correct = [], []
-    for i in range(0, len(inputs), per_batch):
-        x, t = inputs[i: i + per_batch].to(device), targets[i: i + per_batch].to(device)
-        logits = model(x, attention=attention)
-        scored = t != IGNORE_INDEX
-        nll.append(lm_loss(logits, t, reduction="none").double().sum(dim=1).cpu())
-        correct.append(((logits.argmax(dim=-1) == t) & scored).sum(dim=1).cpu())
-    return torch.cat(nll), torch.cat(correct)
+# The result types and the loop are the library's one evaluation by length
+# (lexformer.evaluate): an encoder is scored on its masked targets through the same protocol
+# as a causal model on its next tokens. The names stay importable from here.
 
 
 def masked_documents(documents: Sequence[np.ndarray], mask_id: int, vocab_size: int,
@@ -272,14 +175,18 @@ def evaluate_masked_lm(
 ) -> dict[str, dict[int, MaskedLengthResult]]:
     """Masked-token loss and accuracy of an encoder ``{attention: {length: result}}``.
 
-    ``documents`` hold exactly N = max(lengths) tokens each; every length must divide N. The
-    documents are masked once (:func:`masked_documents`) and cut into standalone chunks of
-    each length.
+    ``model``: a masked-LM :class:`~lexformer.model.TransformerLM` (or its
+    :class:`~lexformer.lm.LexformerLM`). ``documents`` hold exactly N = max(lengths) tokens
+    each; every length must divide N. The documents are masked once
+    (:func:`masked_documents`) and cut into standalone chunks of each length
+    (:func:`lexformer.evaluate.evaluate_by_length`).
     """
-    from .evaluate import check_lengths
-    from .stats import resample_indices
+    from .evaluate import check_lengths, evaluate_by_length
+    from .lm import LexformerLM
 
-    config = model.config
+    lm = model if isinstance(model, LexformerLM) else None
+    module = lm.model if lm is not None else model
+    config = module.config
     mask_id = mask_token_id(config)
     lengths = check_lengths(lengths)
     top = lengths[-1]
@@ -290,40 +197,14 @@ def evaluate_masked_lm(
     if not docs or any(len(d) != top for d in docs):
         raise LexformerError(f"every evaluation document must hold exactly {top} tokens")
     inputs, targets = masked_documents(docs, mask_id, mask_id)
-    doc_masked = (targets != IGNORE_INDEX).sum(dim=1).numpy()
-    if doc_masked.sum() == 0:
+    if int((targets != IGNORE_INDEX).sum()) == 0:
         raise LexformerError("no token of the evaluation documents was masked")
-    indices = resample_indices(len(docs)) if len(docs) > 1 else None
-    was_training = model.training
-    model.eval()
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(attentions) * len(lengths), desc="mlm eval", leave=False)
-    results: dict[str, dict[int, MaskedLengthResult]] = {}
+    was_training = module.training
     try:
-        for attention in attentions:
-            for n in lengths:
-                nll, correct = _score_chunks(model, inputs.reshape(-1, n),
-                                             targets.reshape(-1, n), attention, batch_tokens)
-                doc_nll = nll.reshape(len(docs), top // n).sum(dim=1).numpy()
-                doc_correct = correct.reshape(len(docs), top // n).sum(dim=1).numpy()
-                total = int(doc_masked.sum())
-                results.setdefault(attention, {})[n] = MaskedLengthResult(
-                    length=n, loss=float(doc_nll.sum()) / total,
-                    accuracy=float(doc_correct.sum()) / total, masked=total,
-                    documents=len(docs), loss_ci95=loss_interval(doc_nll, doc_masked, indices),
-                    doc_nll=tuple(float(x) for x in doc_nll),
-                    doc_correct=tuple(int(x) for x in doc_correct),
-                    doc_masked=tuple(int(x) for x in doc_masked))
-                if bar is not None:
-                    bar.update(1)
+        return evaluate_by_length(lm or LexformerLM(module), inputs, lengths, attentions,
+                                  targets=targets, progress=progress, batch_tokens=batch_tokens)
     finally:
-        if bar is not None:
-            bar.close()
-        model.train(was_training)
-    return results
+        module.train(was_training)
 
 
 __all__ = ["EVAL_BATCH_TOKENS", "EVAL_MASK_SEED", "MASK_RATE", "MASK_SPLIT",

@@ -5,7 +5,7 @@
 attention mode is chosen per call, so one trained model is evaluated with and without
 blockwise attention. With ``config.causal=False`` the same stack is a bidirectional encoder
 (masked-LM training, ``lexformer.mlm``): attention goes through
-:mod:`lexformer.encoder_attention` and there is no KV cache (``docs/bidirectional.md``).
+:mod:`lexformer.attention.bidirectional` and there is no KV cache (``docs/bidirectional.md``).
 """
 
 from __future__ import annotations
@@ -21,13 +21,14 @@ from .attention import (
     AttentionIntermediates,
     AttentionSpec,
     attend,
+    attend_bidirectional_eager,
     attend_eager,
+    bidirectional_attention_packed,
     causal_attention,
     causal_attention_packed,
 )
 from .cache import KVCache
 from .config import ModelConfig
-from .encoder_attention import attend_bidirectional_eager, bidirectional_attention_packed
 from .errors import LexformerError
 from .positions import ADDITIVE, PositionScheme, build_position_scheme
 

@@ -12,7 +12,7 @@ that call :func:`open_model`.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +23,8 @@ from .lm import LanguageModel, LexformerLM
 @dataclass(frozen=True)
 class ModelSource:
     """A kind of model: ``matches(spec)`` says whether ``spec`` is one (cheaply: no weights
-    read), ``open(spec, method_options)`` loads it (``method_options``: the knobs of a
-    pretrained model's attention methods, :class:`lexformer.hf.MethodOptions`, or None)."""
+    read), ``open(spec, method_options)`` loads it (``method_options``: the knobs of the
+    model's attention methods, :class:`lexformer.hf.MethodOptions`, or None)."""
 
     name: str
     description: str
@@ -33,20 +33,16 @@ class ModelSource:
 
 
 class CheckpointLM(LexformerLM):
-    """A :class:`LexformerLM` opened from a checkpoint folder, which keeps that checkpoint
-    (path, step, training corpus) for provenance."""
+    """:meth:`LexformerLM.from_checkpoint` of a loaded checkpoint, under its older name:
+    ``CheckpointLM(checkpoint)`` (kept for callers; new code calls ``from_checkpoint``)."""
 
     def __init__(self, checkpoint) -> None:
-        super().__init__(checkpoint.model, checkpoint.tokenizer, name=checkpoint.config.position)
-        self.checkpoint = checkpoint
-
-    @property
-    def step(self) -> int | None:
-        return self.checkpoint.meta.get("step")
+        super().__init__(checkpoint.model, checkpoint.tokenizer, name=checkpoint.config.position,
+                         checkpoint=checkpoint)
 
     @property
     def training_corpus(self) -> str | None:
-        return self.checkpoint.meta.get("corpus", {}).get("name")
+        return self.provenance()["training_corpus"]
 
 
 def _is_lexformer_folder(spec: str) -> bool:
@@ -55,13 +51,20 @@ def _is_lexformer_folder(spec: str) -> bool:
     return has_checkpoint(spec)
 
 
-def _open_lexformer(spec: str, method_options: Any = None) -> LanguageModel:
-    from .checkpoint import load
+#: the method options a lexformer model takes (its blockwise h and sliding W); the others
+#: are knobs of methods only pretrained models offer
+LEXFORMER_OPTIONS = ("block", "window")
 
-    if method_options is not None:
-        raise LexformerError("method options apply to pretrained (Hugging Face) models only; "
-                             f"{spec} is a lexformer model")
-    return CheckpointLM(load(spec))
+
+def _open_lexformer(spec: str, method_options: Any = None) -> LanguageModel:
+    chosen = {} if method_options is None else {
+        f.name: getattr(method_options, f.name) for f in fields(method_options)
+        if getattr(method_options, f.name) is not None}
+    other = [name for name in chosen if name not in LEXFORMER_OPTIONS]
+    if other:
+        raise LexformerError(f"{spec} is a lexformer model: its method options are "
+                             f"{' and '.join(LEXFORMER_OPTIONS)} only, got {', '.join(other)}")
+    return LexformerLM.from_checkpoint(spec, **chosen)
 
 
 MODEL_SOURCES: list[ModelSource] = [
@@ -114,11 +117,15 @@ register_source(ModelSource(
     "built-in pretrained model (smollm2)", _is_hf, _open_hf), first=True)
 
 
-def open_model(spec: str | Path, method_options: Any = None) -> LanguageModel:
-    """The model that ``spec`` names, from the first source that recognises it;
-    ``method_options`` (a :class:`lexformer.hf.MethodOptions`) tunes a pretrained model's
-    attention methods."""
+def open_model(spec: str | Path, method_options: Any = None, **options: int) -> LanguageModel:
+    """The model that ``spec`` names, from the first source that recognises it.
+
+    ``method_options`` (a :class:`lexformer.hf.MethodOptions`), or the same knobs as keywords
+    (``open_model(path, block=64)``), tune the attention methods: any of them for a pretrained
+    model; ``block`` (h of blockwise) and ``window`` (W of sliding) for a lexformer one."""
     spec = str(spec)
+    if options:
+        method_options = _with_options(method_options, options)
     for source in MODEL_SOURCES:
         if source.matches(spec):
             return source.open(spec, method_options)
@@ -129,5 +136,17 @@ def open_model(spec: str | Path, method_options: Any = None) -> LanguageModel:
         + "; or ".join(s.description for s in MODEL_SOURCES))
 
 
-__all__ = ["CheckpointLM", "MODEL_SOURCES", "ModelSource", "open_model", "register_source",
-           "require_transformers"]
+def _with_options(method_options: Any, options: dict[str, int]):
+    """``method_options`` (or the defaults) with the keyword ``options`` set."""
+    from .hf.methods import MethodOptions
+
+    known = [f.name for f in fields(MethodOptions)]
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise LexformerError(f"unknown method option(s) {', '.join(unknown)}; known: "
+                             + ", ".join(known))
+    return replace(method_options or MethodOptions(), **options)
+
+
+__all__ = ["CheckpointLM", "LEXFORMER_OPTIONS", "MODEL_SOURCES", "ModelSource", "open_model",
+           "register_source", "require_transformers"]

@@ -3,15 +3,17 @@ shape plus a budget in tokens); every field not set here keeps the dataclasses' 
 
 * ``smoke``  — about a minute on a 2-core CPU; what the tests and ``reproduce --preset smoke``
   use. Too small to show anything but that the pipeline works.
-* ``tiny``   — the reproduction's default: five schemes train and are evaluated in about 70 minutes on a
-  2-core AVX2 CPU in fp32 (69m50s measured from a fresh clone, set-up included, on this
-  project's machines, which have no native bf16): 1.3 M parameters, 1.64 M tokens, ~3,500 tokens/s.
+* ``tiny``   — the reproduction's default: five schemes train and are evaluated in about
+  70 minutes on a 2-core AVX2 CPU in fp32 (69m50s measured from a fresh clone, set-up
+  included, on an AVX2-only AMD EPYC without native bf16): 1.3 M parameters, 1.64 M tokens,
+  ~3,500 tokens/s.
 * ``small``  — the shape of the first reproduction (2026-11-27,
   docs/reproduction/2026-11-27-small/): 4.2 M parameters, 2.46 M tokens; 44 min on a CPU with
   native bf16, about 2 h on an AVX2-only one.
 * ``mlm-smoke``, ``mlm-tiny`` — ``smoke`` and ``tiny`` as bidirectional masked-LM encoders
   (``lexformer reproduce --objective mlm``, ``docs/bidirectional.md``); ``mlm-tiny`` trains
-  on 1.31 M tokens instead of 1.64 M, which keeps the five-scheme experiment near half an hour (36 min measured).
+  on 1.31 M tokens instead of 1.64 M, which keeps the five-scheme experiment near half an
+  hour (36 min measured).
 * ``paper``  — the paper's model (24 layers, d_model 1024, 16 heads, d_ff 4096, L = 1024), for
   GPU users; its budget is a placeholder to set with ``--tokens``.
 """
@@ -87,7 +89,7 @@ def mlm_smoke() -> TrainConfig:
 
 def mlm_tiny() -> TrainConfig:
     # 320 steps × 16 × 256: the encoders train at 3,700–4,400 tokens/s on the 2-core AVX2 CPU
-    # (lexformer.mlm_pipeline), so five schemes take ~36 min with evaluation (measured)
+    # (lexformer.experiments.encoder), so five schemes take ~36 min with evaluation (measured)
     return dataclasses.replace(as_encoder(tiny(), "mlm-tiny"), tokens=16 * 256 * 320)
 
 

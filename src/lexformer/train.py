@@ -28,10 +28,11 @@ from typing_extensions import Self
 from . import __version__
 from .checkpoint import (
     Checkpoint,
+    RunMeta,
     has_checkpoint,
     load,
     load_train_state,
-    read_meta,
+    read_run_meta,
     remove_partial_checkpoints,
     save_checkpoint,
 )
@@ -75,19 +76,47 @@ def read_training_metrics(run_dir: str | Path) -> tuple[float | None, float | No
 
 
 def _rng_state() -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-             "python": random.getstate()}
+    """Every RNG's state as tensors, lists, ints, floats and strings only, so that
+    ``train_state.pt`` loads with ``torch.load(weights_only=True)`` (a pickle of numpy or
+    Python objects could run code on resume)."""
+    numpy_state = np.random.get_state(legacy=False)
+    version, internal, gauss_next = random.getstate()
+    state = {"torch": torch.get_rng_state(),
+             "numpy": {"bit_generator": numpy_state["bit_generator"],
+                       "key": torch.from_numpy(numpy_state["state"]["key"].astype(np.int64)),
+                       "pos": int(numpy_state["state"]["pos"]),
+                       "has_gauss": int(numpy_state["has_gauss"]),
+                       "gauss": float(numpy_state["gauss"])},
+             "python": [version, list(internal), gauss_next]}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
+def _numpy_state(saved: Any) -> Any:
+    """What ``np.random.set_state`` takes, from :func:`_rng_state`'s form or from the legacy
+    tuple of train states written before it (read through checkpoint's numpy allowlist)."""
+    if not isinstance(saved, dict):
+        return saved
+    key = np.asarray(saved["key"].numpy() if torch.is_tensor(saved["key"]) else saved["key"])
+    return {"bit_generator": saved["bit_generator"],
+            "state": {"key": key.astype(np.uint32), "pos": int(saved["pos"])},
+            "has_gauss": int(saved["has_gauss"]), "gauss": float(saved["gauss"])}
+
+
 def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    try:
+        torch.set_rng_state(state["torch"])
+        np.random.set_state(_numpy_state(state["numpy"]))
+        version, internal, gauss_next = state["python"]
+        random.setstate((version, tuple(internal), gauss_next))
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
+        # as for the optimizer state (Trainer.restore)
+        raise LexformerError(f"the checkpoint's train state has a damaged RNG state "
+                             f"({type(e).__name__}: {' '.join(str(e).split())[:120]}); "
+                             "it cannot be resumed") from None
 
 
 def _seed_everything(seed: int) -> None:
@@ -169,7 +198,7 @@ def _validation_loss(model, batches, device, dtype, batch_size) -> float:
 
 
 # --------------------------------------------------------------------------- checks
-def check_run_folder(cfg: TrainConfig, out_dir: Path, resume: bool) -> dict[str, Any] | None:
+def check_run_folder(cfg: TrainConfig, out_dir: Path, resume: bool) -> RunMeta | None:
     """Refuse, before any work, an output folder that cannot be used for this run; returns
     the saved checkpoint's metadata when resuming. A resume must ask for exactly the saved
     config (runtime options aside); stale ``.partial`` folders of a killed save go."""
@@ -182,8 +211,8 @@ def check_run_folder(cfg: TrainConfig, out_dir: Path, resume: bool) -> dict[str,
         return None
     if not has_checkpoint(out_dir):
         raise LexformerError(f"--resume given but {out_dir} holds no checkpoint to resume")
-    meta = read_meta(out_dir)
-    differences = describe_differences(TrainConfig.from_dict(meta), cfg)
+    meta = read_run_meta(out_dir)
+    differences = describe_differences(meta.train, cfg)
     if differences:
         raise LexformerError(
             f"cannot resume {out_dir}: its checkpoint was trained with other settings "
@@ -204,10 +233,10 @@ class ResumePoint:
         return cls(load(out_dir), load_train_state(out_dir))
 
 
-def _finished_summary(cfg: TrainConfig, out_dir: Path, meta: dict[str, Any]) -> TrainSummary:
+def _finished_summary(cfg: TrainConfig, out_dir: Path, meta: RunMeta) -> TrainSummary:
     """The summary of a run that had already reached its budget (nothing is trained)."""
-    return TrainSummary(step=meta["step"], total_steps=cfg.total_steps(),
-                        loss=meta.get("last_loss"), val_loss=None, tokens_per_s=0.0,
+    return TrainSummary(step=meta.step, total_steps=cfg.total_steps(),
+                        loss=meta.last_loss, val_loss=None, tokens_per_s=0.0,
                         stopped_early=False, out_dir=str(out_dir),
                         parameters=load(out_dir).model.num_parameters(), already_finished=True)
 
@@ -279,10 +308,18 @@ class Trainer:
                 f"cannot resume {self.out_dir}: its model ({ckpt.config}) differs from the one "
                 f"this data gives ({self.model.config}); was the corpus changed?")
         self.model.load_state_dict(ckpt.model.state_dict())
-        self.optimizer.load_state_dict(state["optimizer"])
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as e:
+            # a file that loads safely can still hold the wrong things
+            raise LexformerError(f"cannot resume {self.out_dir}: the optimizer state in its "
+                                 f"train state is damaged ({type(e).__name__})") from None
         self.sampler.load_state_dict(state["sampler"])
         _set_rng_state(state["rng"])
-        self.step_no = int(state["step"])
+        if isinstance(state["step"], bool) or not isinstance(state["step"], int):
+            raise LexformerError(f"cannot resume {self.out_dir}: the step in its train state is "
+                                 f"not an integer ({state['step']!r:.40})")
+        self.step_no = state["step"]
         if self.dist.is_main and self.metrics_path.exists():
             lines = [ln for ln in self.metrics_path.read_text().splitlines()
                      if ln.strip() and json.loads(ln).get("step", 0) <= self.step_no]
@@ -329,26 +366,27 @@ class Trainer:
         self.step_no += 1
         return lr, float(self.dist.mean(loss_sum / cfg.grad_accum))
 
+    def run_meta(self) -> RunMeta:
+        """What is written beside the checkpoint of the current step."""
+        cfg, step = self.cfg, self.step_no
+        return RunMeta(
+            train=cfg, step=step, corpus_name=self.corpus.name,
+            corpus_fingerprint=self.corpus.fingerprint, last_loss=self.last_loss,
+            lexformer_version=__version__, torch_version=torch.__version__,
+            tokenizer={"kind": self.tokenizer.kind, "vocab_size": self.tokenizer.vocab_size},
+            world_size=self.dist.world,
+            # what decides the last bits of the numbers (docs/reproducibility.md): another
+            # thread count or CPU kind rounds differently
+            numerics={"torch_threads": torch.get_num_threads(),
+                      "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                      "dtype": self.dtype, "device": str(self.device)},
+            tokens_seen=step * cfg.batch_size * cfg.train_length,
+            mask_token_id=cfg.model.vocab_size - 1 if cfg.objective == "mlm" else None)
+
     def save(self) -> None:
         if self.dist.is_main:
-            cfg, step = self.cfg, self.step_no
-            meta = {"lexformer_version": __version__, "torch_version": torch.__version__,
-                    "model": cfg.model.to_dict(), "train": cfg.to_dict(),
-                    "tokenizer": {"kind": self.tokenizer.kind,
-                                  "vocab_size": self.tokenizer.vocab_size},
-                    "corpus": {"name": self.corpus.name,
-                               "fingerprint": self.corpus.fingerprint},
-                    "world_size": self.dist.world, "step": step,
-                    # what decides the last bits of the numbers (docs/reproducibility.md):
-                    # another thread count or CPU kind rounds differently
-                    "numerics": {"torch_threads": torch.get_num_threads(),
-                                 "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-                                 "dtype": self.dtype,
-                                 "device": str(self.device)},
-                    "tokens_seen": step * cfg.batch_size * cfg.train_length,
-                    "last_loss": self.last_loss}
-            if cfg.objective == "mlm":
-                meta["mask_token_id"] = cfg.model.vocab_size - 1  # lexformer.mlm
+            step = self.step_no
+            meta = self.run_meta().to_json()
             state = {"optimizer": self.optimizer.state_dict(),
                      "sampler": self.sampler.state_dict(), "rng": _rng_state(), "step": step}
             save_checkpoint(self.out_dir, self.model, meta, self.tokenizer, state)
@@ -453,7 +491,7 @@ def train(
     dev = resolve_device(runtime.device)
     out_dir = Path(out_dir)
     meta = check_run_folder(cfg, out_dir, resume)
-    if meta is not None and meta["step"] >= cfg.total_steps():
+    if meta is not None and meta.step >= cfg.total_steps():
         return _finished_summary(cfg, out_dir, meta)
     point = ResumePoint.read(out_dir) if resume else None
     if runtime.threads:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import LexformerError
-from .options import HelpFormatter, attention_modes, checkpoint_corpus, int_list
+from .options import HelpFormatter, attention_modes, int_list
 
 
 def add_parser(sub) -> None:
@@ -55,8 +55,9 @@ def run(args) -> int:
     ckpt = load(args.checkpoint)
     L = ckpt.config.train_length
     lengths = sorted(set(args.lengths or [L, 2 * L]))
-    measured = analyze_checkpoint(ckpt, checkpoint_corpus(ckpt, args.corpus), args.split,
-                                  lengths, args.attention, args.max_docs)
+    corpus = args.corpus or ckpt.run_meta.corpus_name  # else the corpus it was trained on
+    measured = analyze_checkpoint(ckpt, corpus, args.split, lengths, args.attention,
+                                  args.max_docs)
     head_dim = ckpt.config.head_dim
     result = AnalysisResult(head_dim, analytic_resolutions(head_dim, [lengths[-1]]),
                             {measured.model: measured})

@@ -11,8 +11,6 @@ from .options import HelpFormatter, int_list, name_list
 
 #: the corpus a model without a training corpus (a pretrained one) is evaluated on
 PRETRAINED_DEFAULT_CORPUS = "shakespeare"
-#: default top length of a pretrained model, in units of its declared context
-PRETRAINED_UP_TO = 2
 
 
 def add_parser(sub) -> None:
@@ -31,8 +29,9 @@ def add_parser(sub) -> None:
                    help="the model: a lexformer run or checkpoint folder, a Hugging Face model "
                         "folder, a .gguf file, or smollm2 (--checkpoint is the same option)")
     p.add_argument("--method-options", type=method_options_type, metavar="NAME=N,...",
-                   help="knobs of a pretrained model's attention methods, e.g. "
-                        "block=2048,window=4096,sinks=4 (see lexformer.hf.MethodOptions)")
+                   help="knobs of the attention methods, e.g. block=2048,window=4096,sinks=4 "
+                        "(see lexformer.hf.MethodOptions); a lexformer model takes block (h "
+                        "of blockwise) and window (W of sliding)")
     p.add_argument("--corpus", help="corpus to evaluate on (default: the training corpus; "
                    f"{PRETRAINED_DEFAULT_CORPUS} for a pretrained model)")
     p.add_argument("--split", default="test", choices=list(SPLITS))
@@ -76,22 +75,25 @@ def training_corpus(model, override: str | None) -> str:
     """--corpus, else the corpus the model was trained on; a model that records none (a
     pretrained one) is evaluated on PRETRAINED_DEFAULT_CORPUS, whose test split holds the
     long documents the protocol needs."""
+    from ..lm import model_provenance
+
     if override:
         return override
-    if hasattr(model, "training_corpus") and not model.training_corpus:
+    provenance = model_provenance(model)
+    if provenance.get("checkpoint") and not provenance.get("training_corpus"):
         raise LexformerError(f"{model.name} does not record a training corpus; pass --corpus")
-    return getattr(model, "training_corpus", None) or PRETRAINED_DEFAULT_CORPUS
+    return provenance.get("training_corpus") or PRETRAINED_DEFAULT_CORPUS
 
 
 def open_checked_model(args):
     """The model of --model with every --attention name checked against the methods it
     offers (one line naming them otherwise), before any evaluation work."""
-    from ..lm import check_attention
+    from ..lm import check_attention, check_causal
     from ..models import open_model
 
     if not args.attention:
         raise LexformerError("--attention names no method")
-    model = open_model(args.model, args.method_options)
+    model = check_causal(open_model(args.model, args.method_options))
     for attention in args.attention:
         check_attention(model, attention)
     return model
@@ -99,28 +101,27 @@ def open_checked_model(args):
 
 def _default_lengths(model) -> list[int]:
     """L/4 … 16·L for a model trained here; L/4 … 2·L for a pretrained one, whose context runs
-    to thousands of tokens: 16× it would take days on a CPU."""
-    from ..evaluate import default_lengths
-    from ..lm import LexformerLM
+    to thousands of tokens: 16× it would take days on a CPU (each model's own rule)."""
+    from ..lm import model_default_lengths
 
-    return default_lengths(model.context_length,
-                           up_to=16 if isinstance(model, LexformerLM) else PRETRAINED_UP_TO)
+    return model_default_lengths(model)
 
 
 def run(args) -> int:
     from ..evaluate import check_lengths, evaluate_model, format_table
     from ..fileio import atomic_write_json
+    from ..lm import model_provenance
 
     check_args(args)
     model = open_checked_model(args)
     lengths = check_lengths(args.lengths if args.lengths is not None
                             else _default_lengths(model), model, args.attention)
-    checkpoint = getattr(model, "checkpoint", None)
+    provenance = model_provenance(model)
     corpus = training_corpus(model, args.corpus)
     tasks = plan_tasks(args, model, corpus, lengths[-1])  # checks every task before any work
     output = {"model": model.name, "corpus": corpus, "split": args.split,
-              "checkpoint": str(checkpoint.path) if checkpoint else args.model,
-              "step": getattr(model, "step", None)}
+              "checkpoint": provenance.get("checkpoint") or args.model,
+              "step": provenance.get("step")}
     if PERPLEXITY in args.task:
         result = evaluate_model(model, corpus, args.split, lengths,
                                 args.attention, max_docs=args.max_docs,

@@ -9,7 +9,7 @@ from .options import HelpFormatter, int_list, name_list
 
 
 def add_parser(sub) -> None:
-    from ..extend import (
+    from ..experiments.extend import (
         DEFAULT_CORPUS,
         DEFAULT_FULL_UP_TO,
         DEFAULT_MAX_DOCS,
@@ -47,7 +47,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..extend import ExtendSettings, run_extend
+    from ..experiments.extend import ExtendSettings, run_extend
 
     report = run_extend(ExtendSettings(
         model=args.model, methods=args.methods, lengths=args.lengths, corpus=args.corpus,

@@ -38,21 +38,20 @@ def check_args(args) -> None:
 def run(args) -> int:
     import torch
 
-    from ..generate import generate
-    from ..lm import LexformerLM, check_attention
+    from ..lm import SamplingModel, check_attention, check_causal
     from ..models import open_model
 
     check_args(args)
-    model = open_model(args.checkpoint)
+    model = check_causal(open_model(args.checkpoint))
     check_attention(model, args.attention)
     ids = model.encode(args.prompt)
     if not ids:
         raise LexformerError("the prompt encodes to no tokens; give a non-empty --prompt")
     prompt = torch.tensor([ids])
-    if isinstance(model, LexformerLM):
+    if isinstance(model, SamplingModel):
         g = torch.Generator().manual_seed(args.seed)
-        out = generate(model.model, prompt, args.max_new_tokens, args.temperature, args.top_k,
-                       attention=args.attention, generator=g)[0, len(ids):]
+        out = model.sample(prompt, args.max_new_tokens, args.attention, args.temperature,
+                           args.top_k, generator=g)[0]
     elif args.temperature == 0:
         out = model.greedy(prompt, args.max_new_tokens, args.attention)[0]
     else:

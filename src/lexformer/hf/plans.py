@@ -31,11 +31,13 @@ per (query, key) pair, so that a branch is a plain attention over rotated q and 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
-from .methods import WindowSettings
+from ..attention import masks as M
+from .options import WindowSettings
 
 
 @dataclass(frozen=True)
@@ -50,33 +52,48 @@ class Branch:
     k_shift: torch.Tensor | None = None
 
 
+@dataclass(frozen=True)
+class WindowPlan:
+    """What the engine and the bounded cache need to know of one window method.
+
+    ``build(s, q_pos)``: the branches of queries at consecutive positions. ``reach(s)``: how
+    many keys at most one query scores (``None``: any number, every key stays visible).
+    ``prefix(s)``: leading tokens (sinks, global tokens) every query may see. ``first(s, p)``:
+    the earliest key beyond the prefix that a query at p or later can see (``None``: any, so
+    no key can ever be dropped). ``block(s)``: the block that query chunks never cross
+    (``None``: no blocks).
+    """
+
+    build: Callable[[WindowSettings, torch.Tensor], list[Branch]]
+    reach: Callable[[WindowSettings], int] | None = None
+    prefix: Callable[[WindowSettings], int] = lambda s: 0
+    first: Callable[[WindowSettings, int], int] | None = None
+    block: Callable[[WindowSettings], int] | None = None
+
+
+def _plan(s: WindowSettings) -> WindowPlan:
+    if s.plan is None:
+        raise ValueError(f"settings of {s.method!r} carry no plan; build them with "
+                         "lexformer.hf.methods.resolve_settings")
+    return s.plan
+
+
 def reach(s: WindowSettings, n_keys: int) -> int:
     """How many keys at most one query scores under method ``s`` (beyond the window: n_keys)."""
-    return {
-        "blockwise": 2 * s.block,
-        "sliding": s.window,
-        "sinks": s.sinks + s.window,
-        "lambda": s.global_tokens + s.local_window,
-        "blockwise+sinks": 2 * s.block + s.sinks,
-    }.get(s.method, n_keys)
+    plan = _plan(s)
+    return n_keys if plan.reach is None else plan.reach(s)
 
 
 def prefix_tokens(s: WindowSettings) -> int:
     """How many leading tokens (sinks, global tokens) every query may see."""
-    return {"sinks": s.sinks, "lambda": s.global_tokens, "blockwise+sinks": s.sinks}.get(
-        s.method, 0)
+    return _plan(s).prefix(s)
 
 
 def first_needed(s: WindowSettings, position: int) -> int | None:
     """The earliest key beyond the prefix that a query at ``position`` or later can see
     (``None``: any key, so no key can ever be dropped)."""
-    if s.method in ("blockwise", "blockwise+sinks"):
-        return max(0, (position // s.block - 1) * s.block)
-    if s.method in ("sliding", "sinks"):
-        return max(0, position - s.window + 1)
-    if s.method == "lambda":
-        return max(0, position - s.local_window + 1)
-    return None
+    plan = _plan(s)
+    return None if plan.first is None else plan.first(s, position)
 
 
 def query_chunks(s: WindowSettings, start: int, stop: int, max_chunk: int) -> list[range]:
@@ -87,8 +104,10 @@ def query_chunks(s: WindowSettings, start: int, stop: int, max_chunk: int) -> li
     visible to all its queries plus a causal square, and needs no large mask.
     """
     cuts = [start]
-    if s.method in ("blockwise", "blockwise+sinks"):
-        cuts += range((start // s.block + 1) * s.block, stop, s.block)
+    plan = _plan(s)
+    if plan.block is not None:
+        h = plan.block(s)
+        cuts += range((start // h + 1) * h, stop, h)
     cuts.append(stop)
     chunks = []
     for a, b in zip(cuts, cuts[1:]):
@@ -100,8 +119,7 @@ def query_chunks(s: WindowSettings, start: int, stop: int, max_chunk: int) -> li
 
 def branches(s: WindowSettings, q_pos: torch.Tensor) -> list[Branch]:
     """The branches for queries at the consecutive positions ``q_pos`` (int64, CPU)."""
-    builder = _BUILDERS[s.method]
-    return [b for b in builder(s, q_pos) if b.hi > b.lo and bool(b.mask.any())]
+    return [b for b in _plan(s).build(s, q_pos) if b.hi > b.lo and bool(b.mask.any())]
 
 
 def _keys(lo: int, hi: int) -> torch.Tensor:
@@ -110,26 +128,14 @@ def _keys(lo: int, hi: int) -> torch.Tensor:
     return torch.arange(lo, max(lo, hi), dtype=torch.int64)
 
 
-def _span(q_pos, lo, hi, visible) -> Branch:
-    """A shift-free branch over keys lo..hi−1 with mask visible(q[:, None], k[None, :])."""
+def _span(q_pos, lo, visible: M.MaskFn) -> Branch:
+    """A shift-free branch over keys lo..(last query) with mask visible(q[:, None], k[None, :])."""
+    hi = int(q_pos[-1]) + 1
     k = _keys(lo, hi)
     return Branch(lo, hi, visible(q_pos[:, None], k[None, :]))
 
 
-def _blockwise(s: WindowSettings, q_pos):
-    h = s.block
-    lo = max(0, (int(q_pos[0]) // h - 1) * h)
-    return [_span(q_pos, lo, int(q_pos[-1]) + 1,
-                  lambda q, k: (k <= q) & (k // h >= q // h - 1))]
-
-
-def _sliding(s: WindowSettings, q_pos):
-    w = s.window
-    lo = max(0, int(q_pos[0]) - w + 1)
-    return [_span(q_pos, lo, int(q_pos[-1]) + 1, lambda q, k: (k <= q) & (q - k < w))]
-
-
-def _prefix(q_pos, n: int, visible, q_shift=None, k_shift=None) -> Branch:
+def _prefix(q_pos, n: int, visible: M.MaskFn, q_shift=None, k_shift=None) -> Branch:
     """The first n keys; ``q_shift(q)`` / ``k_shift(k)``: their extra rotations."""
     k = _keys(0, min(n, int(q_pos[-1]) + 1))
     return Branch(0, len(k), visible(q_pos[:, None], k[None, :]),
@@ -141,52 +147,76 @@ def _nonzero_or_none(shift: torch.Tensor) -> torch.Tensor | None:
     return shift if bool(shift.any()) else None  # a zero rotation is no rotation
 
 
+def _recent(w: int) -> M.MaskFn:
+    return M.and_masks(M.causal(), M.window(w))
+
+
+def _blockwise(s: WindowSettings, q_pos):
+    h = s.block
+    return [_span(q_pos, M.block_start(h, int(q_pos[0])),
+                  M.and_masks(M.causal(), M.block(h)))]
+
+
+def _sliding(s: WindowSettings, q_pos):
+    return [_span(q_pos, M.window_start(s.window, int(q_pos[0])), _recent(s.window))]
+
+
 def _sinks(s: WindowSettings, q_pos):
     S, w = s.sinks, s.window
     # the sink moves forward by max(0, i − (S + W − 1)): the query turns back by as much
-    sinks = _prefix(q_pos, S, lambda q, k: k <= q,
-                    q_shift=lambda q: -(q - (S + w - 1)).clamp(min=0))
-    lo = max(S, int(q_pos[0]) - w + 1)
-    window = _span(q_pos, lo, int(q_pos[-1]) + 1, lambda q, k: (k <= q) & (q - k < w))
+    sinks = _prefix(q_pos, S, M.causal(), q_shift=lambda q: -(q - (S + w - 1)).clamp(min=0))
+    window = _span(q_pos, max(S, M.window_start(w, int(q_pos[0]))), _recent(w))
     return [sinks, window]
 
 
 def _lambda(s: WindowSettings, q_pos):
     g, n_local, cap = s.global_tokens, s.local_window, s.distance_cap
-    near = _prefix(q_pos, g, lambda q, k: (k <= q) & (q - k < cap))
+    near = _prefix(q_pos, g, _recent(cap))
     # distance capped at cap: the query at position cap, the key at 0
-    far = _prefix(q_pos, g, lambda q, k: q - k >= cap,
+    far = _prefix(q_pos, g, M.not_mask(M.window(cap)),
                   q_shift=lambda q: cap - q, k_shift=lambda k: -k)
-    lo = max(g, int(q_pos[0]) - n_local + 1)
-    local = _span(q_pos, lo, int(q_pos[-1]) + 1, lambda q, k: (k <= q) & (q - k < n_local))
+    local = _span(q_pos, max(g, M.window_start(n_local, int(q_pos[0]))), _recent(n_local))
     return [near, far, local]
 
 
 def _self_extend(s: WindowSettings, q_pos):
     g, w = s.group, s.neighbours
-    near = _span(q_pos, max(0, int(q_pos[0]) - w + 1), int(q_pos[-1]) + 1,
-                 lambda q, k: (k <= q) & (q - k < w))
+    near = _span(q_pos, M.window_start(w, int(q_pos[0])), _recent(w))
     hi = max(0, int(q_pos[-1]) - w + 1)
     k = _keys(0, hi)
-    far = Branch(0, hi, q_pos[:, None] - k[None, :] >= w,
+    far = Branch(0, hi, M.not_mask(M.window(w))(q_pos[:, None], k[None, :]),
                  q_shift=q_pos // g + w - w // g - q_pos, k_shift=k // g - k)
     return [near, far]
 
 
 def _blockwise_sinks(s: WindowSettings, q_pos):
     h, S = s.block, s.sinks
-    sinks = _prefix(q_pos, S, lambda q, k: (k <= q) & (k // h < q // h - 1),
+    # the sinks the block rule hides, placed just before the window
+    sinks = _prefix(q_pos, S, M.and_masks(M.causal(), M.not_mask(M.block(h))),
                     q_shift=lambda q: S - (q // h - 1) * h)
     return [*_blockwise(s, q_pos), sinks]
 
 
-_BUILDERS = {
-    "blockwise": _blockwise,
-    "sliding": _sliding,
-    "sinks": _sinks,
-    "lambda": _lambda,
-    "self-extend": _self_extend,
-    "blockwise+sinks": _blockwise_sinks,
-}
+def _block(s: WindowSettings) -> int:
+    return s.block
 
-__all__ = ["Branch", "branches", "first_needed", "prefix_tokens", "query_chunks", "reach"]
+
+def _block_first(s: WindowSettings, position: int) -> int:
+    return M.block_start(s.block, position)
+
+
+BLOCKWISE = WindowPlan(_blockwise, reach=lambda s: 2 * s.block, first=_block_first,
+                       block=_block)
+SLIDING = WindowPlan(_sliding, reach=lambda s: s.window,
+                     first=lambda s, p: M.window_start(s.window, p))
+SINKS = WindowPlan(_sinks, reach=lambda s: s.sinks + s.window, prefix=lambda s: s.sinks,
+                   first=lambda s, p: M.window_start(s.window, p))
+LAMBDA = WindowPlan(_lambda, reach=lambda s: s.global_tokens + s.local_window,
+                    prefix=lambda s: s.global_tokens,
+                    first=lambda s, p: M.window_start(s.local_window, p))
+SELF_EXTEND = WindowPlan(_self_extend)
+BLOCKWISE_SINKS = WindowPlan(_blockwise_sinks, reach=lambda s: 2 * s.block + s.sinks,
+                             prefix=lambda s: s.sinks, first=_block_first, block=_block)
+
+__all__ = ["BLOCKWISE", "BLOCKWISE_SINKS", "LAMBDA", "SELF_EXTEND", "SINKS", "SLIDING", "Branch",
+           "WindowPlan", "branches", "first_needed", "prefix_tokens", "query_chunks", "reach"]

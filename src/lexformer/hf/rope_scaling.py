@@ -17,8 +17,12 @@ import copy
 from collections.abc import Iterator
 
 from ..errors import LexformerError
+from .methods import HF_METHODS
 
-ROPE_TYPES = {"pi": "linear", "dynamic-ntk": "dynamic", "yarn": "yarn", "llama3": "llama3"}
+#: method name → transformers' rope_type, from the methods' records
+ROPE_TYPES = {name: m.rope_type for name, m in HF_METHODS.items() if m.rope_type is not None}
+#: rope_types whose convention takes the original context and a grown max_position_embeddings
+_ORIGINAL_CONTEXT = ("yarn", "llama3")
 
 
 def rope_factor(target_length: int, context: int) -> float:
@@ -29,10 +33,11 @@ def rope_factor(target_length: int, context: int) -> float:
 def scaled_rope_parameters(method: str, base: dict, context: int, factor: float) -> dict:
     """The ``rope_parameters`` of ``method``: the base θ (and partial-rotary fraction) kept."""
     params = {key: base[key] for key in ("rope_theta", "partial_rotary_factor") if key in base}
-    params.update(rope_type=ROPE_TYPES[method], factor=float(factor))
-    if method in ("yarn", "llama3"):
+    rope_type = ROPE_TYPES[method]
+    params.update(rope_type=rope_type, factor=float(factor))
+    if rope_type in _ORIGINAL_CONTEXT:
         params["original_max_position_embeddings"] = context
-    if method == "llama3":
+    if rope_type == "llama3":
         params.update(low_freq_factor=1.0, high_freq_factor=4.0)  # Llama 3.1's published values
     return params
 
@@ -45,7 +50,7 @@ def scaled_config(config, method: str, factor: float):
     context = config.max_position_embeddings
     new = copy.deepcopy(config)
     new.rope_parameters = scaled_rope_parameters(method, base, context, factor)
-    if method in ("yarn", "llama3"):
+    if ROPE_TYPES[method] in _ORIGINAL_CONTEXT:
         new.max_position_embeddings = int(round(context * factor))
     new.validate_rope()
     return new

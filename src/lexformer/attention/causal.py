@@ -24,16 +24,13 @@ at any length (a naive centred table overflows fp32 near 72k tokens; ``docs/meth
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import NamedTuple
-
 import torch
 import torch.nn.functional as F
 
-from .config import ATTENTION_MODES
-from .errors import LexformerError
-from .positions import BIAS, ROTARY, PositionScheme
-from .positions.base import positions_on
+from ..positions import BIAS, ROTARY, PositionScheme
+from .kernels import AttentionIntermediates, eager_softmax, positioned, sdpa_masked, windowed
+from .masks import causal
+from .spec import AttentionSpec
 
 #: full attention over more tokens than this runs in query chunks of FULL_CHUNK, for
 #: O(chunk·n) mask memory instead of O(n²). XPOS switches earlier where its factors demand it
@@ -41,74 +38,6 @@ from .positions.base import positions_on
 #: a smaller scale base).
 FULL_CHUNK_THRESHOLD = 8192
 FULL_CHUNK = 1024
-
-
-@dataclass(frozen=True)
-class AttentionSpec:
-    """Which keys a query may see. ``block`` is h of blockwise, ``window`` W of sliding.
-
-    ``causal=False`` (encoders, :mod:`lexformer.encoder_attention`): ``full`` sees every key,
-    ``blockwise`` the keys of its own block and of the blocks on either side; ``sliding`` is
-    causal only.
-    """
-
-    mode: str = "full"
-    block: int = 128
-    window: int = 256
-    causal: bool = True
-
-    def __post_init__(self) -> None:
-        if self.mode not in ATTENTION_MODES:
-            raise LexformerError(
-                f"unknown attention mode {self.mode!r}; choose one of {', '.join(ATTENTION_MODES)}"
-            )
-        if self.block <= 0 or self.window <= 0:
-            raise LexformerError("attention block and window must be positive")
-        if not self.causal and self.mode == "sliding":
-            raise LexformerError("sliding attention is causal only; a bidirectional model "
-                                 "(encoder) takes full or blockwise attention")
-
-    def visible(self, q_pos: torch.Tensor, k_pos: torch.Tensor) -> torch.Tensor:
-        """Boolean (Tq, Tk): may the query at q_pos[i] see the key at k_pos[j]?"""
-        qp = q_pos.to(torch.int64)[:, None]
-        kp = k_pos.to(torch.int64)[None, :]
-        if not self.causal:
-            mask = torch.ones(qp.shape[0], kp.shape[1], dtype=torch.bool, device=qp.device)
-            if self.mode == "blockwise":
-                mask = (torch.div(kp, self.block, rounding_mode="floor")
-                        - torch.div(qp, self.block, rounding_mode="floor")).abs() <= 1
-            return mask
-        mask = kp <= qp
-        if self.mode == "blockwise":
-            mask = mask & (torch.div(kp, self.block, rounding_mode="floor")
-                           >= torch.div(qp, self.block, rounding_mode="floor") - 1)
-        elif self.mode == "sliding":
-            mask = mask & (qp - kp < self.window)
-        return mask
-
-    def first_visible(self, pos: int) -> int:
-        """Smallest key position a query at ``pos`` (or any later query) can see."""
-        if self.mode == "blockwise":
-            return max(0, (pos // self.block - 1) * self.block)
-        if self.mode == "sliding":
-            return max(0, pos - self.window + 1)
-        return 0
-
-    def window_layout(self) -> tuple[int, int]:
-        """(c, nprev) of the fast windowed path: query blocks of c, windows of (nprev+1)·c keys.
-
-        Blockwise: c = h and one previous block. Sliding: c = W/2 and two previous blocks
-        (1.5·W keys per query instead of 2·W with c = W); odd W falls back to c = W.
-        """
-        if self.mode == "blockwise":
-            return self.block, 1
-        if self.window % 2 == 0 and self.window >= 2:
-            return self.window // 2, 2
-        return self.window, 1
-
-
-def _centred(pos: torch.Tensor, centre: int) -> torch.Tensor:
-    return pos.to(torch.int64).cpu() - centre
 
 
 def _span(start: int, stop: int, centre: int) -> range:
@@ -121,17 +50,6 @@ def _sdpa(q, k, v, attn_mask=None, is_causal=False, dropout_p=0.0, scale=None):
     return F.scaled_dot_product_attention(
         q, k, v, attn_mask=attn_mask, is_causal=is_causal, dropout_p=dropout_p, scale=scale
     )
-
-
-def _bias_mask(bias: torch.Tensor | None, visible: torch.Tensor, dtype: torch.dtype):
-    """An SDPA mask: the boolean mask alone, or the float bias with −inf where hidden.
-
-    A bias comes as (H, Tq, Tk) and goes to SDPA as (1, H, Tq, Tk): torch's fused CPU
-    kernel takes a 4-D float mask but sends a 3-D one to the slow math path.
-    """
-    if bias is None:
-        return visible
-    return bias.to(visible.device, dtype).masked_fill(~visible, float("-inf"))[None]
 
 
 #: per-forward-pass store of ALiBi biases, keyed by (T, dtype, device): every layer of one
@@ -174,15 +92,9 @@ def _full_with_bias(q, k, v, scheme, dropout_p, memo):
 
 
 # --------------------------------------------------------------------------- fast paths
-def causal_attention(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    scheme: PositionScheme,
-    spec: AttentionSpec,
-    dropout_p: float = 0.0,
-    memo: BiasMemo | None = None,
-) -> torch.Tensor:
+def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scheme: PositionScheme,
+                     spec: AttentionSpec, dropout_p: float = 0.0,
+                     memo: BiasMemo | None = None) -> torch.Tensor:
     """Self-attention over a whole sequence at positions 0..T−1.
 
     q, k, v: (B, H, T, D) before any rotary transform. Returns (B, H, T, D). ``memo``: a
@@ -194,21 +106,15 @@ def causal_attention(
         if T > min(span, FULL_CHUNK_THRESHOLD):
             return _full_chunked(q, k, v, scheme, dropout_p, max(1, min(FULL_CHUNK, span // 2)))
         return _full(q, k, v, scheme, dropout_p, memo)
-    c, nprev = spec.window_layout()
-    if T <= (nprev + 1) * c:
+    if T <= spec.window_layout().w:
         # Short input: windows cover it; one dense pass with the exact mask is cheapest.
         pos = torch.arange(T)
         return attend(q, k, v, pos, pos, scheme, spec, dropout_p=dropout_p)
     return _windowed(q, k, v, scheme, spec, dropout_p)
 
 
-def causal_attention_packed(
-    qkv: torch.Tensor,
-    scheme: PositionScheme,
-    spec: AttentionSpec,
-    dropout_p: float = 0.0,
-    memo: BiasMemo | None = None,
-) -> torch.Tensor:
+def causal_attention_packed(qkv: torch.Tensor, scheme: PositionScheme, spec: AttentionSpec,
+                            dropout_p: float = 0.0, memo: BiasMemo | None = None) -> torch.Tensor:
     """:func:`causal_attention` on a packed (B, T, 3, H, D) projection.
 
     Same result; in full mode with a rotary scheme it rotates q and k in one pass over the
@@ -249,96 +155,54 @@ def _full_chunked(q, k, v, scheme, dropout_p, chunk=FULL_CHUNK):
         if scheme.kind == ROTARY:
             qc = scheme.rotate_queries(qc, _span(start, end, end - 1))
             kc = scheme.rotate_keys(kc, _span(0, end, end - 1))
-        visible = (torch.arange(end, device=q.device)[None, :]
-                   <= torch.arange(start, end, device=q.device)[:, None])
+        visible = causal()(torch.arange(start, end, device=q.device)[:, None],
+                           torch.arange(end, device=q.device)[None, :])
         bias = scheme(q_pos, k_pos) if scheme.kind == BIAS else None
-        outs.append(_sdpa(qc, kc, vc, attn_mask=_bias_mask(bias, visible, q.dtype),
-                          dropout_p=dropout_p))
+        outs.append(sdpa_masked(qc, kc, vc, visible, bias, dropout_p))
     return torch.cat(outs, dim=-2)
 
 
 def _windowed(q, k, v, scheme, spec, dropout_p):
-    """Blockwise or sliding attention in O(n·w): query blocks against unfolded key windows.
+    """Blockwise or sliding attention in O(n·w): query blocks against unfolded key windows
+    (:func:`.kernels.windowed`).
 
     The first nprev blocks see only keys from position 0 up to themselves, which is plain
     causal attention; every later block b sees the window of blocks b−nprev..b under one
     shared (c, w) mask, so a single SDPA call covers them all.
     """
-    B, H, T, D = q.shape
-    c, nprev = spec.window_layout()
-    w = (nprev + 1) * c
-    head_len = nprev * c
-    pad = (-T) % c
-    if pad:
+    T = q.shape[-2]
+    layout = spec.window_layout()
+    head_len = layout.before * layout.c
+    pad = (-T) % layout.c
+    if pad:  # before the head is cut: the head then runs on the same (contiguous) tensors
         q, k, v = (F.pad(x, (0, 0, 0, pad)) for x in (q, k, v))
-    n_win = (T + pad) // c - nprev  # query blocks that have a full window behind them
-
-    # Head: the first nprev blocks, ordinary causal attention.
     head = _full(q[..., :head_len, :], k[..., :head_len, :], v[..., :head_len, :],
                  scheme, dropout_p)
 
-    # Window-local positions: keys 0..w−1, queries (w−c)..w−1 in every window, re-centred.
-    local_k = _span(0, w, w // 2)
-    local_q = local_k[head_len:]
+    def attend_window(qb, kw, vw, q_rel, k_rel, visible, bias):
+        if scheme.kind == ROTARY:
+            qb, kw = scheme.rotate_queries(qb, q_rel), scheme.rotate_keys(kw, k_rel)
+        return sdpa_masked(qb, kw, vw, visible, bias, dropout_p)
 
-    def windows(x):  # (B, H, T', D) → (B·n_win, H, w, D)
-        win = x.unfold(2, w, c)  # (B, H, n_win, D, w)
-        return win.permute(0, 2, 1, 4, 3).reshape(B * n_win, H, w, D)
-
-    qb = q[..., head_len:, :].reshape(B, H, n_win, c, D).transpose(1, 2).reshape(
-        B * n_win, H, c, D)  # (B·n_win, H, c, D)
-    kw, vw = windows(k), windows(v)
-    if scheme.kind == ROTARY:
-        qb, kw = scheme.rotate_queries(qb, local_q), scheme.rotate_keys(kw, local_k)
-
-    qi = torch.arange(c, device=q.device)[:, None] + head_len  # local query positions
-    kj = torch.arange(w, device=q.device)[None, :]
-    visible = kj <= qi
-    if spec.mode == "sliding":
-        visible = visible & (qi - kj < spec.window)
-    bias = scheme(torch.arange(head_len, w), torch.arange(w)) if scheme.kind == BIAS else None
-    mask = _bias_mask(bias, visible, q.dtype)  # (c, w) or (1, H, c, w): shared by all windows
-    out = _sdpa(qb, kw, vw, attn_mask=mask, dropout_p=dropout_p)  # (B·n_win, H, c, D)
-    out = out.reshape(B, n_win, H, c, D).transpose(1, 2).reshape(B, H, n_win * c, D)
+    out = windowed(q, k, v, layout, scheme, attend_window, mask=spec.mask())
     return torch.cat((head, out), dim=-2)[..., :T, :]
 
 
 # --------------------------------------------------------------------------- general path
-class AttentionIntermediates(NamedTuple):
-    """What the eager path exposes of one attention call, both (B, H, Tq, Tk) float32.
-
-    ``scores`` are pre-softmax (q'·k'/√d plus any bias), −inf on pairs the mode hides;
-    ``probs`` their softmax. A tuple, so ``scores, probs = intermediates`` works.
-    """
-
-    scores: torch.Tensor
-    probs: torch.Tensor
-
-
 def _positioned(q, k, q_pos, k_pos, scheme, spec):
     """Rotary transform with positions re-centred on the queries, the visibility mask and
     the bias: what both general paths need before the attention product."""
-    q_pos = q_pos.to(torch.int64).cpu()
-    k_pos = k_pos.to(torch.int64).cpu()
+    q_pos, k_pos, visible, bias = positioned(q_pos, k_pos, scheme, spec, q.device)
     if scheme.kind == ROTARY:
         centre = (int(q_pos.min()) + int(q_pos.max())) // 2
         q = scheme.rotate_queries(q, q_pos - centre)
         k = scheme.rotate_keys(k, k_pos - centre)
-    visible = spec.visible(positions_on(q_pos, q.device), positions_on(k_pos, q.device))
-    bias = scheme(q_pos, k_pos) if scheme.kind == BIAS else None
     return q, k, visible, bias
 
 
-def attend(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    q_pos: torch.Tensor,
-    k_pos: torch.Tensor,
-    scheme: PositionScheme,
-    spec: AttentionSpec,
-    dropout_p: float = 0.0,
-) -> torch.Tensor:
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_pos: torch.Tensor,
+           k_pos: torch.Tensor, scheme: PositionScheme, spec: AttentionSpec,
+           dropout_p: float = 0.0) -> torch.Tensor:
     """Attention of queries at ``q_pos`` over keys at ``k_pos`` (any positions, e.g. a cache).
 
     q: (B, H, Tq, D), k and v: (B, H, Tk, D), all before the rotary transform. Visibility
@@ -346,18 +210,12 @@ def attend(
     past keys get XPOS factors ≤ 1 however long the cache is. Returns (B, H, Tq, D).
     """
     q, k, visible, bias = _positioned(q, k, q_pos, k_pos, scheme, spec)
-    return _sdpa(q, k, v, attn_mask=_bias_mask(bias, visible, q.dtype), dropout_p=dropout_p)
+    return sdpa_masked(q, k, v, visible, bias, dropout_p)
 
 
-def attend_eager(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    q_pos: torch.Tensor,
-    k_pos: torch.Tensor,
-    scheme: PositionScheme,
-    spec: AttentionSpec,
-) -> tuple[torch.Tensor, AttentionIntermediates]:
+def attend_eager(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_pos: torch.Tensor,
+                 k_pos: torch.Tensor, scheme: PositionScheme,
+                 spec: AttentionSpec) -> tuple[torch.Tensor, AttentionIntermediates]:
     """:func:`attend` computed eagerly in float32: ``(out, AttentionIntermediates)``.
 
     The same maths as the SDPA paths, with the (B, H, Tq, Tk) scores and probabilities
@@ -368,9 +226,4 @@ def attend_eager(
     scale = q.shape[-1] ** -0.5
     with torch.autocast(q.device.type, enabled=False):
         scores = (q.float() @ k.float().transpose(-1, -2)) * scale
-        if bias is not None:
-            scores = scores + bias.float()
-        scores = scores.masked_fill(~visible, float("-inf"))
-        probs = torch.softmax(scores, dim=-1)
-        out = (probs @ v.float()).to(v.dtype)
-    return out, AttentionIntermediates(scores, probs)
+        return eager_softmax(scores, bias, visible, v)

@@ -16,17 +16,15 @@ O(n·window) and run at every length. A method also stops where it cannot score 
 
 from __future__ import annotations
 
-import json
 import resource
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import LexformerError
-from .evaluate import (
+from ..errors import LexformerError
+from ..evaluate import (
     EVAL_BATCH_TOKENS,
     LengthResult,
     PerplexityResult,
@@ -34,7 +32,8 @@ from .evaluate import (
     document_nll,
     evaluation_documents,
 )
-from .fileio import atomic_write_json, ensure_writable_dir
+from ..fileio import ensure_writable_dir
+from .stages import JsonCodec, Runner, Stage, command_line, say
 
 #: the default run: the model as is, the paper's blockwise attention, blockwise attention that
 #: keeps the first tokens (the sinks pretrained models attend to) and a RoPE rescaling (YaRN),
@@ -86,7 +85,7 @@ def check_settings(s: ExtendSettings) -> None:
 def is_quadratic(model, method: str) -> bool:
     """Does ``method`` keep every key visible (cost O(n²) per chunk)? True for the model's
     own attention, the RoPE rescalings and SelfExtend; False for the window methods."""
-    from .hf.methods import get_method
+    from ..hf.methods import get_method
 
     if method == "self-extend":  # a "window" method by mechanism, yet every key stays visible
         return True
@@ -121,10 +120,6 @@ class StageRecord:
     memory_measure: str
     stop_reason: str = ""
     reused: bool = False
-
-
-def _say(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 # --------------------------------------------------------------------------- memory
@@ -175,19 +170,21 @@ def stage_settings(s: ExtendSettings, model_id: str, lengths: list[int], n_docs:
             "document_tokens": top, "lengths": lengths, "method_options": options}
 
 
-def _reusable(path: Path, wanted: dict[str, Any]) -> StageRecord | None:
-    if not path.exists():
-        return None
-    try:
-        data = json.loads(path.read_text())
-        if data.get("settings") != wanted:
-            return None
-        result = PerplexityResult.from_json(data)
-        return StageRecord(data["method"], result, float(data["stage_seconds"]),
-                           float(data["peak_rss_mb"]), str(data["memory_measure"]),
-                           str(data.get("stop_reason", "")), reused=True)
-    except (KeyError, ValueError, TypeError):
-        return None  # an older or damaged file: measure again
+def _record_json(record: StageRecord) -> dict[str, Any]:
+    return {**record.result.to_json(), "method": record.method,
+            "stage_seconds": record.seconds, "peak_rss_mb": record.peak_rss_mb,
+            "memory_measure": record.memory_measure, "stop_reason": record.stop_reason}
+
+
+def _record_from_json(data: dict[str, Any]) -> StageRecord:
+    return StageRecord(data["method"], PerplexityResult.from_json(data),
+                       float(data["stage_seconds"]), float(data["peak_rss_mb"]),
+                       str(data["memory_measure"]), str(data.get("stop_reason", "")),
+                       reused=True)
+
+
+#: a method's stage file: its results, cost and stop reason, with its key in "settings"
+STAGE_CODEC = JsonCodec(_record_json, _record_from_json, key_field="settings")
 
 
 def measure(model, docs, lengths: list[int], method: str, progress: bool
@@ -198,7 +195,7 @@ def measure(model, docs, lengths: list[int], method: str, progress: bool
     import numpy as np
     import torch
 
-    from .stats import perplexity_interval, resample_indices
+    from ..stats import perplexity_interval, resample_indices
 
     tokens = torch.from_numpy(np.stack([np.asarray(d, dtype=np.int64) for d in docs]))
     n_docs, top = tokens.shape
@@ -241,13 +238,9 @@ def _bar(total: int, method: str, progress: bool):
     return tqdm(total=total, desc=method, unit="tok", unit_scale=True, leave=False)
 
 
-def run_stage(model, method: str, docs, lengths: list[int], stop: str, path: Path,
-              settings: dict[str, Any], progress: bool) -> StageRecord:
-    """Measure ``method`` at ``lengths`` (or reuse the saved stage at ``path``)."""
-    saved = _reusable(path, settings)
-    if saved is not None:
-        _say(f"    {method}: already measured with these settings, reused")
-        return saved
+def measure_stage(model, method: str, docs, lengths: list[int], stop: str,
+                  settings: dict[str, Any], progress: bool) -> StageRecord:
+    """Measure ``method`` at ``lengths``, with the stage's time and peak memory."""
     resettable = _reset_peak_rss()
     before = _peak_rss_mb()
     t0 = time.time()
@@ -259,12 +252,16 @@ def run_stage(model, method: str, docs, lengths: list[int], stop: str, path: Pat
     peak_mb = peak if resettable else max(0.0, peak - before)
     result = PerplexityResult(model=model.name, corpus=settings["corpus"],
                               split=settings["split"], results=results, seconds=seconds)
-    record = StageRecord(method, result, seconds, peak_mb, how, stop)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(path, {**result.to_json(), "method": method, "settings": settings,
-                             "stage_seconds": seconds, "peak_rss_mb": peak_mb,
-                             "memory_measure": how, "stop_reason": stop})
-    return record
+    return StageRecord(method, result, seconds, peak_mb, how, stop)
+
+
+def method_stage(model, method: str, docs, lengths: list[int], stop: str, path: Path,
+                 settings: dict[str, Any], progress: bool) -> Stage[StageRecord]:
+    """Measure ``method`` at ``lengths`` into ``path`` (or reuse the stage saved there)."""
+    return Stage("", f"{method} at {', '.join(map(str, lengths))}",
+                 lambda: measure_stage(model, method, docs, lengths, stop, settings, progress),
+                 key=settings, codec=STAGE_CODEC, path=path,
+                 reused=f"    {method}: already measured with these settings, reused")
 
 
 # --------------------------------------------------------------------------- pipeline
@@ -291,7 +288,7 @@ def plan_methods(model, s: ExtendSettings, lengths: list[int]
                  ) -> list[tuple[str, list[int], str]]:
     """(method, the lengths it runs at, why it stops) for every method, all checked against
     the model before any measurement."""
-    from .lm import check_attention
+    from ..lm import check_attention
 
     methods = list(s.methods) if s.methods is not None else [
         m for m in DEFAULT_METHODS if m in model.attention_methods]
@@ -306,10 +303,17 @@ def plan_methods(model, s: ExtendSettings, lengths: list[int]
     return plan
 
 
+def documents_stage(s: ExtendSettings, model, length: int) -> Stage[list]:
+    """The held-out documents every method is measured on (their first ``length`` tokens);
+    the token cache makes this cheap after the first run, so it is not saved."""
+    return Stage("", f"documents: {s.corpus!r} {s.split}, {length} tokens each",
+                 lambda: evaluation_documents(s.corpus, model, s.split, length, s.max_docs))
+
+
 def run_extend(s: ExtendSettings) -> Path:
     """Measure every method (or reuse its stage) and write ``report.md``; returns its path."""
-    from .experiments.extend_report import write_report
-    from .models import open_model
+    from ..models import open_model
+    from .extend_report import write_report
 
     started = time.time()
     check_settings(s)
@@ -317,23 +321,17 @@ def run_extend(s: ExtendSettings) -> Path:
     lengths = check_lengths(s.lengths if s.lengths is not None
                             else default_lengths(model.context_length))
     plan = plan_methods(model, s, lengths)
-    total = len(plan) + 2
-    _say(f"[1/{total}] documents: {s.corpus!r} {s.split}, {lengths[-1]} tokens each")
-    docs = evaluation_documents(s.corpus, model, s.split, lengths[-1], s.max_docs)
+    runner = Runner(len(plan) + 2, started=started)  # documents, one per method, report
+    docs = runner.run(documents_stage(s, model, lengths[-1]))
     model_id = model_identity(s.model)
-    stages = []
-    for i, (method, kept, stop) in enumerate(plan, start=2):
-        _say(f"[{i}/{total}] {method} at {', '.join(map(str, kept))}")
-        stages.append(run_stage(model, method, docs, kept, stop,
-                                Path(s.out) / "eval" / f"{_file_name(method)}.json",
-                                stage_settings(s, model_id, kept, len(docs), lengths[-1]),
-                                s.progress))
-    _say(f"[{total}/{total}] report and plot")
+    stages = [runner.run(method_stage(
+        model, method, docs, kept, stop, Path(s.out) / "eval" / f"{_file_name(method)}.json",
+        stage_settings(s, model_id, kept, len(docs), lengths[-1]), s.progress))
+        for method, kept, stop in plan]
     run = ExtendRun(s, model.name, model.context_length, lengths, len(docs), stages,
-                    command=" ".join(["lexformer"] + sys.argv[1:]) if sys.argv else "",
-                    wall=time.time() - started, started=started)
-    report = write_report(Path(s.out), run)
-    _say(f"done: {report}")
+                    command=command_line(), wall=runner.elapsed, started=started)
+    report = runner.run(Stage("", "report and plot", lambda: write_report(Path(s.out), run)))
+    say(f"done: {report}")
     return report
 
 

@@ -36,11 +36,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .attention import FULL_CHUNK, FULL_CHUNK_THRESHOLD, AttentionIntermediates, AttentionSpec
-from .positions import BIAS, ROTARY, PositionScheme
-from .positions.base import positions_on
-from .positions.bidirectional import bidirectional_logits
-from .positions.rotary import centre_on_queries
+from ..positions import BIAS, ROTARY, PositionScheme
+from ..positions.bidirectional import bidirectional_logits
+from ..positions.rotary import centre_on_queries
+from .causal import FULL_CHUNK, FULL_CHUNK_THRESHOLD
+from .kernels import AttentionIntermediates, eager_softmax, positioned, sdpa_masked, windowed
+from .spec import AttentionSpec
 
 #: full bidirectional XPOS over more tokens than this runs in query chunks of XPOS_CHUNK:
 #: its (chunk, n) logits are materialised, so the chunk bounds memory as well as the factors
@@ -152,25 +153,13 @@ def _attend(q, k, v, q_rel, k_rel, scheme, visible, bias, dropout_p):
         return probs.to(v.dtype) @ v
     if scheme.kind == ROTARY:
         q, k = scheme.rotate_queries(q, q_rel), scheme.rotate_keys(k, k_rel)
-    mask = visible
-    if bias is not None:
-        # 4-D: torch's fused CPU kernel takes a 4-D float mask, a 3-D one goes to the math path
-        mask = bias.to(q.device, q.dtype)[None]
-        if visible is not None:
-            mask = mask.masked_fill(~visible, float("-inf"))
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+    return sdpa_masked(q, k, v, visible, bias, dropout_p)
 
 
 # --------------------------------------------------------------------------- fast paths
-def bidirectional_attention(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    scheme: PositionScheme,
-    spec: AttentionSpec,
-    dropout_p: float = 0.0,
-    memo: dict | None = None,
-) -> torch.Tensor:
+def bidirectional_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                            scheme: PositionScheme, spec: AttentionSpec, dropout_p: float = 0.0,
+                            memo: dict | None = None) -> torch.Tensor:
     """Bidirectional self-attention over a whole sequence at positions 0..T−1.
 
     q, k, v: (B, H, T, D) before any rotary transform. Returns (B, H, T, D). ``memo``: a dict
@@ -178,18 +167,14 @@ def bidirectional_attention(
     """
     T = q.shape[-2]
     if spec.mode == "blockwise" and T > 2 * spec.block:
-        return _windowed(q, k, v, scheme, spec.block, dropout_p)
+        return _windowed(q, k, v, scheme, spec, dropout_p)
     # up to two blocks every query sees every key: blockwise is full attention there
     return _full(q, k, v, scheme, dropout_p, memo)
 
 
-def bidirectional_attention_packed(
-    qkv: torch.Tensor,
-    scheme: PositionScheme,
-    spec: AttentionSpec,
-    dropout_p: float = 0.0,
-    memo: dict | None = None,
-) -> torch.Tensor:
+def bidirectional_attention_packed(qkv: torch.Tensor, scheme: PositionScheme, spec: AttentionSpec,
+                                   dropout_p: float = 0.0,
+                                   memo: dict | None = None) -> torch.Tensor:
     """:func:`bidirectional_attention` on a packed (B, T, 3, H, D) projection."""
     q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
     return bidirectional_attention(q, k, v, scheme, spec, dropout_p, memo)
@@ -233,69 +218,36 @@ def _full(q, k, v, scheme, dropout_p, memo=None):
     return outs[0] if len(outs) == 1 else torch.cat(outs, dim=-2)
 
 
-def _windowed(q, k, v, scheme, h: int, dropout_p: float):
+def _windowed(q, k, v, scheme, spec, dropout_p: float):
     """Blockwise bidirectional attention in O(n·h): query block b against the unfolded window
-    of blocks b−1, b, b+1; keys outside 0..T−1 (the padding) are masked per window."""
-    B, H, T, D = q.shape
-    n_blocks = -(-T // h)
-    pad = n_blocks * h - T
-    q = F.pad(q, (0, 0, 0, pad))
-    k, v = (F.pad(x, (0, 0, h, pad + h)) for x in (k, v))  # one block of padding either side
+    of blocks b−1, b, b+1 (:func:`.kernels.windowed`); keys outside 0..T−1 (the padding) are
+    masked per window."""
+    def attend_window(qb, kw, vw, q_rel, k_rel, visible, bias):
+        return _attend(qb, kw, vw, q_rel, k_rel, scheme, visible, bias, dropout_p)
 
-    def windows(x):  # (B, H, (n_blocks + 2)·h, D) → (B·n_blocks, H, 3h, D)
-        win = x.unfold(2, 3 * h, h)  # (B, H, n_blocks, D, 3h)
-        return win.permute(0, 2, 1, 4, 3).reshape(B * n_blocks, H, 3 * h, D)
-
-    qb = q.reshape(B, H, n_blocks, h, D).transpose(1, 2).reshape(B * n_blocks, H, h, D)
-    kw, vw = windows(k), windows(v)
-    # Window-local positions: keys 0..3h−1, queries h..2h−1, centred on the queries.
-    centre = h + (h - 1) // 2
-    q_rel, k_rel = range(h - centre, 2 * h - centre), range(-centre, 3 * h - centre)
-    key_pos = (torch.arange(n_blocks, device=q.device)[:, None] * h
-               + torch.arange(3 * h, device=q.device)[None, :] - h)  # global, (n_blocks, 3h)
-    valid = (key_pos >= 0) & (key_pos < T)
-    visible = valid[None].expand(B, n_blocks, 3 * h).reshape(B * n_blocks, 1, 1, 3 * h)
-    bias = scheme(torch.arange(h, 2 * h), torch.arange(3 * h)) if scheme.kind == BIAS else None
-    out = _attend(qb, kw, vw, q_rel, k_rel, scheme, visible, bias, dropout_p)
-    out = out.reshape(B, n_blocks, H, h, D).transpose(1, 2).reshape(B, H, n_blocks * h, D)
-    return out[..., :T, :]
+    out = windowed(q, k, v, spec.window_layout(), scheme, attend_window)
+    return out[..., :q.shape[-2], :]
 
 
 # --------------------------------------------------------------------------- general path
 def _positioned(q_pos, k_pos, scheme, spec, device):
-    q_pos = q_pos.to(torch.int64).cpu()
-    k_pos = k_pos.to(torch.int64).cpu()
+    q_pos, k_pos, visible, bias = positioned(q_pos, k_pos, scheme, spec, device)
     q_rel, k_rel = centre_on_queries(q_pos, k_pos)
-    visible = spec.visible(positions_on(q_pos, device), positions_on(k_pos, device))
-    bias = scheme(q_pos, k_pos) if scheme.kind == BIAS else None
     return q_pos, k_pos, q_rel, k_rel, visible, bias
 
 
-def attend_bidirectional(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    q_pos: torch.Tensor,
-    k_pos: torch.Tensor,
-    scheme: PositionScheme,
-    spec: AttentionSpec,
-    dropout_p: float = 0.0,
-) -> torch.Tensor:
+def attend_bidirectional(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_pos: torch.Tensor,
+                         k_pos: torch.Tensor, scheme: PositionScheme, spec: AttentionSpec,
+                         dropout_p: float = 0.0) -> torch.Tensor:
     """Queries at ``q_pos`` over keys at ``k_pos`` (any positions), visibility from ``spec``
     (non-causal). q: (B, H, Tq, D), k and v: (B, H, Tk, D), unrotated; → (B, H, Tq, D)."""
     _, _, q_rel, k_rel, visible, bias = _positioned(q_pos, k_pos, scheme, spec, q.device)
     return _attend(q, k, v, q_rel, k_rel, scheme, visible, bias, dropout_p)
 
 
-def attend_bidirectional_eager(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    q_pos: torch.Tensor,
-    k_pos: torch.Tensor,
-    scheme: PositionScheme,
-    spec: AttentionSpec,
-) -> tuple[torch.Tensor, AttentionIntermediates]:
+def attend_bidirectional_eager(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                               q_pos: torch.Tensor, k_pos: torch.Tensor, scheme: PositionScheme,
+                               spec: AttentionSpec) -> tuple[torch.Tensor, AttentionIntermediates]:
     """:func:`attend_bidirectional` in float32 with the (B, H, Tq, Tk) scores (−inf where
     hidden) and probabilities materialised: ``(out, AttentionIntermediates)``."""
     q_pos, k_pos, _, _, visible, bias = _positioned(q_pos, k_pos, scheme, spec, q.device)
@@ -305,12 +257,7 @@ def attend_bidirectional_eager(
             scores = scheme.scores(qf, kf, q_pos, k_pos, causal=False)
         else:
             scores = (qf @ kf.transpose(-1, -2)) * q.shape[-1] ** -0.5
-        if bias is not None:
-            scores = scores + bias.to(scores.device).float()
-        scores = scores.masked_fill(~visible, float("-inf"))
-        probs = torch.softmax(scores, dim=-1)
-        out = (probs @ v.float()).to(v.dtype)
-    return out, AttentionIntermediates(scores, probs)
+        return eager_softmax(scores, bias, visible, v)
 
 
 __all__ = ["FLASH_MIN_LENGTH", "XPOS_CHUNK", "XPOS_CHUNK_THRESHOLD", "TwoSidedAttention",

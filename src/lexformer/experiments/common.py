@@ -1,0 +1,168 @@
+"""The parts the two trained experiments (reproduce and encoder) share: their common
+settings and the scheme list's checks, the data and training stages, the refusal of an out
+folder trained with other settings, and the key of an evaluation by length."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..checkpoint import has_checkpoint, read_meta, read_train_config
+from ..config import TrainConfig, describe_differences
+from ..errors import LexformerError
+from ..train import train
+from .stages import JsonCodec, Runner, Stage
+
+#: every model is evaluated under both; the stage keys compare them as sorted lists
+ATTENTIONS = ("full", "blockwise")
+EVAL_SPLIT = "test"
+
+
+@dataclass
+class TrainedSettings:
+    """What both trained experiments are asked: a preset and position schemes, the corpus,
+    the out folder, the evaluation lengths (None: L/4 … 16·L), the budget and the seed.
+    Each experiment's settings add their own fields after these, in their historic order."""
+
+    preset: str = "tiny"
+    corpus: str = "shakespeare"
+    out: Path = Path("runs/reproduce")
+    schemes: Sequence[str] = ()
+    lengths: Sequence[int] | None = None
+    tokens: int | None = None
+    seed: int = 0
+
+    def check_schemes(self) -> None:
+        """A non-empty list of known position schemes, none twice."""
+        from ..positions import POSITION_SCHEMES
+
+        if not list(self.schemes):
+            raise LexformerError("no schemes given; e.g. --schemes xpos,rope")
+        unknown = [x for x in self.schemes if x not in POSITION_SCHEMES]
+        if unknown:
+            raise LexformerError(f"unknown scheme(s) {', '.join(unknown)}; known: "
+                                 + ", ".join(sorted(POSITION_SCHEMES)))
+        if len(set(self.schemes)) != len(list(self.schemes)):
+            raise LexformerError("a scheme is listed twice in --schemes")
+
+
+def evaluation_key(step: int | None, lengths: Sequence[int], corpus: str,
+                   attentions: Iterable[str], split: str = EVAL_SPLIT, **extra: Any
+                   ) -> dict[str, Any]:
+    """What an evaluation by length is reused on: the checkpoint step, the lengths, the
+    corpus and split, and every attention mode (plus ``extra``, e.g. the document count)."""
+    return {"step": step, "lengths": list(lengths), "corpus": corpus, "split": split,
+            "attentions": sorted(attentions), **extra}
+
+
+def evaluation_codec(to_json: Callable[[Any], dict], from_json: Callable[[dict], Any],
+                     **extra_of: Callable[[Any], Any]) -> JsonCodec:
+    """A saved evaluation by length (PerplexityResult or MaskedLMResult: both name their
+    step, corpus, split and ``results[attention][length]``), its key read back from those
+    fields, plus ``extra_of[name](result)`` for every extra entry of the key."""
+
+    def key_of(result: Any) -> dict[str, Any]:
+        return evaluation_key(result.step, result.lengths, result.corpus, result.results,
+                              result.split, **{k: f(result) for k, f in extra_of.items()})
+
+    return JsonCodec(to_json, from_json, key_of=key_of)
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    """A model folder as a stage's saved result. ``train`` writes the checkpoint itself;
+    the saved key says whether it reached the planned steps (its settings were compared
+    with the wanted ones before any stage ran)."""
+
+    total_steps: int
+
+    def load(self, path: Path) -> tuple[bool, None]:
+        if not has_checkpoint(path):
+            raise FileNotFoundError(path)
+        return read_meta(path).get("step", 0) >= self.total_steps, None
+
+    def save(self, path: Path, result: Any, key: Any) -> None:
+        pass
+
+
+@dataclass
+class TrainedExperiment:
+    """What the stages of one invocation share: the settings, one training config per
+    model (keyed by what names the model), the evaluation lengths and the runner."""
+
+    settings: Any
+    configs: dict[Any, TrainConfig]
+    lengths: list[int]
+    runner: Runner
+
+    @property
+    def out(self) -> Path:
+        return Path(self.settings.out)
+
+    @property
+    def train_length(self) -> int:
+        return next(iter(self.configs.values())).train_length
+
+    def model_name(self, model: Any) -> str:
+        return str(model)
+
+    def model_dir(self, model: Any) -> Path:
+        return self.out / "models" / self.model_name(model)
+
+    def model_step(self, model: Any) -> int | None:
+        """The step of the model's checkpoint: part of every key measured on it."""
+        return read_meta(self.model_dir(model)).get("step")
+
+    def evaluation_key(self, model: Any, corpus: str, **extra: Any) -> dict[str, Any]:
+        """The key of evaluating ``model`` on ``corpus`` at every length and attention."""
+        return evaluation_key(self.model_step(model), self.lengths, corpus, ATTENTIONS,
+                              **extra)
+
+    def refuse_changed(self) -> None:
+        """Before any work: refuse an out folder holding a model trained with other
+        settings, naming the fields that differ (resuming would mix two experiments)."""
+        for model, cfg in self.configs.items():
+            run_dir = self.model_dir(model)
+            if not has_checkpoint(run_dir):
+                continue
+            # read_train_config reads every saved layout, the first flat one included
+            diffs = describe_differences(read_train_config(run_dir), cfg)
+            if diffs:
+                raise LexformerError(
+                    f"{run_dir} holds a model trained with other settings ({diffs}; saved → "
+                    "wanted); choose another --out or remove that folder (nothing was "
+                    "changed)")
+
+    def start(self) -> Callable[[Stage], Any]:
+        """Refuse a changed experiment, make the out folder; the runner's ``run``."""
+        self.refuse_changed()
+        self.out.mkdir(parents=True, exist_ok=True)
+        return self.runner.run
+
+    def data_stage(self, compute: Callable[[], Any]) -> Stage:
+        """The first stage: corpus, tokenizer and token cache (``compute`` also checks or
+        returns the evaluation documents); cheap once cached, so it runs every time."""
+        return Stage("data", f"data: corpus {self.settings.corpus!r}, tokenizer, token cache",
+                     compute)
+
+    def train_stage(self, model: Any, label: str, detail: str) -> Stage[None]:
+        """Train the model (resuming a started run), or keep a finished one."""
+        cfg, run_dir, name = self.configs[model], self.model_dir(model), self.model_name(model)
+        title = (f"train {label} ({cfg.total_steps()} steps × {cfg.batch_size} × "
+                 f"{cfg.train_length} tokens, {detail})")
+
+        def compute() -> None:
+            summary = train(cfg, run_dir, resume=has_checkpoint(run_dir),
+                            progress=self.settings.progress)
+            if summary.stopped_early:
+                raise KeyboardInterrupt
+
+        return Stage(f"train/{name}", title, compute, key=True,
+                     codec=TrainedModel(cfg.total_steps()), path=run_dir,
+                     reused=f"    {name}: already trained with these settings, skipped")
+
+
+__all__ = ["ATTENTIONS", "EVAL_SPLIT", "TrainedExperiment", "TrainedModel", "TrainedSettings",
+           "evaluation_codec", "evaluation_key"]

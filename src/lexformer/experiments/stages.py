@@ -1,0 +1,161 @@
+"""The stage runner every experiment (reproduce, encoder, extend) resumes through.
+
+A :class:`Stage` computes one result and saves it together with its *key*: the settings and
+input fingerprints it was computed from (checkpoint step, lengths, corpus, method options …).
+A later run reuses the saved result only when the saved key equals the wanted one; an older
+or damaged file is measured again. The :class:`Runner` owns what every experiment used to
+write for itself: the ``[i/n] … elapsed`` progress lines, the seconds of every stage
+(``timings.json``) and the atomic writes.
+
+A stage is built when its inputs exist (an evaluation's key holds the step its training
+stage left), so an experiment is the sequence of its stage constructors and tells the runner
+the count up front.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Generic, Protocol, TypeVar
+
+from ..errors import LexformerError
+from ..fileio import atomic_write_json
+
+T = TypeVar("T")
+
+#: what reading an older or damaged stage file raises: the stage is measured again
+STALE_ERRORS = (KeyError, ValueError, TypeError, AttributeError, OSError, LexformerError)
+
+
+def say(msg: str) -> None:
+    """One progress line on stderr (stdout stays for what a command prints as its result)."""
+    print(msg, file=sys.stderr, flush=True)
+
+
+def command_line() -> str:
+    """The command as the user typed it, for a report's provenance."""
+    return " ".join(["lexformer"] + sys.argv[1:]) if sys.argv else ""
+
+
+class Codec(Protocol[T]):
+    """Where a stage's result lives between runs, and the key it was saved with."""
+
+    def load(self, path: Path) -> tuple[Any, T]:
+        """(the saved key, the saved result); raises one of :data:`STALE_ERRORS` for a file
+        that cannot be read back."""
+
+    def save(self, path: Path, result: T, key: Any) -> None: ...
+
+
+@dataclass(frozen=True)
+class JsonCodec(Generic[T]):
+    """A result kept as one JSON file, written atomically.
+
+    With ``key_field`` the key is stored in that entry beside the result (``extend``'s
+    ``settings``). Without it the key is read back from the result's own fields by
+    ``key_of``: the reproduction's files have always named their step, lengths and corpus,
+    and reading the key from them keeps folders made by earlier versions reusable."""
+
+    to_json: Callable[[T], dict[str, Any]]
+    from_json: Callable[[dict[str, Any]], T]
+    key_of: Callable[[T], Any] | None = None
+    key_field: str | None = None
+
+    def load(self, path: Path) -> tuple[Any, T]:
+        data = json.loads(path.read_text())
+        result = self.from_json(data)
+        key = data[self.key_field] if self.key_field else self.key_of(result)
+        return key, result
+
+    def save(self, path: Path, result: T, key: Any) -> None:
+        data = self.to_json(result)
+        if self.key_field:
+            data = {**data, self.key_field: key}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(path, data)
+
+
+@dataclass(frozen=True)
+class Stage(Generic[T]):
+    """One resumable step of an experiment.
+
+    ``name`` is its entry in ``timings.json`` ("" for a stage whose time is not kept) and
+    ``title`` its progress line. ``key`` is compared for equality with the key ``codec``
+    reads back from ``path``; without a codec nothing is saved and the stage runs every
+    time. ``reused`` is the line printed when the saved result is taken."""
+
+    name: str
+    title: str
+    compute: Callable[[], T]
+    key: Any = None
+    codec: Codec[T] | None = None
+    path: Path | None = None
+    reused: str = ""
+
+
+@dataclass
+class Runner:
+    """Runs the ``total`` stages of one invocation in order, keeping their timings."""
+
+    total: int
+    timings_file: Path | None = None
+    started: float = field(default_factory=time.time)
+    timings: dict[str, float] = field(default_factory=dict)
+    done: int = 0
+
+    def __post_init__(self) -> None:
+        # seconds per stage are kept across invocations: a resumed run still reports the
+        # time each stage took when it actually ran
+        if self.timings_file is not None and self.timings_file.exists():
+            self.timings = json.loads(self.timings_file.read_text())
+
+    @property
+    def elapsed(self) -> float:
+        return time.time() - self.started
+
+    def progress(self, text: str) -> None:
+        self.done += 1
+        elapsed = int(self.elapsed)
+        say(f"[{self.done}/{self.total}] {text}  — {elapsed // 60}m{elapsed % 60:02d}s "
+            "elapsed")
+
+    def run(self, stage: Stage[T]) -> T:
+        """The stage's saved result when its key is unchanged, else computed and saved."""
+        self.progress(stage.title)
+        found, saved = self._saved(stage)
+        if found:
+            if stage.reused:
+                say(stage.reused)
+            return saved
+        t0 = time.time()
+        result = stage.compute()
+        if stage.codec is not None:
+            stage.codec.save(stage.path, result, stage.key)
+        self._record(stage, time.time() - t0)
+        return result
+
+    def _saved(self, stage: Stage[T]) -> tuple[bool, Any]:
+        if stage.codec is None or stage.path is None or not stage.path.exists():
+            return False, None
+        try:
+            key, result = stage.codec.load(stage.path)
+        except STALE_ERRORS:
+            return False, None  # an older or damaged file: measure again
+        return (True, result) if key == stage.key else (False, None)
+
+    def _record(self, stage: Stage, seconds: float) -> None:
+        if not stage.name or self.timings_file is None:
+            return
+        # a stage that saves nothing runs every time, cheaply once its caches exist (the
+        # data stage): the time it took when it did the work is the one kept
+        if stage.codec is None and stage.name in self.timings:
+            return
+        self.timings[stage.name] = round(seconds, 1)
+        atomic_write_json(self.timings_file, self.timings)
+
+
+__all__ = ["Codec", "JsonCodec", "Runner", "STALE_ERRORS", "Stage", "command_line", "say"]
