@@ -89,6 +89,23 @@ def test_help_states_defaults_without_none(command):
     assert "(default: " in proc.stdout  # real defaults are still shown
 
 
+def test_analyze_prints_small_resolutions_with_significant_digits(smoke):
+    """R(ŝ) of a trained model is of order 1e-4: printed to four significant digits, not as
+    0.0000 or 0.0001."""
+    base, env = smoke
+    out = base / "analysis-digits"
+    proc = run_cli("analyze", "--checkpoint", base / "model", "--out", out, "--max-docs", "2",
+                   env=env)
+    assert proc.returncode == 0, proc.stderr
+    measured = json.loads((out / "analysis.json").read_text())["models"]["xpos"]["results"]
+    rows = {(line.split()[0], int(line.split()[1])): float(line.split()[2])
+            for line in proc.stdout.splitlines()
+            if line.split() and line.split()[0] in ("full", "blockwise")}
+    assert len(rows) == len(measured)
+    for r in measured:
+        assert rows[(r["attention"], r["length"])] == pytest.approx(r["resolution"], rel=1e-3)
+
+
 def test_eval_takes_a_block_size_for_a_lexformer_model(smoke):
     base, env = smoke
     outs = {h: base / f"block-{h}.json" for h in ("default", "16")}
