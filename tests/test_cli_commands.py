@@ -72,8 +72,8 @@ def test_analyze_writes_typed_results_and_plots(smoke):
     measured = data["models"]["xpos"]["results"]
     assert {(r["attention"], r["length"]) for r in measured} == {
         (a, n) for a in ("full", "blockwise") for n in (64, 128)}
-    for r in measured:
-        assert f"{r['resolution']:.4f}" in proc.stdout
+    for r in measured:  # four significant digits: R ~ 1e-4 must not print as 0.0000
+        assert f"{r['resolution']:.4g}" in proc.stdout
     for png in ("expectation_curves.png", "expected_scores.png"):
         assert (out / png).read_bytes().startswith(b"\x89PNG")
 
@@ -87,6 +87,23 @@ def test_help_states_defaults_without_none(command):
     assert "usage: lexformer " + command in proc.stdout
     assert "(default: None)" not in proc.stdout and "(default: False)" not in proc.stdout
     assert "(default: " in proc.stdout  # real defaults are still shown
+
+
+def test_analyze_prints_small_resolutions_with_significant_digits(smoke):
+    """R(ŝ) of a trained model is of order 1e-4: printed to four significant digits, not as
+    0.0000 or 0.0001."""
+    base, env = smoke
+    out = base / "analysis-digits"
+    proc = run_cli("analyze", "--checkpoint", base / "model", "--out", out, "--max-docs", "2",
+                   env=env)
+    assert proc.returncode == 0, proc.stderr
+    measured = json.loads((out / "analysis.json").read_text())["models"]["xpos"]["results"]
+    rows = {(line.split()[0], int(line.split()[1])): float(line.split()[2])
+            for line in proc.stdout.splitlines()
+            if line.split() and line.split()[0] in ("full", "blockwise")}
+    assert len(rows) == len(measured)
+    for r in measured:
+        assert rows[(r["attention"], r["length"])] == pytest.approx(r["resolution"], rel=1e-3)
 
 
 def test_eval_takes_a_block_size_for_a_lexformer_model(smoke):

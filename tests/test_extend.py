@@ -216,3 +216,30 @@ def test_nothing_at_or_past_the_context_is_said_so():
     run = ExtendRun(ExtendSettings(), "m", 1000, [200], 6,
                     [_stage("a", [400.0] * 6), _stage("b", [410.0] * 6)])
     assert findings(run)[0].startswith("No length at or past the declared context")
+
+
+def test_report_figure_never_writes_through_a_planted_symlink(tiny, tmp_path):
+    """A link at the figure's path is replaced by the figure; a ``plots`` folder planted as a
+    link elsewhere is refused in one line, and nothing is written through either."""
+    model, corpus = tiny
+    out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    victim = elsewhere / "victim.png"
+    victim.write_bytes(b"not yours")
+    argv = ("--model", str(model), "--methods", "full,blockwise", "--corpus", str(corpus),
+            "--out", str(out), "--max-docs", "2", "--no-progress")
+    assert _cli(*argv) == 0
+    plot = out / "plots" / "perplexity_vs_length.png"
+    plot.unlink()
+    plot.symlink_to(victim)
+    assert _cli(*argv) == 0  # the stages are reused; the report and figure are written again
+    assert victim.read_bytes() == b"not yours"
+    assert not plot.is_symlink() and plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    (out / "plots").rename(out / "plots.real")
+    (out / "plots").symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(LexformerError, match="symbolic link|symlink"):
+        _cli(*argv)
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["victim.png"]
+    report = (out / "report.md").read_text()
+    # the corpus was given as an absolute path: shown relative to the run folder
+    assert str(corpus) not in report and f"/{Path(corpus).name}` (lexformer's" in report

@@ -8,6 +8,7 @@ import stat
 
 import pytest
 
+from lexformer.errors import LexformerError
 from lexformer.fileio import (
     TEMP_PREFIX,
     TEMP_SUFFIX,
@@ -65,3 +66,19 @@ def test_stale_temps_of_a_killed_write_are_removed_and_nothing_else(tmp_path):
     assert remove_stale_temps(tmp_path) == [stale]
     assert not stale.exists() and all(p.exists() for p in keep)
     assert remove_stale_temps(tmp_path / "missing") == []
+
+
+def test_no_symlinked_folder_between_the_run_folder_and_a_file(tmp_path):
+    from lexformer.fileio import ensure_no_symlinked_folder
+
+    run, elsewhere = tmp_path / "run", tmp_path / "elsewhere"
+    (run / "a").mkdir(parents=True)
+    elsewhere.mkdir()
+    (run / "a" / "b").symlink_to(elsewhere, target_is_directory=True)
+    assert ensure_no_symlinked_folder(run, run / "a" / "f") == run / "a" / "f"
+    assert ensure_no_symlinked_folder(run, run / "f") == run / "f"
+    with pytest.raises(LexformerError, match=r"a/b is a symbolic link"):
+        ensure_no_symlinked_folder(run, run / "a" / "b" / "c" / "f", "figure")
+    # the run folder itself may be a link; a link at the file is atomic_write_with's to replace
+    (tmp_path / "to-run").symlink_to(run, target_is_directory=True)
+    assert ensure_no_symlinked_folder(tmp_path / "to-run", tmp_path / "to-run" / "a" / "f")

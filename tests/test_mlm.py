@@ -294,6 +294,53 @@ def test_reproduce_mlm_cli_bad_input(tmp_path):
     assert not (tmp_path / "o" / "models").exists()
 
 
+def _report_inputs(preset, corpus, command):
+    from lexformer.experiments.encoder_report import MLMReportInputs
+    from lexformer.mlm import MaskedLengthResult, MaskedLMResult
+
+    def result(scheme, shift):
+        per = {n: MaskedLengthResult.of(n, 5.0 + shift, 0.1, 30, 3,
+                                        loss_ci95=(4.9 + shift, 5.1 + shift),
+                                        doc_nll=(50.0 + 10 * shift, 49.0, 51.0),
+                                        doc_correct=(1, 1, 1), doc_masked=(10, 10, 10))
+               for n in (16, 64)}
+        return MaskedLMResult(scheme, corpus, "test", {"full": per, "blockwise": per})
+
+    return MLMReportInputs(preset=preset, corpus=corpus, train_length=16, lengths=[16, 64],
+                           schemes=["xpos", "none"], seed=0, tokens=1024,
+                           evals={"xpos": result("xpos", 0.0), "none": result("none", 0.2)},
+                           command=command)
+
+
+def test_smoke_mlm_report_says_its_numbers_mean_nothing_in_relative_paths(tmp_path):
+    from lexformer.experiments.encoder_report import write_mlm_report
+    from lexformer.experiments.reporting import SMOKE_FINDINGS
+
+    out, corpus = tmp_path / "runs" / "mlm", tmp_path / "texts"
+    command = f"lexformer reproduce --objective mlm --corpus {corpus} --out {out}"
+    text = write_mlm_report(out, _report_inputs("mlm-smoke", str(corpus), command)).read_text()
+    assert text.splitlines()[2].startswith("> **Smoke run: these numbers mean nothing.**")
+    findings = text.split("## Does bidirectional XPOS extrapolate?", 1)[1].split("\n## ")[0]
+    assert SMOKE_FINDINGS in findings and "These are one training seed" not in findings
+    assert str(tmp_path) not in text
+    assert "`../../texts`" in text and "--corpus ../../texts --out .`" in text
+    other = write_mlm_report(tmp_path / "tiny", _report_inputs("mlm-tiny", "wiki", "x"))
+    assert "Smoke run" not in other.read_text() and "These are one training seed" in \
+        other.read_text()
+
+
+def test_mlm_report_refuses_a_planted_plots_link(tmp_path):
+    from lexformer.experiments.encoder_report import write_mlm_report
+
+    out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
+    out.mkdir()
+    elsewhere.mkdir()
+    (out / "plots").symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(LexformerError, match="symbolic link"):
+        write_mlm_report(out, _report_inputs("mlm-smoke", "wiki", "x"))
+    assert list(elsewhere.iterdir()) == [] and not (out / "report.md").exists()
+
+
 def test_masked_results_are_length_results_with_the_masked_json_form():
     """The encoder goes through the one evaluation loop; its cells are LengthResults whose
     JSON keeps the masked-LM keys, and a result file reads back equal."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -112,6 +113,39 @@ def test_findings_state_orderings_only_with_their_interval(run):
     best_at_L = next(x for x in text.splitlines() if x.startswith("At the training length"))
     assert "95 % interval" in best_at_L
     assert ("tie at this scale" in best_at_L) != ("ahead of the next best" in best_at_L)
+
+
+def test_smoke_report_says_its_numbers_mean_nothing_and_prints_no_absolute_path(run):
+    from lexformer.experiments.reporting import SMOKE_FINDINGS
+
+    out, report, corpus, other = run
+    text = report.read_text()
+    assert text.splitlines()[2].startswith("> **Smoke run: these numbers mean nothing.**")
+    findings = text.split("## What this run shows", 1)[1].split("\n## ", 1)[0]
+    assert findings.strip().startswith(SMOKE_FINDINGS)
+    assert "paper's Table 2" not in findings and "shapes of the curves" not in findings
+    for path in (out, corpus, other):
+        assert str(path) not in text
+    # both corpora were given as absolute paths: shown relative to the run folder
+    assert f"`../{Path(corpus).name}`" in text and f"`../{Path(other).name}`" in text
+
+
+def test_report_refuses_a_planted_plots_link(run, tmp_path):
+    """A ``plots`` folder planted as a link elsewhere: the report's figures are refused, in
+    one line naming the link, and nothing is written through it."""
+    out, _, corpus, other = run
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (out / "plots").rename(out / "plots.real")
+    (out / "plots").symlink_to(elsewhere, target_is_directory=True)
+    try:
+        with pytest.raises(LexformerError, match="symbolic link|symlink"):
+            reproduce(preset="smoke", corpus=str(corpus), out=out, schemes=("alibi", "xpos"),
+                      tokens=TOKENS, progress=False, ood_corpus=str(other))
+        assert list(elsewhere.iterdir()) == []
+    finally:
+        (out / "plots").unlink()
+        (out / "plots.real").rename(out / "plots")
 
 
 def test_rerun_resumes_without_retraining(run):

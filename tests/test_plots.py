@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 import numpy as np
+import pytest
 
 from lexformer.analysis import expectation_curves
 from lexformer.evaluate import Label
@@ -60,3 +61,61 @@ def test_expected_scores_png(tmp_path):
                                 {Label("xpos", "full"): s, Label("xpos", "blockwise"): blockwise,
                                  Label("rope", "full"): np.cos(np.arange(64.0))})
     assert _is_png(path)
+
+
+def _ppl_results():
+    return {Label("xpos", "full"): {64: 160.0, 128: 150.0, 256: 149.0, 512: 400.0},
+            Label("xpos", "blockwise"): {64: 160.0, 128: 150.0, 256: 149.0, 512: 146.0}}
+
+
+def test_a_symlink_at_the_figure_path_is_replaced_not_written_through(tmp_path):
+    victim = tmp_path / "elsewhere" / "victim.png"
+    victim.parent.mkdir()
+    victim.write_bytes(b"someone else's file")
+    (tmp_path / "plots").mkdir()
+    link = tmp_path / "plots" / "ppl.png"
+    link.symlink_to(victim)
+    plot_perplexity_vs_length(link, _ppl_results(), 256)
+    assert victim.read_bytes() == b"someone else's file"
+    assert not link.is_symlink() and _is_png(link)
+
+
+def test_a_figure_that_fails_to_draw_leaves_the_old_file_and_no_temp_file(tmp_path,
+                                                                          monkeypatch):
+    import matplotlib.figure
+
+    path = plot_perplexity_vs_length(tmp_path / "ppl.png", _ppl_results(), 256)
+    before = path.read_bytes()
+
+    def killed(self, f, **kwargs):  # half a PNG, then the drawing dies
+        f.write(before[:100])
+        raise RuntimeError("killed while drawing")
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", killed)
+    with pytest.raises(RuntimeError, match="killed"):
+        plot_perplexity_vs_length(path, _ppl_results(), 256)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ppl.png"]
+
+
+def test_perplexity_figure_log_y_bands_and_legend_outside(tmp_path, monkeypatch):
+    import lexformer.plots as plots
+
+    drawn = []
+    monkeypatch.setattr(plots, "save_figure", lambda fig, path: drawn.append(fig) or path)
+    bands = {Label("xpos", "full"): {n: (0.9 * v, 1.1 * v) for n, v in
+                                     _ppl_results()[Label("xpos", "full")].items()}}
+    plot_perplexity_vs_length(tmp_path / "ppl.png", _ppl_results(), 256, bands=bands,
+                              paper=TABLE2_BY_LABEL)
+    fig = drawn[0]
+    fig.canvas.draw()
+    ours, paper = fig.axes
+    assert ours.get_yscale() == paper.get_yscale() == "log"
+    assert len(ours.collections) == 1 and not paper.collections  # one band: ours, xpos/full
+    legends = [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
+    assert len(legends) == 1  # one legend for both panels, right of the last one
+    box, right = legends[0].get_window_extent(), paper.get_window_extent()
+    assert box.x0 >= right.x1
+    labels = [t.get_text() for t in legends[0].get_texts()]
+    assert len(labels) == len(set(labels)) and "xpos / full" in labels
+    plots.pyplot().close(fig)

@@ -12,13 +12,18 @@ import pytest
 from lexformer.errors import LexformerError
 from lexformer.experiments.reporting import (
     SAME_RTOL,
+    SMOKE_FINDINGS,
     LengthPanel,
+    figure_path,
     interval_cell,
     number,
     optional,
     plot_by_length,
     provenance_section,
     same_scores,
+    shown_command,
+    shown_path,
+    smoke_banner,
     table,
     value_cell,
     write_report_files,
@@ -106,3 +111,49 @@ def test_ratio_difference_interval_is_the_paired_bootstrap():
     assert ratio_interval(a[:1], masked[:1]) is None
     with pytest.raises(LexformerError):
         ratio_difference_interval(a, b[:3], masked)
+
+
+def test_figure_path_refuses_a_planted_symlinked_folder(tmp_path):
+    out, elsewhere = tmp_path / "run", tmp_path / "elsewhere"
+    out.mkdir()
+    elsewhere.mkdir()
+    (out / "plots").symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(LexformerError, match="plots is a symbolic link"):
+        figure_path(out, "plots/perplexity_vs_length.png")
+    with pytest.raises(LexformerError, match="symbolic link"):
+        figure_path(out, "plots/deeper/f.png")  # the outermost link is named
+    (out / "plots").unlink()
+    (out / "plots").write_text("a file")
+    with pytest.raises(LexformerError, match="not a folder"):
+        figure_path(out, "plots/f.png")
+    # the run folder itself may be a link the user made; a folder not made yet is fine
+    (tmp_path / "link").symlink_to(out, target_is_directory=True)
+    assert figure_path(tmp_path / "link", "new/f.png") == tmp_path / "link" / "new" / "f.png"
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_reports_show_absolute_paths_relative_to_the_run_folder(tmp_path):
+    out = tmp_path / "runs" / "extend"
+    assert shown_path(str(out), out) == "."
+    assert shown_path(str(tmp_path / "runs" / "model"), out) == "../model"
+    assert shown_path("shakespeare", out) == "shakespeare"  # a corpus name stays a name
+    command = (f"lexformer extend --model {tmp_path}/runs/model --corpus=texts "
+               f"--out {out} --plots={out}/figs --no-progress")
+    assert shown_command(command, out) == ("lexformer extend --model ../model --corpus=texts "
+                                           "--out . --plots=figs --no-progress")
+    lines = provenance_section(command, [], started=0.0, out=out)
+    assert str(tmp_path) not in "\n".join(lines)
+    assert lines[2] == ("- command: `lexformer extend --model ../model --corpus=texts --out . "
+                        "--plots=figs --no-progress` (absolute paths shown relative to the "
+                        "run folder)")
+    # nothing to rewrite: the line as before
+    assert provenance_section("lexformer x", [], out=out)[2] == "- command: `lexformer x`"
+
+
+def test_smoke_presets_open_with_a_banner():
+    for preset in ("smoke", "mlm-smoke"):
+        banner = smoke_banner(preset)
+        assert banner[0].startswith("> **Smoke run: these numbers mean nothing.**")
+        assert f"`{preset}`" in banner[0] and "pipeline works" in banner[0]
+    assert smoke_banner("tiny") == [] and smoke_banner("mlm-tiny") == []
+    assert "No conclusions" in SMOKE_FINDINGS

@@ -135,5 +135,27 @@ def ensure_writable_file(path: str | Path, what: str = "output file",
     return path
 
 
+def ensure_no_symlinked_folder(root: str | Path, path: str | Path,
+                               what: str = "output file") -> Path:
+    """Check that no folder between ``root`` (itself not checked: a run folder may be a link
+    the user made) and ``path`` is a symbolic link, nor a file, before writing ``path``.
+
+    A planted link (``plots/`` pointing elsewhere) would send a write outside ``root``, which
+    :func:`atomic_write_with` guards against only for the file itself. Nothing is created;
+    raises :class:`LexformerError` naming the link. ``path`` must lie under ``root``.
+    """
+    root, path = Path(root), Path(path)
+    folder = root
+    for part in path.parent.relative_to(root).parts:  # outermost first: name the first link
+        folder = folder / part
+        if folder.is_symlink():
+            raise LexformerError(f"{what} {path}: {folder} is a symbolic link; lexformer "
+                                 "does not write through links (remove it and run again)")
+        if folder.exists() and not folder.is_dir():
+            raise LexformerError(f"{what} {path}: {folder} exists and is not a folder")
+    return path
+
+
 __all__ = ["atomic_write_bytes", "atomic_write_json", "atomic_write_text", "atomic_write_with",
-           "ensure_writable_dir", "ensure_writable_file", "fsync_dir", "remove_stale_temps"]
+           "ensure_no_symlinked_folder", "ensure_writable_dir",
+           "ensure_writable_file", "fsync_dir", "remove_stale_temps"]

@@ -1,13 +1,16 @@
 """Figures of the reproduction: expectation curves (paper Figure 1), perplexity against
 length (Table 2 as a plot) and measured expected scores ŝ[n].
 
-Every function creates the output folder, writes a PNG at 120 dpi, closes its figure and
-returns the path. matplotlib is imported inside the functions, with the Agg backend, so that
+Every function creates the output folder, writes a PNG at 120 dpi atomically (a kill leaves
+the old file or the new, never a damaged one; a symlink at the path is replaced, not written
+through), closes its figure and returns the path. Legends sit outside the axes, so they never
+cover a curve. matplotlib is imported inside the functions, with the Agg backend, so that
 importing :mod:`lexformer` never touches matplotlib or a display.
 
 Figures draw computed results: the numbers come from :mod:`lexformer.analysis` and the
-reports, so this module imports no other part of lexformer. :func:`plot_by_length` is the one
-figure of a value against a log2 length axis that every report draws.
+reports, so this module imports no other part of lexformer but :mod:`lexformer.fileio`.
+:func:`plot_by_length` is the one figure of a value against a log2 length axis that every
+report draws.
 
 Curves are keyed by :class:`lexformer.evaluate.Label` — a ``(scheme, attention)`` pair —
 and get one colour per scheme and one line style per attention mode (full solid, blockwise
@@ -27,6 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from .fileio import atomic_write_with
+
 DPI = 120
 #: line style per attention mode; other methods (a pretrained model's) get dash-dot
 LINESTYLES = {"full": "-", "blockwise": "--", "sliding": ":"}
@@ -43,11 +48,15 @@ def pyplot():
 
 
 def save_figure(fig: Any, path: str | Path) -> Path:
-    """Write ``fig`` as a PNG at :data:`DPI` (creating the folder), close it, return the path."""
+    """Write ``fig`` as a PNG at :data:`DPI` (creating the folder), close it, return the path.
+
+    Written through :func:`lexformer.fileio.atomic_write_with`, like every other output; the
+    tight bounding box keeps a legend placed outside the axes inside the image."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        fig.savefig(path, dpi=DPI, bbox_inches="tight")
+        atomic_write_with(path, lambda f: fig.savefig(f, format="png", dpi=DPI,
+                                                      bbox_inches="tight"))
     finally:
         pyplot().close(fig)
     return path
@@ -62,6 +71,15 @@ def split_label(key: Any) -> tuple[str, str]:
         scheme, attention = key.split(" / ", 1)
         return scheme.strip(), attention.strip()
     return ("", key) if key in LINESTYLES else (key, "")
+
+
+def legend_outside(ax: Any, fontsize: float = 8, entries: Mapping[str, Any] | None = None
+                   ) -> None:
+    """The axes' legend (or ``entries``: label → handle) to their right, outside the plotting
+    area: inside ("best") it still covers points when eight or ten curves fill the panel."""
+    given = () if entries is None else (list(entries.values()), list(entries))
+    ax.legend(*given, fontsize=fontsize, loc="upper left", bbox_to_anchor=(1.02, 1.0),
+              borderaxespad=0.0)
 
 
 def legend_label(key: Any) -> str:
@@ -98,7 +116,7 @@ def plot_expectation_curves(path: str | Path, curves: Any) -> Path:
     ax.set_ylabel("expected attention score")
     ax.set_title(f"Expectation of q·k for all-ones q, k (head dim {curves.head_dim})")
     ax.set_xlim(0, curves.max_distance)
-    ax.legend(loc="best")
+    legend_outside(ax, fontsize=9)
     ax.grid(alpha=0.3)
     return save_figure(fig, path)
 
@@ -134,13 +152,23 @@ def _draw_curves(ax: Any, panel: LengthPanel, styles: Mapping[Any, dict[str, Any
                         **styles.get(key, {}), **({"linewidth": widths[key]}
                                                   if key in widths else {}))
         band = panel.bands.get(key, {})
-        if band:
-            bx = [n for n in xs if n in band]
+        bx = [n for n in xs if n in band and all(map(math.isfinite, band[n]))]
+        if bx:
             ax.fill_between(bx, [band[n][0] for n in bx], [band[n][1] for n in bx],
-                            color=line.get_color(), alpha=0.15, linewidth=0)
+                            color=line.get_color(), alpha=0.1, linewidth=0)
         lengths.update(xs)
         values.extend(ys)
     return sorted(lengths), values
+
+
+def _log_y(ax: Any) -> None:
+    """A logarithmic y axis labelled in plain numbers (120, not 1.2×10²); within one decade the
+    intermediate ticks are labelled too, so a narrow range still reads."""
+    from matplotlib import ticker
+
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(ticker.LogFormatter())
+    ax.yaxis.set_minor_formatter(ticker.LogFormatter(labelOnlyBase=False))
 
 
 def _length_axes(ax: Any, panel: LengthPanel, lengths: list[int], values: list[float],
@@ -156,7 +184,7 @@ def _length_axes(ax: Any, panel: LengthPanel, lengths: list[int], values: list[f
     ax.minorticks_off()
     finite = [v for v in values if v > 0 and math.isfinite(v)]
     if log_y or (log_y is None and finite and max(finite) / min(finite) > 10):
-        ax.set_yscale("log")  # values far apart (full attention far past L): keep all legible
+        _log_y(ax)
     for level in panel.guides:
         ax.axhline(level, color="grey", linewidth=0.5)
     if panel.mark:
@@ -178,22 +206,34 @@ def plot_by_length(path: str | Path, panels: Sequence[LengthPanel], ylabel: str,
 
     ``styles``: key → plot keywords (e.g. :func:`line_styles`; default: matplotlib's colour
     cycle); ``widths``: key → line width; ``log_y`` None: logarithmic y where the values span
-    more than a factor of 10. With ``share_y`` the panels share the y axis and only the first
-    gets the y label; ``every_legend`` False: only the first panel gets a legend.
+    more than a factor of 10 (pass True for perplexities). With ``share_y`` the panels share
+    the y axis and only the first gets the y label. Legends sit right of their panel, outside
+    it; ``every_legend`` False: one legend for all panels (each label once), right of the last.
     """
     plt = pyplot()
+    # constrained layout makes room for the legends outside the axes
     fig, axes = plt.subplots(1, len(panels), figsize=(panel_size[0] * len(panels),
                                                       panel_size[1]),
-                             squeeze=False, sharey=share_y)
+                             squeeze=False, sharey=share_y, layout="constrained")
     for i, (ax, panel) in enumerate(zip(axes[0], panels)):
         lengths, values = _draw_curves(ax, panel, styles or {}, widths or {})
         _length_axes(ax, panel, lengths, values, log_y, xlabel)
         if i == 0 or not share_y:
             ax.set_ylabel(ylabel)
-        if i == 0 or every_legend:
-            ax.legend(fontsize=8, loc="best")
-    fig.tight_layout()
+        if every_legend:
+            legend_outside(ax)
+    if not every_legend:
+        _one_legend(axes[0])
     return save_figure(fig, path)
+
+
+def _one_legend(axes: Sequence[Any]) -> None:
+    """Every panel's entries, each label once, in one legend right of the last panel."""
+    entries: dict[str, Any] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            entries.setdefault(label, handle)
+    legend_outside(axes[-1], entries=entries)
 
 
 def plot_perplexity_vs_length(
@@ -202,23 +242,27 @@ def plot_perplexity_vs_length(
     train_length: int,
     paper: Mapping[tuple[str, str], Mapping[Any, float]] | None = None,
     paper_train_length: int = 1024,
+    bands: Mapping[tuple[str, str], Mapping[Any, tuple[float, float]]] | None = None,
 ) -> Path:
     """Perplexity against evaluation length, one line per ``(scheme, attention)`` label.
 
     ``results``: label → {length: perplexity} (None or non-finite values are skipped). The x
-    axis is log2 with a tick at every length, the y axis is logarithmic when the values span
-    more than a factor of 10, and a dashed vertical line marks the training length. With
-    ``paper`` ({label: {length: ppl}}, e.g. :data:`lexformer.paper.TABLE2_BY_LABEL`) a second panel
-    shows the paper's numbers with its own training length.
+    axis is log2 with a tick at every length, the y axis logarithmic (a perplexity is the
+    exponential of a loss; one model far above the rest would flatten the others on a linear
+    axis), and a dashed vertical line marks the training length. ``bands``: label → {length:
+    (low, high)}, the 95 % intervals, drawn shaded. With ``paper`` ({label: {length: ppl}},
+    e.g. :data:`lexformer.paper.TABLE2_BY_LABEL`) a second panel shows the paper's numbers
+    with its own training length; one legend serves both panels.
     """
     panels = [LengthPanel(results, f"this run (trained at L = {train_length})", train_length,
-                          f"train length L = {train_length}")]
+                          f"train length L = {train_length}", bands=bands or {})]
     if paper:
         panels.append(LengthPanel(paper, "paper, Table 2 (trained at L = "
                                   f"{paper_train_length})", paper_train_length,
                                   f"train length L = {paper_train_length}"))
     styles = line_styles(list(results) + (list(paper) if paper else []))
-    return plot_by_length(path, panels, "perplexity", styles=styles)
+    return plot_by_length(path, panels, "perplexity", styles=styles, log_y=True,
+                          every_legend=False)
 
 
 def plot_expected_scores(path: str | Path, curves: Mapping[tuple[str, str], Any]) -> Path:
@@ -236,11 +280,11 @@ def plot_expected_scores(path: str | Path, curves: Mapping[tuple[str, str], Any]
     ax.set_xlabel("relative distance n")
     ax.set_ylabel("mean pre-softmax score ŝ[n]")
     ax.set_title("Expected attention score by distance (paper Eq. 11)")
-    ax.legend(fontsize=8, loc="best")
+    legend_outside(ax)
     ax.grid(alpha=0.3)
     return save_figure(fig, path)
 
 
-__all__ = ["DPI", "LINESTYLES", "LengthPanel", "legend_label", "line_styles",
+__all__ = ["DPI", "LINESTYLES", "LengthPanel", "legend_label", "legend_outside", "line_styles",
            "plot_by_length", "plot_expectation_curves", "plot_expected_scores",
            "plot_perplexity_vs_length", "pyplot", "save_figure", "split_label"]

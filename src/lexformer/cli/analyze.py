@@ -61,9 +61,11 @@ def run(args) -> int:
     head_dim = ckpt.config.head_dim
     result = AnalysisResult(head_dim, analytic_resolutions(head_dim, [lengths[-1]]),
                             {measured.model: measured})
+    # significant digits, not decimals: a trained model's R is of order 1e-4 (about 1/N), which
+    # four decimals print as 0.0000 or 0.0001 (the exact values are in analysis.json)
     print(f"{'attention':<10}{'length':>8}{'R(s_hat)':>12}")
     for r in measured.results:
-        print(f"{r.attention:<10}{r.length:>8}{r.resolution:>12.4f}")
+        print(f"{r.attention:<10}{r.length:>8}{r.resolution:>12.4g}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "analysis.json", result.to_json())

@@ -16,11 +16,16 @@ from typing import Any
 from ..mlm import MaskedLengthResult, MaskedLMResult
 from ..stats import ratio_difference_interval
 from .reporting import (
+    SMOKE_FINDINGS,
     LengthPanel,
+    figure_path,
     interval_cell,
+    is_smoke,
     optional,
     plot_by_length,
     provenance_section,
+    shown_path,
+    smoke_banner,
     table,
     training_section,
     write_report_files,
@@ -188,11 +193,14 @@ def findings(inp: MLMReportInputs) -> list[str]:
 
 def section_findings(inp: MLMReportInputs) -> list[str]:
     lines = ["## Does bidirectional XPOS extrapolate?", ""]
+    if is_smoke(inp.preset):
+        lines += [SMOKE_FINDINGS, ""]
     for paragraph in findings(inp):
         lines += [paragraph, ""]
-    lines += ["These are one training seed at a small scale: a difference inside its interval "
-              "is not evidence, and the intervals cover the choice of documents, not of "
-              "seeds or of the training run (`docs/reproducibility.md`).", ""]
+    if not is_smoke(inp.preset):  # a smoke run's caveat opened the section
+        lines += ["These are one training seed at a small scale: a difference inside its "
+                  "interval is not evidence, and the intervals cover the choice of documents, "
+                  "not of seeds or of the training run (`docs/reproducibility.md`).", ""]
     return lines
 
 
@@ -207,20 +215,23 @@ def section_training(inp: MLMReportInputs) -> list[str]:
           optional(r.tokens_per_s, ",.0f")] for r in inp.training))
 
 
-def section_provenance(inp: MLMReportInputs) -> list[str]:
+def section_provenance(inp: MLMReportInputs, out: Path | None = None) -> list[str]:
     total = sum(inp.timings.values())
     timing = [f"- compute time of all stages: {total / 60:.1f} min"
               + (f" (this invocation: {inp.wall / 60:.1f} min)" if inp.wall else "")]
-    return provenance_section(inp.command, timing) + table(
+    return provenance_section(inp.command, timing, out=out) + table(
         ["stage", "seconds"], ([k, f"{v:.1f}"] for k, v in inp.timings.items())) + [""]
 
 
 # --------------------------------------------------------------------------- outputs
 def plot_mlm_loss(path: Path, inp: MLMReportInputs) -> Path:
-    """Masked-token loss against length, one panel per attention mode, one line per scheme."""
+    """Masked-token loss against length, one panel per attention mode, one line per scheme,
+    the 95 % bootstrap interval over documents shaded where there is one."""
     panels = [LengthPanel({s: {n: r.loss for n, r in inp.evals[s].results[a].items()}
                            for s in inp.schemes}, f"{a} attention", inp.train_length,
-                          f"L = {inp.train_length}", ticks=inp.lengths)
+                          f"L = {inp.train_length}", ticks=inp.lengths,
+                          bands={s: {n: r.loss_ci95 for n, r in inp.evals[s].results[a].items()
+                                     if r.loss_ci95 is not None} for s in inp.schemes})
               for a in inp.attentions]
     return plot_by_length(path, panels, "masked-token loss (nats)", widths={
         s: 2.0 if s == TARGET else 1.0 for s in inp.schemes}, log_y=False,
@@ -238,11 +249,13 @@ def results_json(inp: MLMReportInputs) -> dict[str, Any]:
 def write_mlm_report(out: Path, inp: MLMReportInputs) -> Path:
     """Write ``report.md``, ``results.json`` and the plot into ``out``; returns the report."""
     out = Path(out)
-    plot = plot_mlm_loss(out / "plots" / "mlm_loss_vs_length.png", inp).relative_to(out)
+    plot = plot_mlm_loss(figure_path(out, "plots/mlm_loss_vs_length.png"), inp
+                         ).relative_to(out)
     L, top = inp.train_length, inp.lengths[-1]
     n_docs = next(iter(next(iter(inp.evals.values())).results.values()))[top].documents
-    lines = ["# Bidirectional XPOS: masked-LM extrapolation", "",
-             f"Encoders trained as masked language models at **L = {L}** on `{inp.corpus}` "
+    lines = ["# Bidirectional XPOS: masked-LM extrapolation", "", *smoke_banner(inp.preset),
+             f"Encoders trained as masked language models at **L = {L}** on "
+             f"`{shown_path(inp.corpus, out)}` "
              f"(preset `{inp.preset}`), evaluated on {n_docs} test document(s) of {top} tokens "
              f"cut into chunks of L/4 … {top // L}·L: every length scores the same masked "
              "tokens (masked once, 15 %, 80/10/10), only the context around them changes. "
@@ -251,7 +264,7 @@ def write_mlm_report(out: Path, inp: MLMReportInputs) -> Path:
     lines += section_tables(inp, str(plot))
     lines += section_findings(inp)
     lines += section_training(inp)
-    lines += section_provenance(inp)
+    lines += section_provenance(inp, out)
     return write_report_files(out, lines, results_json(inp))
 
 

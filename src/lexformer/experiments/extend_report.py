@@ -16,11 +16,13 @@ from ..evaluate import LengthResult
 from ..stats import perplexity_difference, resample_indices
 from .reporting import (
     LengthPanel,
+    figure_path,
     interval_cell,
     machine_name,
     plot_by_length,
     provenance_section,
     same_scores,
+    shown_path,
     table,
     write_report_files,
 )
@@ -58,11 +60,12 @@ def _scale(n: int, context: int) -> str:
 
 
 # --------------------------------------------------------------------------- sections
-def section_header(run) -> list[str]:
+def section_header(run, out: Path | None = None) -> list[str]:
     s = run.settings
+    corpus = s.corpus if out is None else shown_path(s.corpus, out)
     return [f"# Length extension of {run.model_name} (declared context L = {run.context})", "",
             f"Perplexity on the first {run.lengths[-1]} tokens of {run.documents} "
-            f"{s.split} document(s) of `{s.corpus}` (lexformer's held-out split; a pretrained "
+            f"{s.split} document(s) of `{corpus}` (lexformer's held-out split; a pretrained "
             "model may still have seen this public text in training), cut into chunks of each "
             "length; every chunk is scored on its own, so every "
             "length and method scores the same tokens. Methods whose every key stays "
@@ -204,26 +207,31 @@ def section_findings(run) -> list[str]:
     return ["## What this means", ""] + [f"- {f}" for f in findings(run)] + [""]
 
 
-def section_provenance(run) -> list[str]:
+def section_provenance(run, out: Path | None = None) -> list[str]:
     return provenance_section(run.command, [
         f"- wall-clock of this invocation: {run.wall:.0f} s (stages already on disk are "
-        "reused)"], started=run.started)
+        "reused)"], started=run.started, out=out)
 
 
 # --------------------------------------------------------------------------- files
 def write_plot(out: Path, run) -> Path:
-    curves = {method: {n: r.perplexity for n, r in per.items()}
-              for method, per in _cells(run).items()}
+    """Perplexity against length on a log y axis, one line per method, the 95 % bootstrap
+    interval over documents shaded where there is one (two documents or more)."""
+    cells = _cells(run)
+    curves = {method: {n: r.perplexity for n, r in per.items()} for method, per in cells.items()}
+    bands = {method: {n: r.ci95 for n, r in per.items() if r.ci95 is not None}
+             for method, per in cells.items()}
     panel = LengthPanel(curves, f"{run.model_name}: perplexity against length", run.context,
-                        f"declared context L = {run.context}", ticks=run.lengths)
-    return plot_by_length(out / PLOT, [panel], "perplexity", panel_size=(7, 4.5))
+                        f"declared context L = {run.context}", ticks=run.lengths, bands=bands)
+    return plot_by_length(figure_path(out, PLOT), [panel], "perplexity", log_y=True,
+                          panel_size=(7, 4.5))
 
 
 def write_report(out: Path, run) -> Path:
     write_plot(out, run)
-    lines = (section_header(run) + section_methods(run) + section_table(run)
+    lines = (section_header(run, out) + section_methods(run) + section_table(run)
              + section_plot(run) + section_cost(run) + section_findings(run)
-             + section_provenance(run))
+             + section_provenance(run, out))
     return write_report_files(out, lines)
 
 

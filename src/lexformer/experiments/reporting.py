@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from ..fileio import atomic_write_json, atomic_write_text
+from ..fileio import atomic_write_json, atomic_write_text, ensure_no_symlinked_folder
 from ..plots import LengthPanel, plot_by_length
 
 #: two documents' summed NLL within this relative distance count as the same score. Kernels
@@ -32,6 +32,9 @@ from ..plots import LengthPanel, plot_by_length
 #: reproduction's bound, so its committed reports cannot change (their document NLLs are not
 #: committed to check a tighter one), and no committed extend report changes with it.
 SAME_RTOL = 1e-6
+
+#: presets whose models train for seconds: their reports say that the numbers mean nothing
+SMOKE_PRESETS = frozenset({"smoke", "mlm-smoke"})
 
 
 # --------------------------------------------------------------------------- cells
@@ -70,6 +73,55 @@ def optional(value: Any, spec: str = "") -> str:
 def same_scores(doc_nll_a: Sequence[float], doc_nll_b: Sequence[float]) -> bool:
     """Every document scored the same up to float rounding (see :data:`SAME_RTOL`)."""
     return bool(np.allclose(doc_nll_a, doc_nll_b, rtol=SAME_RTOL, atol=0))
+
+
+# --------------------------------------------------------------------------- paths
+def shown_path(value: str, out: str | Path) -> str:
+    """A path as a report shows it: an absolute one relative to the run folder ``out`` (the
+    folders of the machine a report was made on mean nothing where it is read or committed,
+    and say whose machine it was); anything else as given."""
+    if not os.path.isabs(value):
+        return value
+    return os.path.relpath(value, os.path.abspath(out))
+
+
+def shown_command(command: str, out: str | Path) -> str:
+    """``command`` with every absolute path in it, also an ``--option=/path`` value, shown
+    relative to ``out`` (:func:`shown_path`): the command as typed inside the run folder."""
+    words = []
+    for word in command.split(" "):
+        key, eq, value = word.partition("=")
+        if not (eq and word.startswith("-")):
+            key, eq, value = "", "", word
+        words.append(key + eq + shown_path(value, out))
+    return " ".join(words)
+
+
+def figure_path(out: str | Path, relative: str | Path) -> Path:
+    """``out / relative`` for a figure, refused in one line when a folder on the way (a
+    planted ``plots`` link) would send the write outside the run folder."""
+    return ensure_no_symlinked_folder(out, Path(out) / relative, "figure")
+
+
+# --------------------------------------------------------------------------- smoke runs
+def is_smoke(preset: str) -> bool:
+    return preset in SMOKE_PRESETS
+
+
+def smoke_banner(preset: str) -> list[str]:
+    """The lines that open a smoke run's report (none for another preset)."""
+    if not is_smoke(preset):
+        return []
+    return [f"> **Smoke run: these numbers mean nothing.** Preset `{preset}` trains a tiny "
+            "model for seconds; the run only shows that the pipeline works end to end. Run a "
+            "larger preset for numbers that say something about the position schemes.", ""]
+
+
+#: what a smoke run's findings section says in place of conclusions
+SMOKE_FINDINGS = ("**No conclusions: this is a smoke run** (a tiny model trained for "
+                  "seconds). The sentences below only restate this run's numbers, to show "
+                  "that the pipeline computes and compares them; they are not evidence about "
+                  "any position scheme.")
 
 
 # --------------------------------------------------------------------------- sections
@@ -134,12 +186,15 @@ def versions() -> str:
             f"Python {platform.python_version()}" + (f", git {commit}" if commit else ""))
 
 
-def provenance_section(command: str, timing: Sequence[str], started: float | None = None
-                       ) -> list[str]:
+def provenance_section(command: str, timing: Sequence[str], started: float | None = None,
+                       out: str | Path | None = None) -> list[str]:
     """``## Provenance``: the command, the report's own timing lines (each a ``- …`` bullet),
-    the machine, the date (``started``, default now) and the versions."""
+    the machine, the date (``started``, default now) and the versions. With ``out`` (the run
+    folder) the command's absolute paths are shown relative to it (:func:`shown_command`)."""
     when = time.localtime(started) if started is not None else time.localtime()
-    return ["## Provenance", "", f"- command: `{command}`", *timing,
+    shown = command if out is None else shown_command(command, out)
+    note = " (absolute paths shown relative to the run folder)" if shown != command else ""
+    return ["## Provenance", "", f"- command: `{shown}`{note}", *timing,
             f"- machine: {machine()}",
             f"- date: {time.strftime('%Y-%m-%d %H:%M:%S %Z', when)}",
             f"- versions: {versions()}", ""]
@@ -157,7 +212,8 @@ def write_report_files(out: Path, lines: Sequence[str], results: dict[str, Any] 
     return report
 
 
-__all__ = ["LengthPanel", "SAME_RTOL", "git_commit", "half_width", "interval_cell", "machine",
-           "machine_name", "number", "optional", "plot_by_length", "provenance_section",
-           "same_scores", "table", "training_section", "value_cell", "versions",
-           "write_report_files"]
+__all__ = ["LengthPanel", "SAME_RTOL", "SMOKE_FINDINGS", "SMOKE_PRESETS", "figure_path",
+           "git_commit", "half_width", "interval_cell", "is_smoke", "machine", "machine_name",
+           "number", "optional", "plot_by_length", "provenance_section", "same_scores",
+           "shown_command", "shown_path", "smoke_banner", "table", "training_section",
+           "value_cell", "versions", "write_report_files"]

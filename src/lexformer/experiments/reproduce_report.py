@@ -17,7 +17,7 @@ standard deviation (n − 1 in the denominator).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +29,15 @@ from ..paper import PAPER_TRAIN_LENGTH, TABLE2, TABLE2_BY_LABEL, TABLE3, TABLE5
 from ..stats import Difference, resample_indices, seed_difference
 from .context_report import ContextInputs, context_json, section_context, write_context_plots
 from .reporting import (
+    SMOKE_FINDINGS,
+    figure_path,
+    is_smoke,
     number,
     optional,
     provenance_section,
     same_scores,
+    shown_path,
+    smoke_banner,
     table,
     training_section,
     value_cell,
@@ -266,14 +271,14 @@ def section_training(inp: ReportInputs) -> list[str]:
           optional(r.tokens_per_s, ",.0f")] for r in inp.training))
 
 
-def section_provenance(inp: ReportInputs) -> list[str]:
+def section_provenance(inp: ReportInputs, out: Path | None = None) -> list[str]:
     timing = [f"- wall-clock of this invocation: {_fmt_eta(inp.wall)} (stages already on disk "
               "are skipped)"]
     if inp.timings:
         timing.append(f"- time of every stage when it ran: {_fmt_eta(sum(inp.timings.values()))}"
                       " in all — " + ", ".join(f"{k} {_fmt_eta(v)}"
                                                for k, v in inp.timings.items()))
-    return provenance_section(inp.command, timing)
+    return provenance_section(inp.command, timing, out=out)
 
 
 # --------------------------------------------------------------------------- findings
@@ -353,18 +358,21 @@ def findings(inp: ReportInputs) -> list[str]:
     if extrap:
         out.append("Best model at each extrapolation length — " + "; ".join(
             f"{n}: {_ordering(table, inp.labels, n)}" for n in extrap) + ".")
-        if LEX.scheme in inp.schemes:
+        if LEX.scheme in inp.schemes and not is_smoke(inp.preset):  # a smoke run: no verdict
             out += _lex_findings(inp, extrap)
     if inp.ood:
         out.append(f"Out of domain (`{inp.ood_corpus}`) at {top} tokens the best model is: "
                    f"{_ordering(inp.ood, inp.labels, top)}.")
-    out.append("The models are small and trained briefly (see Training): absolute numbers "
-               "are far from the paper's and only the shapes of the curves are comparable.")
+    if not is_smoke(inp.preset):  # a smoke run's section opens with SMOKE_FINDINGS instead
+        out.append("The models are small and trained briefly (see Training): absolute numbers "
+                   "are far from the paper's and only the shapes of the curves are comparable.")
     return out
 
 
 def section_findings(inp: ReportInputs) -> list[str]:
     lines = ["## What this run shows", ""]
+    if is_smoke(inp.preset):
+        lines += [SMOKE_FINDINGS, ""]
     for para in findings(inp):
         lines += [para, ""]
     return lines
@@ -375,17 +383,27 @@ def write_plots(out: Path, inp: ReportInputs) -> tuple[Path, Path, Path]:
     from ..analysis import expectation_curves
     from ..plots import plot_expectation_curves, plot_expected_scores, plot_perplexity_vs_length
 
-    plots, L = out / "plots", inp.train_length
+    L = inp.train_length
     curves = {lab: {n: mean_perplexity(inp.evals, lab, n) for n in inp.lengths}
               for lab in inp.labels}
-    ppl = plot_perplexity_vs_length(plots / "perplexity_vs_length.png", curves, L,
-                                    paper=TABLE2_BY_LABEL)
-    exp = plot_expectation_curves(plots / "expectation_curves.png", expectation_curves(
-        inp.analysis.head_dim, max_distance=4 * L if L >= 1024 else 4096))
+    ppl = plot_perplexity_vs_length(figure_path(out, "plots/perplexity_vs_length.png"),
+                                    curves, L, paper=TABLE2_BY_LABEL, bands=_bands(inp))
+    exp = plot_expectation_curves(figure_path(out, "plots/expectation_curves.png"),
+                                  expectation_curves(inp.analysis.head_dim,
+                                                     max_distance=4 * L if L >= 1024 else 4096))
     s_hat = {lab: inp.analysis.models[lab.scheme].get(lab.attention, 2 * L).s_hat
              for lab in inp.labels}
-    shat = plot_expected_scores(plots / "expected_scores.png", s_hat)
+    shat = plot_expected_scores(figure_path(out, "plots/expected_scores.png"), s_hat)
     return ppl, exp, shat
+
+
+def _bands(inp: ReportInputs) -> dict[Label, dict[int, tuple[float, float]]]:
+    """The 95 % bootstrap interval of each point, with one seed. With several the curve is a
+    mean over seeds, which no seed's interval describes: no bands."""
+    if len(inp.seeds) != 1:
+        return {}
+    return {lab: {n: c.ci95 for n in inp.lengths for c in _cells(inp.evals, lab, n)
+                  if c.ci95 is not None} for lab in inp.labels}
 
 
 def results_json(inp: ReportInputs) -> dict[str, Any]:
@@ -403,12 +421,20 @@ def results_json(inp: ReportInputs) -> dict[str, Any]:
             **(context_json(inp.context) if inp.context else {})}
 
 
+def _shown(inp: ReportInputs, out: Path) -> ReportInputs:
+    """``inp`` with its corpus paths as the report prints them (relative to ``out``);
+    results.json keeps them as given."""
+    return replace(inp, corpus=shown_path(inp.corpus, out), ood_corpus=None
+                   if inp.ood_corpus is None else shown_path(inp.ood_corpus, out))
+
+
 def write_report(out: Path, inp: ReportInputs) -> Path:
     """Write ``report.md``, ``results.json`` and the plots into ``out``; returns the report."""
     out = Path(out)
     ppl, exp, shat = (p.relative_to(out) for p in write_plots(out, inp))
+    results, inp = results_json(inp), _shown(inp, out)
     L, top = inp.train_length, inp.lengths[-1]
-    lines = ["# lexformer reproduction report", "",
+    lines = ["# lexformer reproduction report", "", *smoke_banner(inp.preset),
              f"Trained at **L = {L}** on `{inp.corpus}` (preset `{inp.preset}`, "
              f"seed{'s' if len(inp.seeds) > 1 else ''} {', '.join(map(str, inp.seeds))}); "
              f"evaluated on the test split at L/4 … {top // L}·L. Every number below was "
@@ -424,8 +450,8 @@ def write_report(out: Path, inp: ReportInputs) -> Path:
         lines += section_context(inp.context, str(position_png), str(copy_png))
     lines += section_training(inp)
     lines += section_findings(inp)
-    lines += section_provenance(inp)
-    return write_report_files(out, lines, results_json(inp))
+    lines += section_provenance(inp, out)
+    return write_report_files(out, lines, results)
 
 
 __all__ = ["ReportInputs", "TrainingRecord", "cell_text", "difference", "findings",

@@ -6,84 +6,49 @@ name (the keys of :class:`TaskResults`), a ``"<scheme> / <attention>"`` string, 
 style per attention method (full solid, blockwise dashed, sliding dotted).
 
 matplotlib is imported inside the functions with the Agg backend, so importing
-:mod:`lexformer.tasks` never touches it. Figures share the helpers of :mod:`lexformer.plots`
-(:func:`~lexformer.plots.pyplot`, :func:`~lexformer.plots.save_figure`,
-:func:`~lexformer.plots.line_styles`), hence its 120 dpi and its colours and line styles.
+:mod:`lexformer.tasks` never touches it. The two line figures are
+:func:`lexformer.plots.plot_by_length` (log2 x, legend outside the axes); the heatmap shares
+:func:`~lexformer.plots.pyplot` and :func:`~lexformer.plots.save_figure`, hence the 120 dpi,
+the atomic write and the colours and line styles of :mod:`lexformer.plots`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..plots import legend_label, line_styles, pyplot, save_figure
+from ..plots import LengthPanel, legend_label, line_styles, plot_by_length, pyplot, save_figure
 from .results import BinLoss, CopyScore, PasskeyCell, TaskResults
 
 
-def _mark_train_length(ax: Any, train_length: int | None) -> None:
-    if train_length:
-        ax.axvline(train_length, color="black", linestyle="--", linewidth=1.0,
-                   label=f"train length L = {train_length}")
-
-
-def _line(ax: Any, key: Any, points: list[tuple[int, float]], style: dict[str, Any]
-          ) -> list[int]:
-    points = sorted((x, y) for x, y in points if math.isfinite(y))
-    if not points:
-        return []
-    xs, ys = zip(*points)
-    ax.plot(xs, ys, marker="o", markersize=3, label=legend_label(key), **style)
-    return list(xs)
-
-
-def _log2_axis(ax: Any, xs: Iterable[int]) -> None:
-    """log2 x with a plain-number tick at every point (thinned to at most ~12 ticks)."""
-    ax.set_xscale("log", base=2)
-    ticks = sorted(set(xs))
-    if ticks:
-        ticks = ticks[:: max(1, -(-len(ticks) // 12))]
-        ax.set_xticks(ticks, [str(t) for t in ticks], fontsize=8)
-        ax.minorticks_off()
+def _panel(curves: Mapping[Any, Mapping[int, float]], title: str, train_length: int | None,
+           guides: tuple[float, ...] = ()) -> LengthPanel:
+    return LengthPanel(curves, title, train_length,
+                       f"train length L = {train_length}" if train_length else "",
+                       guides=guides)
 
 
 def plot_position_loss(path: str | Path, curves: Mapping[Any, Mapping[int, BinLoss]],
                        train_length: int | None = None) -> Path:
     """Mean token loss against position bin end (log2 x), one line per key."""
-    styles = line_styles(curves)
-    fig, ax = pyplot().subplots(figsize=(7, 4))
-    xs: list[int] = []
-    for key, bins in curves.items():
-        xs += _line(ax, key, [(end, b.loss) for end, b in bins.items()], styles[key])
-    _log2_axis(ax, xs)
-    _mark_train_length(ax, train_length)
-    ax.set_xlabel("position (tokens of context before the token; bin end)")
-    ax.set_ylabel("mean token loss (nats)")
-    ax.set_title("Loss by position")
-    ax.legend(fontsize=8, loc="best")
-    ax.grid(alpha=0.3, which="both")
-    return save_figure(fig, path)
+    losses = {key: {end: b.loss for end, b in bins.items()} for key, bins in curves.items()}
+    return plot_by_length(path, [_panel(losses, "Loss by position", train_length)],
+                          "mean token loss (nats)", styles=line_styles(curves), log_y=False,
+                          panel_size=(7, 4),
+                          xlabel="position (tokens of context before the token; bin end)")
 
 
 def plot_copy_gain(path: str | Path, curves: Mapping[Any, Mapping[int, CopyScore]],
                    train_length: int | None = None) -> Path:
     """Copy gain against distance (log2 x), one line per key; 0 and 1 drawn as guides."""
-    styles = line_styles(curves)
-    fig, ax = pyplot().subplots(figsize=(7, 4))
-    xs: list[int] = []
-    for key, scores in curves.items():
-        xs += _line(ax, key, [(d, s.gain) for d, s in scores.items()], styles[key])
-    _log2_axis(ax, xs)
-    for level in (0.0, 1.0):
-        ax.axhline(level, color="grey", linewidth=0.5)
-    _mark_train_length(ax, train_length)
-    ax.set_xlabel("distance d (tokens between the span and its repeat)")
-    ax.set_ylabel("copy gain 1 − loss(repeat) / loss(first)")
-    ax.set_title("Copy at a distance")
-    ax.legend(fontsize=8, loc="best")
-    ax.grid(alpha=0.3, which="both")
-    return save_figure(fig, path)
+    gains = {key: {d: s.gain for d, s in scores.items()} for key, scores in curves.items()}
+    return plot_by_length(path, [_panel(gains, "Copy at a distance", train_length,
+                                        guides=(0.0, 1.0))],
+                          "copy gain 1 − loss(repeat) / loss(first)", styles=line_styles(curves),
+                          log_y=False, panel_size=(7, 4),
+                          xlabel="distance d (tokens between the span and its repeat)")
 
 
 def _heatmap(ax: Any, grid: Mapping[int, Mapping[float, PasskeyCell]], title: str) -> Any:
