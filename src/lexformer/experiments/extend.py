@@ -242,11 +242,9 @@ def _document_nll(model, tokens, n: int, method: str, bar):
 
 
 def _bar(total: int, method: str, progress: bool):
-    if not progress:
-        return None
-    from tqdm.auto import tqdm
+    from ..progress import progress_bar
 
-    return tqdm(total=total, desc=method, unit="tok", unit_scale=True, leave=False)
+    return progress_bar(total, method, progress, unit="tok", unit_scale=True, leave=False)
 
 
 def measure_stage(model, method: str, docs, lengths: list[int], stop: str,
