@@ -409,10 +409,10 @@ class Trainer:
 
     def _record(self, lr: float) -> dict[str, Any]:
         """This step's metrics line (validation loss every eval_interval and at the end)."""
-        cfg = self.cfg
+        cfg, speed = self.cfg, self.tokens_per_s
         record: dict[str, Any] = {"step": self.step_no, "loss": round(self.last_loss, 5),
-                                  "lr": lr, "tokens_per_s": None if self.tokens_per_s is None
-                                  else round(self.tokens_per_s, 1)}  # null: not yet measured
+                                  "lr": lr,  # tokens/s null until its first window closes
+                                  "tokens_per_s": None if speed is None else round(speed, 1)}
         if self.val_windows is not None and (self.step_no % cfg.eval_interval == 0
                                              or self.step_no == self.total):
             self.last_val = _validation_loss(self.model, self.val_windows, self.device,

@@ -182,5 +182,4 @@ def self_extend_max_length(s: WindowSettings, context: int) -> int:
 
 
 __all__ = ["HF_METHODS", "HFMethod", "MethodOptions", "WindowSettings", "check_option_values",
-           "get_method",
-           "parse_method_options", "resolve_settings", "self_extend_max_length"]
+           "get_method", "parse_method_options", "resolve_settings", "self_extend_max_length"]
