@@ -108,6 +108,21 @@ def test_bad_method_options_fail_at_parse_time(tiny):
     assert_clean_failure(proc, "blok", "block")
 
 
+@pytest.mark.parametrize("attention, options, words", [
+    ("self-extend", "neighbours=100000", ["neighbour window (100000)", "context L (64)"]),
+    ("yarn", "target_length=32", ["past length 32", "target_length"]),
+], ids=["neighbours_past_context", "rope_target_short"])
+def test_knobs_past_what_the_model_takes_are_named(tiny, attention, options, words):
+    """Said in the method's terms (a neighbour window past L gave "cannot evaluate past
+    length -699488 … the 'learned' scheme")."""
+    model, corpus, cache = tiny
+    proc = run_cli("eval", "--model", model, "--attention", attention, "--lengths", "64",
+                   "--method-options", options, "--corpus", corpus, "--no-progress",
+                   env={"LEXFORMER_CACHE": str(cache)})
+    assert_clean_failure(proc, *words)
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
 def _damaged_copy(tiny, tmp_path, damage):
     import shutil
 

@@ -220,7 +220,8 @@ def check_lengths(lengths: Sequence[int], model: LanguageModel | TransformerLM |
             if limit is not None and top > limit:
                 raise LexformerError(
                     f"{lm.name} cannot evaluate past length {limit} with {attention} "
-                    f"attention (the 'learned' scheme stops at its training length); got {top}")
+                    "attention (learned positions stop at their training length, SelfExtend "
+                    f"where its grouped positions reach L, a RoPE target_length there); got {top}")
     return lengths
 
 

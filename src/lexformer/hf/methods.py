@@ -82,7 +82,11 @@ def _check_blockwise_sinks(s: WindowSettings) -> None:
 
 
 def _self_extend_longest(context: int, options: MethodOptions) -> int:
-    return self_extend_max_length(resolve_settings("self-extend", context, options), context)
+    settings = resolve_settings("self-extend", context, options)
+    if settings.neighbours > context:  # exact distances up to w − 1 must stay below L
+        raise LexformerError(f"self-extend: the neighbour window ({settings.neighbours}) must "
+                             f"not exceed the declared context L ({context})")
+    return self_extend_max_length(settings, context)
 
 
 def _rope_longest(context: int, options: MethodOptions) -> int | None:
