@@ -105,6 +105,8 @@ def _check(place, args, words, runner, monkeypatch=None):
     base, env = place
     if monkeypatch is not None:
         monkeypatch.setenv("LEXFORMER_CACHE", env["LEXFORMER_CACHE"])
+        # main() silences transformers' bars through the environment: undone after the test
+        monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "0")
     watched = [base / "model", base / "afile", base / "existing"]
     before = [tree_hashes(p) for p in watched]
     proc = runner(*[a.format(base=base) for a in args])
