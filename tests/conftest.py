@@ -28,7 +28,8 @@ else:
 
 #: "1" or "0" makes ``dtype auto`` in this process decide as on a CPU with (AMX, AVX512-BF16)
 #: or without (AVX2-only) native bf16, whatever this machine has; unset: this machine decides.
-#: CLI tests in a subprocess still follow the real CPU.
+#: CLI tests in a subprocess still follow the real CPU, so where the two disagree a test that
+#: compares an in-process run with a subprocess run (the DDP ones) compares two precisions.
 _NATIVE_BF16 = os.environ.get("LEXFORMER_TEST_NATIVE_BF16", "")
 
 
