@@ -26,6 +26,29 @@ else:
     settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "lexformer"))
 
 
+#: "1" or "0" makes ``dtype auto`` in this process decide as on a CPU with (AMX, AVX512-BF16)
+#: or without (AVX2-only) native bf16, whatever this machine has; unset: this machine decides.
+#: CLI tests in a subprocess still follow the real CPU, so where the two disagree a test that
+#: compares an in-process run with a subprocess run (the DDP ones) compares two precisions.
+_NATIVE_BF16 = os.environ.get("LEXFORMER_TEST_NATIVE_BF16", "")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _native_bf16():
+    """The bf16-or-fp32 choice of ``dtype auto`` as on another CPU kind (see above); session
+    scope, so module fixtures that train (``smoke``) see it too."""
+    if _NATIVE_BF16 not in ("0", "1"):
+        yield
+        return
+    import lexformer.distributed
+
+    native = _NATIVE_BF16 == "1"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(lexformer.distributed, "native_bf16",
+                   lambda device: device.type == "cuda" or native)
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     """Every test starts from the same RNG state."""

