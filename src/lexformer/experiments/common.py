@@ -5,15 +5,16 @@ folder trained with other settings, and the key of an evaluation by length."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..checkpoint import has_checkpoint, read_run_meta, read_train_config
 from ..config import TrainConfig, describe_differences
 from ..errors import LexformerError
+from ..evaluate import corpus_fingerprint
 from ..train import train
-from .stages import JsonCodec, Runner, Stage
+from .stages import JsonCodec, Runner, Stage, claim_out_folder
 
 #: every model is evaluated under both; the stage keys compare them as sorted lists
 ATTENTIONS = ("full", "blockwise")
@@ -49,11 +50,13 @@ class TrainedSettings:
 
 
 def evaluation_key(step: int | None, lengths: Sequence[int], corpus: str,
-                   attentions: Iterable[str], split: str = EVAL_SPLIT, **extra: Any
-                   ) -> dict[str, Any]:
+                   fingerprint: str | None, attentions: Iterable[str],
+                   split: str = EVAL_SPLIT, **extra: Any) -> dict[str, Any]:
     """What an evaluation by length is reused on: the checkpoint step, the lengths, the
-    corpus and split, and every attention mode (plus ``extra``, e.g. the document count)."""
-    return {"step": step, "lengths": list(lengths), "corpus": corpus, "split": split,
+    corpus by name and by content fingerprint (the text may have changed under its name),
+    the split, and every attention mode (plus ``extra``, e.g. the document count)."""
+    return {"step": step, "lengths": list(lengths), "corpus": corpus,
+            "corpus_fingerprint": fingerprint, "split": split,
             "attentions": sorted(attentions), **extra}
 
 
@@ -64,8 +67,9 @@ def evaluation_codec(to_json: Callable[[Any], dict], from_json: Callable[[dict],
     fields, plus ``extra_of[name](result)`` for every extra entry of the key."""
 
     def key_of(result: Any) -> dict[str, Any]:
-        return evaluation_key(result.step, result.lengths, result.corpus, result.results,
-                              result.split, **{k: f(result) for k, f in extra_of.items()})
+        return evaluation_key(result.step, result.lengths, result.corpus,
+                              result.corpus_fingerprint, result.results, result.split,
+                              **{k: f(result) for k, f in extra_of.items()})
 
     return JsonCodec(to_json, from_json, key_of=key_of)
 
@@ -96,6 +100,7 @@ class TrainedExperiment:
     configs: dict[Any, TrainConfig]
     lengths: list[int]
     runner: Runner
+    fingerprints: dict[str, str] = field(default_factory=dict)
 
     @property
     def out(self) -> Path:
@@ -117,8 +122,14 @@ class TrainedExperiment:
 
     def evaluation_key(self, model: Any, corpus: str, **extra: Any) -> dict[str, Any]:
         """The key of evaluating ``model`` on ``corpus`` at every length and attention."""
-        return evaluation_key(self.model_step(model), self.lengths, corpus, ATTENTIONS,
-                              **extra)
+        return evaluation_key(self.model_step(model), self.lengths, corpus,
+                              self.fingerprint(corpus), ATTENTIONS, **extra)
+
+    def fingerprint(self, corpus: str) -> str:
+        """The content fingerprint of ``corpus`` now, computed once per invocation."""
+        if corpus not in self.fingerprints:
+            self.fingerprints[corpus] = corpus_fingerprint(corpus)
+        return self.fingerprints[corpus]
 
     def refuse_changed(self) -> None:
         """Before any work: refuse an out folder holding a model trained with other
@@ -134,11 +145,20 @@ class TrainedExperiment:
                     f"{run_dir} holds a model trained with other settings ({diffs}; saved → "
                     "wanted); choose another --out or remove that folder (nothing was "
                     "changed)")
+            saved = read_run_meta(run_dir).corpus_fingerprint
+            if saved != self.fingerprint(cfg.data.corpus):
+                raise LexformerError(
+                    f"{run_dir} holds a model trained on other text: the corpus "
+                    f"{cfg.data.corpus} has changed since (content fingerprint {saved} then, "
+                    f"{self.fingerprint(cfg.data.corpus)} now); restore it, or choose another "
+                    "--out (nothing was changed)")
 
     def start(self) -> Callable[[Stage], Any]:
-        """Refuse a changed experiment, make the out folder; the runner's ``run``."""
+        """Refuse a changed experiment or an out folder that is not this command's, make
+        the out folder; the runner's ``run``."""
         self.refuse_changed()
-        self.out.mkdir(parents=True, exist_ok=True)
+        # both trained experiments are `lexformer reproduce`; their models tell them apart
+        claim_out_folder(self.out, "reproduce", signature="models")
         return self.runner.run
 
     def data_stage(self, compute: Callable[[], Any]) -> Stage:

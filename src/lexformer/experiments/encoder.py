@@ -133,7 +133,8 @@ def eval_stage(p: MLMPipeline, scheme: str, documents) -> Stage[MaskedLMResult]:
         results = evaluate_masked_lm(ckpt.model, documents, p.lengths, ATTENTIONS,
                                      progress=p.settings.progress)
         return MaskedLMResult(model=scheme, corpus=p.settings.corpus, split=EVAL_SPLIT,
-                              results=results, step=step, seconds=round(time.time() - t0, 1))
+                              results=results, step=step, seconds=round(time.time() - t0, 1),
+                              corpus_fingerprint=p.fingerprint(p.settings.corpus))
 
     return Stage(f"eval/{scheme}",
                  f"eval {scheme}: masked tokens at {', '.join(map(str, p.lengths))}", compute,

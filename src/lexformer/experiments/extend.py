@@ -30,13 +30,14 @@ from ..evaluate import (
     LengthResult,
     PerplexityResult,
     check_lengths,
+    corpus_fingerprint,
     document_nll,
     evaluation_documents,
     length_result,
 )
 from ..fileio import ensure_writable_dir, ensure_writable_file
 from ..hf.methods import HF_METHODS, check_option_values, get_method
-from .stages import JsonCodec, Runner, Stage, command_line, say
+from .stages import JsonCodec, Runner, Stage, claim_out_folder, command_line, say
 
 #: the default run: the model as is, the paper's blockwise attention, blockwise attention that
 #: keeps the first tokens (the sinks pretrained models attend to) and a RoPE rescaling (YaRN),
@@ -180,12 +181,14 @@ def model_identity(spec: str) -> str:
 
 
 def stage_settings(s: ExtendSettings, model_id: str, lengths: list[int], n_docs: int,
-                   top: int) -> dict[str, Any]:
-    """What a saved stage must match to be reused: model, documents, the lengths the method
-    is run at (these follow from --lengths and --full-up-to) and the method options."""
+                   top: int, fingerprint: str | None = None) -> dict[str, Any]:
+    """What a saved stage must match to be reused: model, documents (the corpus by name and
+    by content fingerprint), the lengths the method is run at (these follow from --lengths
+    and --full-up-to) and the method options."""
     options = asdict(s.method_options) if s.method_options is not None else None
-    return {"model": model_id, "corpus": s.corpus, "split": s.split, "documents": n_docs,
-            "document_tokens": top, "lengths": lengths, "method_options": options}
+    return {"model": model_id, "corpus": s.corpus, "corpus_fingerprint": fingerprint,
+            "split": s.split, "documents": n_docs, "document_tokens": top, "lengths": lengths,
+            "method_options": options}
 
 
 def _record_json(record: StageRecord) -> dict[str, Any]:
@@ -326,16 +329,17 @@ def run_extend(s: ExtendSettings) -> Path:
 
     started = time.time()
     check_settings(s)
+    claim_out_folder(Path(s.out), "extend", signature="eval")
     model = open_model(s.model, s.method_options)
     lengths = check_lengths(s.lengths if s.lengths is not None
                             else default_lengths(model.context_length))
     plan = plan_methods(model, s, lengths)
     runner = Runner(len(plan) + 2, started=started)  # documents, one per method, report
     docs = runner.run(documents_stage(s, model, lengths[-1]))
-    model_id = model_identity(s.model)
+    model_id, fingerprint = model_identity(s.model), corpus_fingerprint(s.corpus)
     stages = [runner.run(method_stage(
         model, method, docs, kept, stop, Path(s.out) / "eval" / f"{_file_name(method)}.json",
-        stage_settings(s, model_id, kept, len(docs), lengths[-1]), s.progress))
+        stage_settings(s, model_id, kept, len(docs), lengths[-1], fingerprint), s.progress))
         for method, kept, stop in plan]
     run = ExtendRun(s, model.name, model.context_length, lengths, len(docs), stages,
                     command=command_line(), wall=runner.elapsed, started=started)

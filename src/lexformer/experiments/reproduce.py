@@ -230,9 +230,12 @@ class TaskRecord:
     settings: dict[str, Any]
     results: TaskResults
     seconds: float | None = None
+    #: the corpus's content fingerprint (None in records saved before it was kept)
+    corpus_fingerprint: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"model": self.model, "task": self.task, "corpus": self.corpus,
+                "corpus_fingerprint": self.corpus_fingerprint,
                 "split": EVAL_SPLIT, "step": self.step, "settings": self.settings,
                 "seconds": self.seconds, "results": self.results.to_json()}
 
@@ -240,7 +243,8 @@ class TaskRecord:
     def from_json(cls, data: dict[str, Any]) -> TaskRecord:
         return cls(model=str(data["model"]), task=str(data["task"]), corpus=str(data["corpus"]),
                    step=data["step"], settings=dict(data["settings"]),
-                   results=TaskResults.from_json(data["results"]), seconds=data.get("seconds"))
+                   results=TaskResults.from_json(data["results"]), seconds=data.get("seconds"),
+                   corpus_fingerprint=data.get("corpus_fingerprint"))
 
     @property
     def key(self) -> dict[str, Any]:
@@ -250,7 +254,8 @@ class TaskRecord:
 
         attentions = getattr(self.results, TASKS[self.task].result_field)
         return {"task": self.task, "step": self.step, "corpus": self.corpus,
-                "settings": self.settings, "attentions": sorted(attentions)}
+                "corpus_fingerprint": self.corpus_fingerprint, "settings": self.settings,
+                "attentions": sorted(attentions)}
 
 
 TASK_CODEC = JsonCodec(TaskRecord.to_json, TaskRecord.from_json, key_of=lambda r: r.key)
@@ -269,7 +274,8 @@ def task_stage(p: Pipeline, run: Run, task: str) -> Stage[TaskRecord]:
 
     corpus, step = p.settings.corpus, p.model_step(run)
     settings = settings_json(p.task_settings)
-    wanted = {"task": task, "step": step, "corpus": corpus, "settings": settings,
+    wanted = {"task": task, "step": step, "corpus": corpus,
+              "corpus_fingerprint": p.fingerprint(corpus), "settings": settings,
               "attentions": sorted(ATTENTIONS)}
 
     def compute() -> TaskRecord:
@@ -280,7 +286,8 @@ def task_stage(p: Pipeline, run: Run, task: str) -> Stage[TaskRecord]:
         results = run_tasks(LexformerLM.from_checkpoint(ckpt), [task], ATTENTIONS, documents,
                             p.task_settings, progress=p.settings.progress)
         return TaskRecord(run.name, task, corpus, step, settings, results,
-                          seconds=round(time.time() - t0, 2))
+                          seconds=round(time.time() - t0, 2),
+                          corpus_fingerprint=p.fingerprint(corpus))
 
     return Stage(f"{task}/{run.name}", f"{task} {run.name} ({' and '.join(ATTENTIONS)} "
                  "attention)", compute, key=wanted, codec=TASK_CODEC,
