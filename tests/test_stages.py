@@ -67,13 +67,13 @@ def test_claim_refuses_another_commands_folder_and_names_it(tmp_path):
     from lexformer.experiments.stages import claim_out_folder
 
     out = tmp_path / "run"
-    claim_out_folder(out, "extend", signature="eval")  # a new folder: created and marked
-    claim_out_folder(out, "extend", signature="eval")  # the same command again: accepted
+    claim_out_folder(out, "extend", signature=("eval",))  # a new folder: created and marked
+    claim_out_folder(out, "extend", signature=("eval",))  # the same command again: accepted
     with pytest.raises(LexformerError, match="output of extend, not of lexformer reproduce"):
-        claim_out_folder(out, "reproduce", signature="models")
+        claim_out_folder(out, "reproduce", signature=("models",))
     empty = tmp_path / "empty"
     empty.mkdir()
-    claim_out_folder(empty, "reproduce", signature="models")
+    claim_out_folder(empty, "reproduce", signature=("models",))
     assert (empty / "lexformer-run.json").is_file()
 
 

@@ -157,8 +157,9 @@ class TrainedExperiment:
         """Refuse a changed experiment or an out folder that is not this command's, make
         the out folder; the runner's ``run``."""
         self.refuse_changed()
-        # both trained experiments are `lexformer reproduce`; their models tell them apart
-        claim_out_folder(self.out, "reproduce", signature="models")
+        # both trained experiments are `lexformer reproduce` (their models tell them apart);
+        # a run killed before its first model still has its timings
+        claim_out_folder(self.out, "reproduce", signature=("models", "timings.json"))
         return self.runner.run
 
     def data_stage(self, compute: Callable[[], Any]) -> Stage:

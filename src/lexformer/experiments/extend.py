@@ -329,7 +329,7 @@ def run_extend(s: ExtendSettings) -> Path:
 
     started = time.time()
     check_settings(s)
-    claim_out_folder(Path(s.out), "extend", signature="eval")
+    claim_out_folder(Path(s.out), "extend", signature=("eval",))
     model = open_model(s.model, s.method_options)
     lengths = check_lengths(s.lengths if s.lengths is not None
                             else default_lengths(model.context_length))

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
@@ -124,10 +124,10 @@ def changed_fields(saved: Any, wanted: Any) -> list[str]:
 RUN_MARKER = "lexformer-run.json"
 
 
-def claim_out_folder(out: Path, command: str, signature: str) -> None:
+def claim_out_folder(out: Path, command: str, signature: Sequence[str]) -> None:
     """Before any work: ``out`` must be missing, empty, or a run of ``command`` — it holds
-    the marker naming ``command``, or (a folder written before the marker existed) the entry
-    ``signature`` that only this command writes. Anything else is refused in one line,
+    the marker naming ``command``, or (a folder written before the marker existed) one of the
+    entries in ``signature`` that only this command writes. Anything else is refused in one line,
     so no file of the user's is overwritten. Temp files a killed write left are removed, and
     the marker is written."""
     from .. import __version__
@@ -145,7 +145,7 @@ def claim_out_folder(out: Path, command: str, signature: str) -> None:
             raise LexformerError(f"--out {out} is the output of {owner or 'another command'}"
                                  f", not of lexformer {command}; choose another --out "
                                  "(nothing was changed)")
-    elif entries and signature not in entries:
+    elif entries and not set(signature) & set(entries):
         raise LexformerError(f"--out {out} is not empty and is not a run of lexformer "
                              f"{command} (it holds {', '.join(entries[:3])}"
                              f"{' …' if len(entries) > 3 else ''}); choose an empty or new "
