@@ -20,6 +20,7 @@ from lexformer.errors import LexformerError  # noqa: E402
 from lexformer.hf import HF_METHODS, open_hf_model  # noqa: E402
 from lexformer.hf.methods import resolve_settings  # noqa: E402
 from lexformer.hf.patch import use_method  # noqa: E402
+from lexformer.hf.rope_scaling import check_rescalable  # noqa: E402
 
 L = CONTEXT
 #: the papers' defaults, as lexformer must keep them (each changed value must fail a test)
@@ -197,6 +198,9 @@ def test_rescalings_on_native_scaling_compose_or_are_refused(tiny):
         with pytest.raises(LexformerError, match="natively") as e:
             tiny.token_nll(ids, method)
         assert "\n" not in str(e.value) and native in str(e.value)
+        with pytest.raises(LexformerError, match="natively"):  # up front, before a sweep
+            check_rescalable(tiny.model.config, method)
+    check_rescalable(tiny.model.config, "sinks")
 
 
 def test_pi_composes_with_native_linear_scaling():

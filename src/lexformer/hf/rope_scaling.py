@@ -127,6 +127,13 @@ def scaled_config(config, method: str, factor: float):
     return new
 
 
+def check_rescalable(config, method: str) -> None:
+    """Refuse, before any input is scored, a rescaling the model's config cannot take (no flat
+    ``rope_parameters``, or a native scaling it does not compose with); other methods pass."""
+    if method in ROPE_TYPES:
+        scaled_config(config, method, 1.0)
+
+
 @contextlib.contextmanager
 def rescaled_rope(model, rotary_owner, method: str, factor: float) -> Iterator[object]:
     """Swap ``rotary_owner.rotary_emb`` for one built with ``method`` at ``factor``."""
@@ -140,5 +147,5 @@ def rescaled_rope(model, rotary_owner, method: str, factor: float) -> Iterator[o
         rotary_owner.rotary_emb = original
 
 
-__all__ = ["ROPE_TYPES", "chosen_factor", "fixed_factor", "rescaled_rope", "rope_factor",
-           "rope_label", "rope_summary", "scaled_config", "scaled_rope_parameters"]
+__all__ = ["ROPE_TYPES", "check_rescalable", "chosen_factor", "fixed_factor", "rescaled_rope",
+           "rope_factor", "rope_label", "rope_summary", "scaled_config", "scaled_rope_parameters"]
