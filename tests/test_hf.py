@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import zipfile
 
 import pytest
@@ -20,7 +21,9 @@ from lexformer.hf import (  # noqa: E402
     windowed,
 )
 from lexformer.hf.methods import resolve_settings  # noqa: E402
+from lexformer.hf.options import parse_method_options  # noqa: E402
 from lexformer.hf.patch import use_method  # noqa: E402
+from lexformer.hf.rope_scaling import rope_label, rope_summary  # noqa: E402
 from lexformer.lm import LanguageModel  # noqa: E402
 
 CONTEXT = 64
@@ -239,7 +242,10 @@ def test_rope_scalings_configure_transformers(tiny):
     with torch.no_grad():
         full = lm.model(ids).logits
     for method, rope_type in zip(ROPE_METHODS, ("linear", "dynamic", "yarn", "llama3")):
-        with use_method(lm.model, method, OPTIONS, length=4 * CONTEXT), torch.no_grad():
+        # dynamic NTK's factor is a constant of its own (1 by default): fix it at 4 here
+        options = OPTIONS if method != "dynamic-ntk" else dataclasses.replace(OPTIONS,
+                                                                              rope_factor=4)
+        with use_method(lm.model, method, options, length=4 * CONTEXT), torch.no_grad():
             swapped = lm.model.model.rotary_emb
             params = swapped.config.rope_parameters
             assert params["rope_type"] == rope_type and params["factor"] == 4.0
@@ -264,6 +270,48 @@ def test_rope_scaling_is_identity_within_context(tiny):
     ids = ids_of(40)
     for method in ROPE_METHODS:
         assert torch.allclose(lm.token_nll(ids, method), lm.token_nll(ids, "full"), atol=1e-5)
+
+
+def test_fixed_rope_factor_is_the_same_at_every_length(tiny):
+    lm = tiny[2]
+    fixed = parse_method_options("rope_factor=8")
+    assert fixed.rope_factor == 8
+    for method in ("pi", "yarn", "llama3"):
+        for length in (40, 4 * CONTEXT):
+            with use_method(lm.model, method, fixed, length=length):
+                assert lm.model.model.rotary_emb.config.rope_parameters["factor"] == 8.0
+    ids = ids_of(40)  # inside L a fixed factor changes the model: the cost shows
+    gap = (lm.token_nll(ids, "full") - lm_with(lm, fixed).token_nll(ids, "pi")).abs().max()
+    assert gap.item() > 1e-3
+
+
+def lm_with(lm, options):
+    """The same model under other method options."""
+    return type(lm)(lm.model, lm.tokenizer, name=lm.name, options=options)
+
+
+def test_rescalings_are_labelled_oracle_or_fixed():
+    assert rope_label("yarn", None) == "yarn (oracle factor)"
+    assert rope_label("yarn", MethodOptions(rope_factor=8)) == "yarn (factor 8)"
+    assert rope_label("dynamic-ntk", None) == "dynamic-ntk (factor 1)"
+    assert rope_label("sinks", MethodOptions(rope_factor=8)) == "sinks"
+    for method in ("pi", "yarn", "llama3"):
+        assert "oracle: factor = length / L" in HF_METHODS[method].summary
+        assert "oracle" not in rope_summary(method, MethodOptions(rope_factor=8))
+        assert "factor 8, fixed" in rope_summary(method, MethodOptions(rope_factor=8))
+
+
+def test_dynamic_ntk_default_is_the_ntk_aware_base(tiny):
+    """bloc97's NTK-aware scaling for s = length / L: θ' = θ · s^(d/(d−2)) (d: the rotary
+    dimension), the rule transformers' dynamic type applies to the current length at factor 1
+    (factor s would give θ · (s² − s + 1)^(d/(d−2)): the length counted twice)."""
+    lm = tiny[2]
+    theta, d, s = lm.model.config.rope_parameters["rope_theta"], 16, 4
+    ntk = 1.0 / (theta * s ** (d / (d - 2))) ** (torch.arange(0, d, 2, dtype=torch.float64) / d)
+    with use_method(lm.model, "dynamic-ntk", None, length=s * CONTEXT), torch.no_grad():
+        lm.model(ids_of(s * CONTEXT))  # the dynamic rule updates the base on the forward
+        grown = lm.model.model.rotary_emb.inv_freq.double()
+    assert torch.allclose(grown, ntk, rtol=1e-6)
 
 
 def test_unknown_method_is_a_clear_error(tiny):

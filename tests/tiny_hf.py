@@ -26,9 +26,11 @@ def write_corpus(folder: Path, words_per_file: int = 500) -> Path:
     return folder
 
 
-def write_model(folder: Path, corpus: Path, seed: int = 0) -> Path:
+def write_model(folder: Path, corpus: Path, seed: int = 0,
+                rope_parameters: dict | None = None) -> Path:
     """A 2-layer Llama (declared context ``CONTEXT``) and a byte-level BPE tokenizer trained on
-    ``corpus``, saved to ``folder`` as transformers would save any model."""
+    ``corpus``, saved to ``folder`` as transformers would save any model. ``rope_parameters``:
+    the model's own RoPE scaling (e.g. native ``llama3``), transformers' default if None."""
     import torch
     import transformers
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -45,7 +47,7 @@ def write_model(folder: Path, corpus: Path, seed: int = 0) -> Path:
         vocab_size=tok.get_vocab_size(), hidden_size=32, intermediate_size=64,
         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=8,
         max_position_embeddings=CONTEXT, eos_token_id=None, bos_token_id=None,
-        pad_token_id=None)
+        pad_token_id=None, **({"rope_parameters": rope_parameters} if rope_parameters else {}))
     model = transformers.LlamaForCausalLM(config).eval()
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder)

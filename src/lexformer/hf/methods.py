@@ -93,6 +93,10 @@ def _rope_longest(context: int, options: MethodOptions) -> int | None:
     return options.target_length or None  # a fixed target: the rescaling stops there
 
 
+#: how a rescaling without a fixed factor says so (:func:`lexformer.hf.rope_scaling.rope_label`)
+ORACLE = "oracle: factor = length / L, so the model unchanged up to L"
+
+
 def _rope(name: str, rope_type: str, summary: str, source: str, **kw) -> HFMethod:
     return HFMethod(name, "rope", summary, source, quadratic=True,
                     max_length=_rope_longest, rope_type=rope_type, **kw)
@@ -121,16 +125,16 @@ HF_METHODS: dict[str, HFMethod] = {m.name: m for m in (
              "before each query block's window",
              "BCA (arXiv 2212.10554) with StreamingLLM sinks (arXiv 2309.17453)",
              plan=plans.BLOCKWISE_SINKS, check=_check_blockwise_sinks, extend_default=True),
-    _rope("pi", "linear", "position interpolation (transformers rope_type 'linear'); "
-          "factor = length / L, so the model unchanged up to L",
-          "PI — Chen et al. 2023, arXiv 2306.15595"),
-    _rope("dynamic-ntk", "dynamic", "dynamic NTK-aware base scaling (rope_type 'dynamic'); "
-          "the model unchanged up to L",
+    _rope("pi", "linear", f"position interpolation (transformers rope_type 'linear'); "
+          f"{ORACLE}", "PI — Chen et al. 2023, arXiv 2306.15595"),
+    _rope("dynamic-ntk", "dynamic", "dynamic NTK-aware base scaling (rope_type 'dynamic'): "
+          "the base grows with the length by itself; factor 1 (the NTK-aware base for the "
+          "current length), so the model unchanged up to L",
           "dynamic NTK — bloc97/emozilla 2023 (reddit r/LocalLLaMA)"),
-    _rope("yarn", "yarn", "YaRN (rope_type 'yarn'); factor = length / L, so the model "
-          "unchanged up to L", "YaRN — Peng et al. 2023, arXiv 2309.00071", extend_default=True),
-    _rope("llama3", "llama3", "Llama 3.1 frequency-band scaling (rope_type 'llama3'); "
-          "factor = length / L, so the model unchanged up to L", "Llama-3 scaling — Meta 2024"),
+    _rope("yarn", "yarn", f"YaRN (rope_type 'yarn'); {ORACLE}",
+          "YaRN — Peng et al. 2023, arXiv 2309.00071", extend_default=True),
+    _rope("llama3", "llama3", f"Llama 3.1 frequency-band scaling (rope_type 'llama3'); "
+          f"{ORACLE}", "Llama-3 scaling — Meta 2024"),
 )}
 
 

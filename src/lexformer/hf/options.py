@@ -22,7 +22,8 @@ class MethodOptions:
     LM-Infinite's n_global (100, as its authors ran it), n_local (L) and distance bound (L).
     group / neighbours: SelfExtend's G (8) and neighbour window w (L/4). target_length: the
     length the RoPE rescalings aim at (factor = target / L); ``None`` takes each call's
-    sequence length.
+    sequence length (the per-length oracle). rope_factor: the rescalings' factor, fixed before
+    the input is seen and the same at every length (dynamic-ntk: its constant, default 1).
     """
 
     block: int | None = None
@@ -34,6 +35,7 @@ class MethodOptions:
     group: int | None = None
     neighbours: int | None = None
     target_length: int | None = None
+    rope_factor: int | None = None
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 
 from ..errors import LexformerError
 from .methods import MethodOptions, WindowSettings, get_method, resolve_settings
-from .rope_scaling import rescaled_rope, rope_factor
+from .rope_scaling import chosen_factor, rescaled_rope
 from .windowed import window_attention
 
 
@@ -70,19 +70,17 @@ def patch_model(model, method: str, options: MethodOptions | None = None,
     """Make ``model`` attend with ``method``; returns the function that undoes it.
 
     ``length`` is the length the call will reach (prompt plus new tokens); the RoPE
-    rescalings use it for their factor unless ``options.target_length`` is set.
+    rescalings use it for their per-length oracle factor unless ``options`` fix the factor
+    (:func:`lexformer.hf.rope_scaling.chosen_factor`).
     """
     kind = get_method(method).kind
     if kind == "native":
         return lambda: None
     context = model.config.max_position_embeddings
     if kind == "rope":
-        target = (options.target_length if options and options.target_length else length)
-        if target is None:
-            raise LexformerError(f"{method}: give a target length (options.target_length)")
+        factor = chosen_factor(method, options, length, context)
         stack = contextlib.ExitStack()
-        stack.enter_context(rescaled_rope(model, rotary_owner(model), method,
-                                          rope_factor(target, context)))
+        stack.enter_context(rescaled_rope(model, rotary_owner(model), method, factor))
         return stack.close
     settings = resolve_settings(method, context, options)
     if not model._can_set_attn_implementation():
