@@ -378,6 +378,20 @@ def test_results_json_has_the_agreed_shape_and_round_trips():
 
 
 # ------------------------------------------------------------- a real TransformerLM
+def test_a_one_layer_model_gains_nothing_where_its_window_cannot_reach_the_span():
+    """Under blockwise attention one layer sees less than L tokens back, so from d + span ≥ L
+    on the repeat is computed from the same tokens with and without the first occurrence: the
+    gain against the control is 0 (to rounding), where the old gain against the first
+    occurrence read whatever the two contexts' difference made it (±3e-4 on this model)."""
+    config = ModelConfig(vocab_size=256, n_layer=1, n_head=2, d_model=32, d_ff=64,
+                         train_length=32)
+    lm = LexformerLM(TransformerLM(config), ByteTokenizer(), name="tiny")
+    docs = [np.random.default_rng(i).integers(0, 256, size=512) for i in range(4)]
+    scores = copy_at_distance(lm, docs, "blockwise", [24, 64, 128], span=8, samples=3)
+    for score in scores.values():
+        assert abs(score.gain) < 1e-6 and score.controlled, score
+
+
 def test_every_task_runs_on_a_tiny_transformer_in_every_attention_mode(tmp_path):
     from lexformer.tasks.plots import plot_task_results
 
