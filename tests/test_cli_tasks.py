@@ -43,10 +43,12 @@ def test_json_keeps_perplexity_and_adds_tasks_in_the_agreed_shape(all_tasks):
         # default distances L/8 … 16·L
         assert sorted(map(int, copy)) == [L * 2 ** k // 8 for k in range(8)]
         for cell in copy.values():
-            assert set(cell) == {"gain", "loss_first", "loss_repeat", "samples"}
+            assert set(cell) == {"gain", "loss_first", "loss_repeat", "loss_control",
+                                 "samples"}
             assert cell["samples"] == 3
-            assert cell["gain"] == pytest.approx(1 - cell["loss_repeat"] / cell["loss_first"],
-                                                 rel=1e-9, abs=1e-12)
+            # the gain is against the control (issue 21), no longer against loss_first
+            assert cell["gain"] == pytest.approx(
+                1 - cell["loss_repeat"] / cell["loss_control"], rel=1e-9, abs=1e-12)
         bins = data["tasks"]["position-loss"][attention]
         assert sorted(map(int, bins)) == [1, 2, 4, 8, 16, 32, 64]  # chunks of max(--lengths)
         assert all(b["tokens"] > 0 and b["loss"] > 0 for b in bins.values())

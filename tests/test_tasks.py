@@ -30,6 +30,7 @@ from lexformer.tasks import (
     position_loss,
     run_tasks,
 )
+from lexformer.tasks.copying import control_sequences, copy_sequences
 from lexformer.tasks.passkey import FILLER, KEY_LINE, first_integer
 
 VOCAB = 50_000  # large, so random "text" has no accidental repeats for the copy oracle
@@ -158,6 +159,90 @@ def test_distance_is_measured_from_the_end_of_the_first_occurrence():
     assert abs(scores[33].gain) < 0.05 and abs(scores[128].gain) < 0.05
     assert copy_at_distance(oracle, random_documents(), "full", [128], samples=4
                             )[128].gain > 0.95
+
+
+class WindowCopyOracle(StubLM):
+    """Copies the token ``lag`` (= span + gap) positions back (NLL 0.01) when that position is
+    inside its window of ``window`` tokens (lag < window); otherwise it is a model of the text's
+    natural order: a token that continues a run of the two before it (``t−2, t−1, t`` in the
+    ``arange`` text below) costs 1 nat, any other 3 nats.
+
+    That left-context term is what a real model has and what biased the old gain: the repeat's
+    second token follows the gap's last token, not the span's natural left context, so it
+    costs 3 nats where the first occurrence's costs 1. With span 8 (tokens 2…8 scored) a
+    repeat the window cannot reach costs (3 + 6·1)/7 = 9/7 nats and the first occurrence 1, so
+    the old gain ``1 − loss_repeat / loss_first`` reads 1 − 9/7 = −0.286 where nothing can be
+    copied; against the control (9/7 as well) the gain is exactly 0."""
+
+    def __init__(self, lag: int, window: int, **kw) -> None:
+        super().__init__(**kw)
+        self.lag, self.window = lag, window
+
+    def next_nll(self, seq, attention):
+        out = []
+        for t in range(1, len(seq)):
+            if self.lag < self.window and t >= self.lag and seq[t] == seq[t - self.lag]:
+                out.append(0.01)
+            elif t >= 2 and seq[t] == seq[t - 1] + 1 == seq[t - 2] + 2:
+                out.append(1.0)
+            else:
+                out.append(3.0)
+        return out
+
+
+def test_the_gain_against_the_control_is_zero_exactly_where_the_window_cannot_see_the_span():
+    span, window, docs = 8, 64, [np.arange(4000)]
+    for d in (16, 55, 56, 300):  # lag span + d: 24, 63 inside the window; 64, 308 outside
+        oracle = WindowCopyOracle(span + d, window)
+        score = copy_at_distance(oracle, docs, "full", [d], span=span, samples=4)[d]
+        assert score.loss_first == pytest.approx(1.0)
+        assert score.loss_control == pytest.approx(9 / 7)  # nothing to copy in the control
+        if span + d < window:
+            assert score.loss_repeat == pytest.approx(0.01)
+            assert score.gain == pytest.approx(1 - 0.01 / (9 / 7)) and score.gain > 0.99
+        else:
+            assert score.gain == 0.0
+            # what the old definition read there: below 0 for a span it cannot see
+            assert 1 - score.loss_repeat / score.loss_first == pytest.approx(-2 / 7)
+
+
+def test_the_control_replaces_only_the_first_occurrence_by_another_span():
+    pool, prefix, span, d = np.arange(5000), 32, 8, 100
+    copies = copy_sequences(pool, prefix, span, d, 64, seed=3)
+    controls = control_sequences(pool, prefix, span, d, 64, seed=3)
+    assert controls.shape == copies.shape == (64, prefix + 2 * span + d)
+    first = slice(prefix, prefix + span)
+    outside = torch.ones(copies.shape[1], dtype=torch.bool)
+    outside[first] = False
+    assert torch.equal(controls[:, outside], copies[:, outside])
+    for copy, control in zip(copies, controls):
+        c = int(control[prefix])
+        assert torch.equal(control[first], torch.arange(c, c + span))  # a span of the text
+        assert abs(c - int(copy[prefix])) >= span  # not overlapping the copied one
+    assert torch.equal(controls, control_sequences(pool, prefix, span, d, 64, seed=3))
+    # 3·span − 1 tokens always leave room for a control beside the copied span; with fewer,
+    # one line says so
+    assert control_sequences(np.arange(23), 1, span, 6, 16, seed=0).shape == (16, 23)
+    with pytest.raises(LexformerError, match="control span"):
+        control_sequences(np.arange(22), 1, span, 5, 1, seed=0)
+
+
+def test_copy_scores_saved_without_a_control_read_back_and_are_refused_for_reuse(tmp_path):
+    from lexformer.experiments.reproduce import TASK_CODEC
+    from lexformer.experiments.stages import STALE_ERRORS
+
+    old = {"copy": {"full": {"64": {"gain": -0.2, "loss_first": 5.0, "loss_repeat": 6.0,
+                                    "samples": 4}}}}
+    score = TaskResults.from_json(old).copy["full"][64]
+    assert not score.controlled and math.isnan(score.loss_control) and score.gain == -0.2
+    path = tmp_path / "xpos.json"
+    path.write_text(json.dumps({"model": "xpos", "task": "copy", "corpus": "c", "step": 1,
+                                "settings": {}, "results": old}))
+    with pytest.raises(STALE_ERRORS, match="without a control"):  # so the stage measures again
+        TASK_CODEC.load(path)
+    new = TaskResults(copy={"full": {64: CopyScore(0.5, 4.0, 2.0, 4, loss_control=4.0)}})
+    assert TaskResults.from_json(json.loads(json.dumps(new.to_json()))) == new
+    new.require_copy_control("here")
 
 
 def test_copy_refuses_distances_the_model_or_the_text_cannot_hold():
@@ -293,6 +378,20 @@ def test_results_json_has_the_agreed_shape_and_round_trips():
 
 
 # ------------------------------------------------------------- a real TransformerLM
+def test_a_one_layer_model_gains_nothing_where_its_window_cannot_reach_the_span():
+    """Under blockwise attention one layer sees less than L tokens back, so from d + span ≥ L
+    on the repeat is computed from the same tokens with and without the first occurrence: the
+    gain against the control is 0 (to rounding), where the old gain against the first
+    occurrence read whatever the two contexts' difference made it (±3e-4 on this model)."""
+    config = ModelConfig(vocab_size=256, n_layer=1, n_head=2, d_model=32, d_ff=64,
+                         train_length=32)
+    lm = LexformerLM(TransformerLM(config), ByteTokenizer(), name="tiny")
+    docs = [np.random.default_rng(i).integers(0, 256, size=512) for i in range(4)]
+    scores = copy_at_distance(lm, docs, "blockwise", [24, 64, 128], span=8, samples=3)
+    for score in scores.values():
+        assert abs(score.gain) < 1e-6 and score.controlled, score
+
+
 def test_every_task_runs_on_a_tiny_transformer_in_every_attention_mode(tmp_path):
     from lexformer.tasks.plots import plot_task_results
 

@@ -4,8 +4,8 @@ position and copy-gain figures, and one paragraph generated from those numbers.
 Inputs are typed :class:`~lexformer.tasks.TaskResults` per scheme (one per seed, in seed
 order); with several seeds every number is the mean over seeds. A copy gain above
 :data:`COPY_THRESHOLD` counts as copying: the threshold is a fixed, stated choice (a model
-that ignores the earlier span scores about 0, an exact copier about 1), not a significance
-test.
+that does not use the earlier span scores 0, since the repeat is scored against a control
+with that span replaced; an exact copier about 1), not a significance test.
 """
 
 from __future__ import annotations
@@ -161,7 +161,7 @@ def write_context_plots(plots: Path, c: ContextInputs) -> tuple[Path, Path]:
                            styles=styles, log_y=False, panel_size=(7, 4),
                            xlabel="position (tokens of context before the token; bin end)"),
             plot_by_length(plots / "copy_gain.png", [copy],
-                           "copy gain 1 − loss(repeat) / loss(first)", styles=styles,
+                           "copy gain 1 − loss(repeat) / loss(control)", styles=styles,
                            log_y=False, panel_size=(7, 4),
                            xlabel="distance d (tokens between the span and its repeat)"))
 
@@ -170,9 +170,11 @@ def section_context(c: ContextInputs, position_png: str, copy_png: str) -> list[
     L = c.train_length
     lines = ["## Does the model use its context?", "",
              f"Copy at a distance: a span of {c.span} tokens of test text is repeated d tokens "
-             "after its first occurrence; the gain 1 − loss(repeat) / loss(first) over span "
-             "tokens 2 … k is about 0 for a model that ignores the earlier text and about 1 "
-             f"for an exact copy (mean over {c.samples} samples per distance"
+             "after its first occurrence; the gain 1 − loss(repeat) / loss(control) over span "
+             "tokens 2 … k, where the control is the same sequence with the first occurrence "
+             "replaced by another span of the text, is 0 for a model that does not use the "
+             "first occurrence and about 1 for an exact copy (mean over "
+             f"{c.samples} samples per distance"
              + (", then over seeds" if any(len(v) > 1 for v in c.tasks.values()) else "")
              + f"). Distances run from L/8 to {length_name(max(c.distances), L)}.", ""]
     lines += copy_table(c)

@@ -241,9 +241,12 @@ class TaskRecord:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> TaskRecord:
+        results = TaskResults.from_json(data["results"])
+        # an older version's copy gain (no control) is stale: the stage measures it again
+        results.require_copy_control("saved task record")
         return cls(model=str(data["model"]), task=str(data["task"]), corpus=str(data["corpus"]),
-                   step=data["step"], settings=dict(data["settings"]),
-                   results=TaskResults.from_json(data["results"]), seconds=data.get("seconds"),
+                   step=data["step"], settings=dict(data["settings"]), results=results,
+                   seconds=data.get("seconds"),
                    corpus_fingerprint=data.get("corpus_fingerprint"))
 
     @property

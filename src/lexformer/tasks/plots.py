@@ -46,7 +46,8 @@ def plot_copy_gain(path: str | Path, curves: Mapping[Any, Mapping[int, CopyScore
     gains = {key: {d: s.gain for d, s in scores.items()} for key, scores in curves.items()}
     return plot_by_length(path, [_panel(gains, "Copy at a distance", train_length,
                                         guides=(0.0, 1.0))],
-                          "copy gain 1 − loss(repeat) / loss(first)", styles=line_styles(curves),
+                          "copy gain 1 − loss(repeat) / loss(control)",
+                          styles=line_styles(curves),
                           log_y=False, panel_size=(7, 4),
                           xlabel="distance d (tokens between the span and its repeat)")
 

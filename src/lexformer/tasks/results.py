@@ -2,11 +2,18 @@
 
 JSON shape (keys are strings, values JSON numbers; a non-finite number is written as null)::
 
-    {"copy":          {attention: {distance: {"gain", "loss_first", "loss_repeat", "samples"}}},
+    {"copy":          {attention: {distance: {"gain", "loss_first", "loss_repeat",
+                                               "loss_control", "samples"}}},
      "position-loss": {attention: {bin_end: {"loss", "tokens"}}},
      "passkey":       {attention: {length: {depth: {"accuracy", "trials"}}}}}
 
 A task that was not run has an empty mapping, so the three keys are always there.
+
+``loss_control`` is absent from a copy score measured without a control: files written
+before the control existed read back with it nan and their gain as saved (the old, biased
+definition against ``loss_first``). Nothing can recompute that gain (the control was never
+scored), so a stage that reuses saved results asks :meth:`TaskResults.require_copy_control`
+and measures such a file again rather than mix the two definitions in one table.
 """
 
 from __future__ import annotations
@@ -28,13 +35,21 @@ class BinLoss:
 
 @dataclass(frozen=True)
 class CopyScore:
-    """Copy at one distance: ``gain = 1 - loss_repeat / loss_first`` (mean NLLs in nats over
-    ``samples`` sequences)."""
+    """Copy at one distance: ``gain = 1 - loss_repeat / loss_control`` (mean NLLs in nats
+    over ``samples`` sequences; the control is the same sequence with the first occurrence
+    replaced by another span, see :mod:`lexformer.tasks.copying`). ``loss_control`` is nan
+    for a score measured without one."""
 
     gain: float
     loss_first: float
     loss_repeat: float
     samples: int
+    loss_control: float = math.nan
+
+    @property
+    def controlled(self) -> bool:
+        """Whether the gain is measured against a control (not a file of an older version)."""
+        return math.isfinite(self.loss_control)
 
 
 @dataclass(frozen=True)
@@ -76,9 +91,7 @@ class TaskResults:
     def to_json(self) -> dict[str, Any]:
         """The JSON-ready dict described in the module docstring."""
         return {
-            "copy": {a: {str(d): {"gain": _number(s.gain), "loss_first": _number(s.loss_first),
-                                  "loss_repeat": _number(s.loss_repeat), "samples": s.samples}
-                         for d, s in per.items()}
+            "copy": {a: {str(d): _copy_json(s) for d, s in per.items()}
                      for a, per in self.copy.items()},
             "position-loss": {a: {str(e): {"loss": _number(b.loss), "tokens": b.tokens}
                                   for e, b in per.items()}
@@ -103,6 +116,23 @@ class TaskResults:
                 raise
             raise LexformerError(f"task results JSON is malformed: {e}") from None
 
+    def require_copy_control(self, where: str) -> None:
+        """Refuse, in one line, copy scores saved without a control (their gain is the old
+        one against the first occurrence, biased below 0 for a model that cannot see it)."""
+        old = sorted({a for a, per in self.copy.items()
+                      if not all(s.controlled for s in per.values())})
+        if old:
+            raise LexformerError(f"{where}: copy scores of {', '.join(old)} attention were "
+                                 "saved without a control span; measure them again")
+
+
+def _copy_json(s: CopyScore) -> dict[str, Any]:
+    data = {"gain": _number(s.gain), "loss_first": _number(s.loss_first),
+            "loss_repeat": _number(s.loss_repeat)}
+    if s.controlled:
+        data["loss_control"] = s.loss_control
+    return {**data, "samples": s.samples}
+
 
 def _copy_from_json(data: dict[str, Any]) -> CopyResults:
     out: CopyResults = {}
@@ -111,8 +141,11 @@ def _copy_from_json(data: dict[str, Any]) -> CopyResults:
         for distance, v in per.items():
             gain, first, repeat, samples = _fields(
                 v, ("gain", "loss_first", "loss_repeat", "samples"), f"copy/{distance}")
+            # a file written before the control existed has none: nan, see the docstring
+            control = v.get("loss_control")
             out[attention][int(distance)] = CopyScore(
-                _read_number(gain), _read_number(first), _read_number(repeat), int(samples))
+                _read_number(gain), _read_number(first), _read_number(repeat), int(samples),
+                math.nan if control is None else float(control))
     return out
 
 
