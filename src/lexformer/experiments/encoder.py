@@ -65,10 +65,11 @@ def mlm_config(preset: str, **overrides: Any) -> TrainConfig:
 
 @dataclass
 class MLMSettings(TrainedSettings):
+    """The encoder experiment's settings: :class:`TrainedSettings` with its own out folder
+    and schemes (their options stay the base's)."""
+
     out: Path = Path("runs/reproduce-mlm")
     schemes: Sequence[str] = MLM_SCHEMES
-    dtype: str | None = None
-    progress: bool = True
     #: at most this many test documents (None: all that hold 16·L tokens)
     max_docs: int | None = None
 
@@ -82,6 +83,11 @@ class MLMPipeline(TrainedExperiment):
 def plan(s: MLMSettings) -> MLMPipeline:
     """Every config and the evaluation lengths, all checked before any work."""
     s.check_schemes()
+    if s.seeds != 1 or s.ood_corpus != "auto":  # until the encoder shares those stages
+        raise LexformerError("--seeds, --ood-corpus: causal experiment only")
+    if s.task_samples is not None:
+        raise LexformerError("--task-samples: causal experiment only; --objective mlm "
+                             "measures masked-token loss, not the context-use tasks")
     if s.tokens is not None and s.tokens < 1:
         raise LexformerError(f"--tokens must be positive, got {s.tokens}")
     if s.max_docs is not None and s.max_docs < 1:

@@ -41,21 +41,23 @@ from ..presets import from_preset
 from ..tasks import TaskResults, TaskSettings, default_distances, run_tasks
 from ..tasks.settings import DEFAULT_SAMPLES
 from ..train import prepare_data, read_training_metrics
-from .common import ATTENTIONS, EVAL_SPLIT, TrainedExperiment, TrainedSettings, evaluation_codec
+from .common import (
+    ATTENTIONS,
+    DEFAULT_SCHEMES,
+    EVAL_SPLIT,
+    TrainedExperiment,
+    TrainedSettings,
+    default_ood_corpus,
+    evaluation_codec,
+)
 from .context_report import ContextInputs
 from .reproduce_report import ReportInputs, TrainingRecord, write_report
 from .stages import JsonCodec, Runner, Stage, command_line, say
 
-DEFAULT_SCHEMES = ("absolute", "alibi", "rope", "xpos", "none")
 #: the context-use tasks run on every model, each a resumable stage
 CONTEXT_TASKS = ("position-loss", "copy")
 #: copy samples per distance by preset: the smoke preset only shows that the stages work
 TASK_SAMPLES = {"smoke": 4}
-
-
-def default_ood_corpus(corpus: str) -> str:
-    """Milton (test-only, same archive) beside Shakespeare; Shakespeare beside anything else."""
-    return "milton" if corpus == "shakespeare" else "shakespeare"
 
 
 @dataclass(frozen=True)
@@ -73,31 +75,14 @@ class Run:
 
 @dataclass
 class ReproduceSettings(TrainedSettings):
-    schemes: Sequence[str] = DEFAULT_SCHEMES
-    seeds: int = 1
-    dtype: str | None = None
-    ood_corpus: str | None = "auto"  # "auto": default_ood_corpus; None or "none": no stage
-    progress: bool = True
-    task_samples: int | None = None  # copy samples per distance; None: TASK_SAMPLES or 16
-
-    @property
-    def seed_list(self) -> list[int]:
-        return list(range(self.seed, self.seed + self.seeds))
-
-    @property
-    def ood(self) -> str | None:
-        if self.ood_corpus in (None, "none"):
-            return None
-        return default_ood_corpus(self.corpus) if self.ood_corpus == "auto" else self.ood_corpus
+    """The causal experiment's settings: every field is :class:`TrainedSettings`' (the
+    copy-task samples included)."""
 
 
 def check_settings(s: ReproduceSettings) -> None:
     """Every user error in the settings, before any work."""
     s.check_schemes()
-    if s.seeds < 1:
-        raise LexformerError(f"--seeds must be at least 1, got {s.seeds}")
-    if s.seed < 0:
-        raise LexformerError(f"--seed must be >= 0, got {s.seed}")
+    s.check_seeds()
     if s.tokens is not None and s.tokens < 1:
         raise LexformerError(f"--tokens must be positive, got {s.tokens}")
     if s.task_samples is not None and s.task_samples < 1:
