@@ -258,7 +258,7 @@ def test_mlm_pipeline_end_to_end(corpus_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("LEXFORMER_CACHE", str(tmp_path / "cache"))
     settings = MLMSettings(preset="smoke", corpus=str(corpus_dir), out=tmp_path / "out",
                            schemes=("xpos", "none"), tokens=8 * 64 * 3, progress=False,
-                           max_docs=2)
+                           max_docs=2, ood_corpus="none")  # offline: no built-in milton
     report = run_mlm_pipeline(settings)
     text = report.read_text()
     assert "## Masked-token loss by length" in text and "64 (L)" in text
@@ -279,8 +279,12 @@ def test_mlm_pipeline_end_to_end(corpus_dir, tmp_path, monkeypatch):
 
 
 def test_reproduce_mlm_cli_bad_input(tmp_path):
-    r = run_cli("reproduce", "--objective", "mlm", "--seeds", "2", "--out", str(tmp_path / "o"))
-    assert_clean_failure(r, "--seeds", "causal experiment only")
+    # --seeds and --ood-corpus are the encoder's too now (issue 19); the copy task is not
+    r = run_cli("reproduce", "--objective", "mlm", "--task-samples", "2",
+                "--out", str(tmp_path / "o"))
+    assert_clean_failure(r, "--task-samples", "causal experiment only")
+    r = run_cli("reproduce", "--objective", "mlm", "--seeds", "0", "--out", str(tmp_path / "o"))
+    assert_clean_failure(r, "--seeds must be at least 1")
     r = run_cli("reproduce", "--objective", "mlm", "--schemes", "", "--out", str(tmp_path / "o"))
     assert_clean_failure(r, "no schemes")
     r = run_cli("reproduce", "--preset", "mlm-tiny", "--out", str(tmp_path / "o"))

@@ -30,6 +30,19 @@ def default_ood_corpus(corpus: str) -> str:
     return "milton" if corpus == "shakespeare" else "shakespeare"
 
 
+@dataclass(frozen=True)
+class Run:
+    """One trained model: a scheme and a seed; ``first`` runs keep the old folder name."""
+
+    scheme: str
+    seed: int
+    first: bool = True
+
+    @property
+    def name(self) -> str:
+        return self.scheme if self.first else f"{self.scheme}-seed{self.seed}"
+
+
 @dataclass
 class TrainedSettings:
     """What both trained experiments are asked (``lexformer reproduce``, whose options are
@@ -78,6 +91,13 @@ class TrainedSettings:
         if self.ood_corpus in ("", "auto"):
             return default_ood_corpus(self.corpus)
         return self.ood_corpus
+
+    def run_configs(self, config_of: Callable[[str, int], TrainConfig]
+                    ) -> dict[Run, TrainConfig]:
+        """``config_of(scheme, seed)`` for every seed × scheme (the first seed's runs first)."""
+        seeds = self.seed_list
+        return {Run(scheme, seed, first=(seed == seeds[0])): config_of(scheme, seed)
+                for seed in seeds for scheme in self.schemes}
 
     def check_seeds(self) -> None:
         if self.seeds < 1:
@@ -144,9 +164,13 @@ class TrainedExperiment:
     model (keyed by what names the model), the evaluation lengths and the runner."""
 
     settings: Any
-    configs: dict[Any, TrainConfig]
+    configs: dict[Run, TrainConfig]
     lengths: list[int]
     runner: Runner
+
+    @property
+    def runs(self) -> list[Run]:
+        return list(self.configs)
 
     @property
     def out(self) -> Path:
@@ -156,8 +180,13 @@ class TrainedExperiment:
     def train_length(self) -> int:
         return next(iter(self.configs.values())).train_length
 
-    def model_name(self, model: Any) -> str:
-        return str(model)
+    def model_name(self, model: Run) -> str:
+        return model.name
+
+    def by_scheme(self, results: dict[Run, Any]) -> dict[str, list]:
+        """Per-run results grouped by scheme, in seed order."""
+        return {s: [results[r] for r in self.runs if r.scheme == s]
+                for s in self.settings.schemes}
 
     def model_dir(self, model: Any) -> Path:
         return self.out / "models" / self.model_name(model)
@@ -170,6 +199,17 @@ class TrainedExperiment:
         """The key of evaluating ``model`` on ``corpus`` at every length and attention."""
         return evaluation_key(self.model_step(model), self.lengths, corpus, ATTENTIONS,
                               **extra)
+
+    def eval_stage(self, model: Run, corpus: str, folder: str, title: str,
+                   measure: Callable[[], Any], codec: JsonCodec, **extra: Any) -> Stage:
+        """Evaluate ``model`` on ``corpus`` at every length and attention into
+        ``<folder>/<model>.json`` (``measure()``), or reuse a result saved with the same key
+        (:meth:`evaluation_key`, with ``extra``)."""
+        name, step = self.model_name(model), self.model_step(model)
+        return Stage(f"{folder}/{name}", f"{title} at {', '.join(map(str, self.lengths))}",
+                     measure, key=self.evaluation_key(model, corpus, **extra), codec=codec,
+                     path=self.out / folder / f"{name}.json",
+                     reused=f"    {name}: already evaluated (step {step}), skipped")
 
     def refuse_changed(self) -> None:
         """Before any work: refuse an out folder holding a model trained with other
@@ -215,5 +255,6 @@ class TrainedExperiment:
                      reused=f"    {name}: already trained with these settings, skipped")
 
 
-__all__ = ["ATTENTIONS", "DEFAULT_SCHEMES", "EVAL_SPLIT", "TrainedExperiment", "TrainedModel",
-           "TrainedSettings", "default_ood_corpus", "evaluation_codec", "evaluation_key"]
+__all__ = ["ATTENTIONS", "DEFAULT_SCHEMES", "EVAL_SPLIT", "Run", "TrainedExperiment",
+           "TrainedModel", "TrainedSettings", "default_ood_corpus", "evaluation_codec",
+           "evaluation_key"]

@@ -45,6 +45,7 @@ from .common import (
     ATTENTIONS,
     DEFAULT_SCHEMES,
     EVAL_SPLIT,
+    Run,
     TrainedExperiment,
     TrainedSettings,
     default_ood_corpus,
@@ -58,19 +59,6 @@ from .stages import JsonCodec, Runner, Stage, command_line, say
 CONTEXT_TASKS = ("position-loss", "copy")
 #: copy samples per distance by preset: the smoke preset only shows that the stages work
 TASK_SAMPLES = {"smoke": 4}
-
-
-@dataclass(frozen=True)
-class Run:
-    """One trained model: a scheme and a seed; ``first`` runs keep the old folder name."""
-
-    scheme: str
-    seed: int
-    first: bool = True
-
-    @property
-    def name(self) -> str:
-        return self.scheme if self.first else f"{self.scheme}-seed{self.seed}"
 
 
 @dataclass
@@ -94,13 +82,6 @@ class Pipeline(TrainedExperiment):
     """The reproduction's invocation: ``configs`` by :class:`Run` (scheme × seed)."""
 
     settings: ReproduceSettings
-
-    @property
-    def runs(self) -> list[Run]:
-        return list(self.configs)
-
-    def model_name(self, model: Run) -> str:
-        return model.name
 
     @property
     def task_settings(self) -> TaskSettings:
@@ -127,10 +108,8 @@ def n_stages(s: ReproduceSettings, runs: int) -> int:
 def plan(s: ReproduceSettings) -> Pipeline:
     """Configs for every scheme × seed and the evaluation lengths, all checked."""
     check_settings(s)
-    seeds = s.seed_list
-    configs = {Run(scheme, seed, first=(seed == seeds[0])): from_preset(
-        s.preset, position=scheme, corpus=s.corpus, tokens=s.tokens, seed=seed, dtype=s.dtype)
-        for seed in seeds for scheme in s.schemes}
+    configs = s.run_configs(lambda scheme, seed: from_preset(
+        s.preset, position=scheme, corpus=s.corpus, tokens=s.tokens, seed=seed, dtype=s.dtype))
     first = next(iter(configs.values()))
     if first.objective != "clm":
         raise LexformerError(f"preset {s.preset} trains masked-LM encoders; their experiment "
@@ -177,19 +156,14 @@ def eval_stage(p: Pipeline, run: Run, corpus: str, folder: str) -> Stage[Perplex
     """Evaluate one model on ``corpus`` into ``<folder>/<model>.json`` (or reuse it)."""
     from ..lm import LexformerLM
 
-    step = p.model_step(run)
-
     def compute() -> PerplexityResult:
         ckpt = load(p.model_dir(run))
         return evaluate_model(LexformerLM.from_checkpoint(ckpt), corpus, EVAL_SPLIT, p.lengths,
                               ATTENTIONS, progress=p.settings.progress,
-                              checkpoint=str(ckpt.path), step=step)
+                              checkpoint=str(ckpt.path), step=p.model_step(run))
 
-    return Stage(f"{folder}/{run.name}",
-                 f"{folder} {run.name} on {corpus!r} at {', '.join(map(str, p.lengths))}",
-                 compute, key=p.evaluation_key(run, corpus),
-                 codec=EVAL_CODEC, path=p.out / folder / f"{run.name}.json",
-                 reused=f"    {run.name}: already evaluated (step {step}), skipped")
+    return p.eval_stage(run, corpus, folder, f"{folder} {run.name} on {corpus!r}", compute,
+                        EVAL_CODEC)
 
 
 @dataclass
@@ -303,15 +277,10 @@ def training_record(run: Run, run_dir: Path) -> TrainingRecord:
     return rec
 
 
-def _by_scheme(p: Pipeline, results: dict[Run, Any]) -> dict[str, list]:
-    """Per-run results grouped by scheme, in seed order."""
-    return {s: [results[r] for r in p.runs if r.scheme == s] for s in p.settings.schemes}
-
-
 def _context_inputs(p: Pipeline, tasks: dict[Run, TaskResults]) -> ContextInputs:
     s = p.task_settings
     return ContextInputs(train_length=p.train_length, schemes=list(p.settings.schemes),
-                         tasks=_by_scheme(p, tasks), samples=s.samples, span=s.span,
+                         tasks=p.by_scheme(tasks), samples=s.samples, span=s.span,
                          chunk_length=p.lengths[-1], attentions=ATTENTIONS)
 
 
@@ -325,9 +294,9 @@ def report_stage(p: Pipeline, evals: dict[Run, PerplexityResult],
         inputs = ReportInputs(
             preset=s.preset, corpus=s.corpus, train_length=p.train_length,
             lengths=p.lengths, schemes=list(s.schemes), seeds=s.seed_list,
-            evals=_by_scheme(p, evals), analysis=analysis,
+            evals=p.by_scheme(evals), analysis=analysis,
             training=[training_record(r, p.model_dir(r)) for r in p.runs],
-            ood_corpus=s.ood, ood=_by_scheme(p, ood) if ood else {}, command=command_line(),
+            ood_corpus=s.ood, ood=p.by_scheme(ood) if ood else {}, command=command_line(),
             wall=p.runner.elapsed, timings=p.runner.timings,
             context=_context_inputs(p, tasks))
         return write_report(p.out, inputs)
