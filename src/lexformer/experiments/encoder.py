@@ -3,13 +3,16 @@
 The encoder counterpart of :mod:`lexformer.experiments.reproduce`, as resumable stages:
 
 1. data: corpus, tokenizer, token cache; the test split must hold documents of 16·L tokens;
-2. train every scheme as a bidirectional encoder on BERT-style masked tokens
+2. train every scheme × seed as a bidirectional encoder on BERT-style masked tokens
    (:mod:`lexformer.mlm`) with the same data order, seed and token budget;
 3. evaluate masked-token loss and accuracy of each at L/4 … 16·L, full and blockwise
    attention, on the same masked tokens at every length;
-4. ``report.md``, ``results.json`` and ``plots/`` (:mod:`lexformer.experiments.encoder_report`).
+4. out-of-domain: the same on a corpus no model was trained on (default: milton beside
+   shakespeare, as in the reproduction);
+5. ``report.md``, ``results.json`` and ``plots/`` (:mod:`lexformer.experiments.encoder_report`).
 
-Layout of ``out``: ``models/<scheme>``, ``eval/<scheme>.json``, ``timings.json``,
+Layout of ``out``: ``models/<scheme>`` (first seed, the layout of one-seed runs) and
+``models/<scheme>-seed<k>``, ``eval/<model>.json``, ``ood/<model>.json``, ``timings.json``,
 ``report.md``, ``results.json``, ``plots/``. A model is reused only if its saved training
 config equals the wanted one (otherwise the run is refused, naming the differing fields), an
 evaluation only if it measured the same checkpoint step at the same lengths on the same

@@ -259,8 +259,8 @@ def section_training(inp: MLMReportInputs) -> list[str]:
     return training_section(
         f"Every scheme: preset `{inp.preset}`, {inp.tokens:,} tokens at L = "
         f"{inp.train_length}, seed{'s' if len(inp.seeds) > 1 else ''} "
-        f"{', '.join(map(str, inp.seeds))}, the same batches and the same masks (for a "
-        "seed); loss on the 15 % masked tokens.",
+        f"{', '.join(map(str, inp.seeds))}, the same batches and the same masks"
+        f"{' (for a seed)' if len(inp.seeds) > 1 else ''}; loss on the 15 % masked tokens.",
         ["scheme", "steps", "tokens", "last train loss", "validation loss", "tokens/s"],
         ([r.scheme, optional(r.step, "d"), optional(r.tokens_seen, ",d"),
           optional(r.last_loss, ".3f"), optional(r.val_loss, ".3f"),
