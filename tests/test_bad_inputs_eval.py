@@ -50,10 +50,19 @@ CASES = [
     (["eval", "--checkpoint", M, "--split", "dev"], ["--split", "invalid choice"]),
     (["eval", "--checkpoint", "{base}/nowhere"], ["not found"]),
     (["eval", "--checkpoint", M, "--lengths", "65536"], ["no document has 65536"]),
+    (["eval", "--checkpoint", M, "--task", "copy", "--seed", "-1"], ["--seed", "-1"]),
+    (["eval", "--checkpoint", M, "--task", "copy", "--seed", "4294967296"],
+     ["--seed", "4294967296", "4294967295"]),
+    (["eval", "--checkpoint", M, "--task", "bogus"], ["--task", "unknown task", "bogus"]),
+    (["eval", "--checkpoint", M, "--method-options", "foo=3"], ["method option", "foo"]),
+    (["eval", "--checkpoint", M, "--method-options", "block=0"], ["block", "positive"]),
+    (["eval", "--checkpoint", M, "--method-options", "window=-1"], ["window", "positive"]),
+    (["eval", "--checkpoint", M, "--method-options", "sinks=2"], ["lexformer model", "sinks"]),
     # generate
     (["generate", "--checkpoint", M, "--top-k", "0"], ["--top-k", "at least 1"]),
     (["generate", "--checkpoint", M, "--temperature", "-1"], ["--temperature", ">= 0"]),
     (["generate", "--checkpoint", M, "--max-new-tokens", "-5"], ["--max-new-tokens", ">= 0"]),
+    (["generate", "--checkpoint", M, "--seed", str(2**64)], ["--seed", str(2**64)]),
     # analyze
     (["analyze", "--checkpoint", M, "--out", "{base}/afile"], ["afile", "not a folder"]),
     (["analyze", "--checkpoint", M, "--out", "{base}/afile/sub"], ["afile", "is a file"]),
@@ -71,6 +80,12 @@ CASES = [
      ["divide"]),
     (["reproduce", "--preset", "smoke", "--out", "{base}/r", "--corpus", "{base}/short",
       "--schemes", "xpos", "--ood-corpus", "none"], ["no document has"]),
+    (["reproduce", "--preset", "smoke", "--out", "{base}/r", "--seeds", "100000000"],
+     ["--seeds 100000000", "at most"]),
+    (["reproduce", "--preset", "smoke", "--out", "{base}/r", "--seed", "4294967290", "--seeds",
+      "10"], ["4294967295", "4294967299"]),
+    (["reproduce", "--objective", "mlm", "--preset", "smoke", "--out", "{base}/r", "--corpus",
+      "{base}/short", "--schemes", "xpos"], ["no document has"]),
 ]
 
 
@@ -90,6 +105,8 @@ def _check(place, args, words, runner, monkeypatch=None):
     base, env = place
     if monkeypatch is not None:
         monkeypatch.setenv("LEXFORMER_CACHE", env["LEXFORMER_CACHE"])
+        # main() silences transformers' bars through the environment: undone after the test
+        monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "0")
     watched = [base / "model", base / "afile", base / "existing"]
     before = [tree_hashes(p) for p in watched]
     proc = runner(*[a.format(base=base) for a in args])
@@ -108,6 +125,9 @@ def test_bad_input_fails_cleanly_and_changes_nothing(place, args, words, monkeyp
 
 #: one case per command, and the one that reads a corpus, as real subprocesses
 SUBPROCESS_SAMPLE = [CASES[i] for i in (0, 3, 12, 14, 18, 23)]
+#: argparse's own refusals (a type or a choice), which printed its usage block before
+USAGE_ERRORS = [c for c in CASES if any(w in c[1] for w in ("--seed", "--task", "invalid choice",
+                                                            "method option"))]
 
 
 @pytest.mark.parametrize("args, words", SUBPROCESS_SAMPLE,
@@ -115,3 +135,29 @@ SUBPROCESS_SAMPLE = [CASES[i] for i in (0, 3, 12, 14, 18, 23)]
 def test_bad_input_through_the_real_command(place, args, words):
     env = place[1]
     _check(place, args, words, lambda *a: run_cli(*a, env=env))
+
+
+@pytest.mark.parametrize("args, words", USAGE_ERRORS,
+                         ids=[" ".join(a[:1] + a[3:])[:60] for a, _ in USAGE_ERRORS])
+def test_usage_errors_are_one_line_without_the_usage_block(place, args, words):
+    base, env = place
+    proc = run_cli(*[a.format(base=base) for a in args], env=env)
+    assert_clean_failure(proc, *words)
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert proc.stderr.startswith("lexformer: error:") and "usage:" not in proc.stderr
+
+
+def test_damaged_timings_are_set_aside_and_timed_again(place, tmp_path):
+    """A timings.json cut short (a kill mid-write) is not a traceback: the run notes it,
+    finishes, and leaves a readable file with the stages it ran."""
+    import json
+
+    base, env = place
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "timings.json").write_text('{"train/xpos": 3.')
+    proc = run_cli("reproduce", "--preset", "smoke", "--corpus", base / "texts", "--schemes",
+                   "xpos", "--ood-corpus", "none", "--no-progress", "--out", out, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr and "timings.json is damaged" in proc.stderr
+    assert "train/xpos" in json.loads((out / "timings.json").read_text())

@@ -52,6 +52,8 @@ OPTION_CASES = [
     ("odd_train_length", ["--train-length", "63"], ["train_length", "even"]),
     ("tiny_vocabulary", ["--vocab-size", "1"], ["--vocab-size", "at least 256"]),
     ("unknown_device", ["--device", "foo"], ["device", "foo"]),
+    ("negative_seed", ["--seed", "-1"], ["seed", ">= 0"]),
+    ("seed_past_numpy", ["--seed", "4294967296"], ["seed", "4294967295"]),
     pytest.param("no_cuda", ["--device", "cuda"], ["cuda", "not available"],
                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA present")),
 ]
@@ -131,6 +133,24 @@ def test_bad_resumes_are_refused_and_change_nothing(place, tmp_path, name, damag
     proc = run_cli(*_args(base, str(run), 3 * STEP_TOKENS, "--resume"), *extra, env=env)
     assert_clean_failure(proc, *words)
     assert tree_hashes(run) == before
+
+
+def test_resume_on_an_edited_corpus_is_refused(tmp_path):
+    """config.json records the corpus fingerprint; a user folder edited between the runs
+    is noticed on --resume, named, and nothing in the run changes."""
+    corpus = write_corpus(tmp_path / "texts", n_docs=6, words_per_doc=1500)
+    cache = tmp_path / "cache"
+    cfg = from_preset("smoke", corpus=str(corpus), tokenizer="bytes", tokens=3 * STEP_TOKENS)
+    train(cfg, tmp_path / "run", progress=False, stop_after_steps=1, threads=1,
+          cache_dir=str(cache))
+    doc = sorted(corpus.iterdir())[0]
+    doc.write_text(doc.read_text().replace("king", "queen", 1))
+    before = tree_hashes(tmp_path / "run")
+    proc = run_cli(*_args(tmp_path, "run", 3 * STEP_TOKENS, "--resume"),
+                   env={"LEXFORMER_CACHE": str(cache)})
+    assert_clean_failure(proc, "cannot resume", str(corpus), "not the text it was trained on")
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert tree_hashes(tmp_path / "run") == before
 
 
 def test_resume_of_a_finished_run_is_a_no_op(place, tmp_path):

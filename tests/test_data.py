@@ -418,6 +418,9 @@ def _boom(*args, **kwargs):
 def test_progress_false_prints_nothing(tmp_path, capfd, monkeypatch):
     from tokenizers import trainers
 
+    from lexformer.progress import FORCE_ENV
+
+    monkeypatch.setenv(FORCE_ENV, "1")  # bars off a terminal too: pytest captures stderr
     shown = []
     real_trainer = trainers.BpeTrainer
 

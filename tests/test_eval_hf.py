@@ -108,6 +108,52 @@ def test_bad_method_options_fail_at_parse_time(tiny):
     assert_clean_failure(proc, "blok", "block")
 
 
+@pytest.mark.parametrize("attention, options, words", [
+    ("self-extend", "neighbours=100000", ["neighbour window (100000)", "context L (64)"]),
+    ("yarn", "target_length=32", ["past length 32", "target_length"]),
+], ids=["neighbours_past_context", "rope_target_short"])
+def test_knobs_past_what_the_model_takes_are_named(tiny, attention, options, words):
+    """Said in the method's terms (a neighbour window past L gave "cannot evaluate past
+    length -699488 … the 'learned' scheme")."""
+    model, corpus, cache = tiny
+    proc = run_cli("eval", "--model", model, "--attention", attention, "--lengths", "64",
+                   "--method-options", options, "--corpus", corpus, "--no-progress",
+                   env={"LEXFORMER_CACHE": str(cache)})
+    assert_clean_failure(proc, *words)
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def _damaged_copy(tiny, tmp_path, damage):
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny[0], folder)
+    damage(folder)
+    return folder
+
+
+def _zero_context(folder):
+    config = json.loads((folder / "config.json").read_text())
+    config["max_position_embeddings"] = 0
+    (folder / "config.json").write_text(json.dumps(config))
+
+
+@pytest.mark.parametrize("damage, words", [
+    (lambda f: (f / "tokenizer.json").write_text('{"broken'),
+     ["cannot read the tokenizer", "tokenizer.json"]),
+    (_zero_context, ["context of 0", "max_position_embeddings"]),
+], ids=["broken_tokenizer_json", "context_zero"])
+def test_damaged_model_folders_are_named_in_one_line(tiny, tmp_path, damage, words):
+    """The message names what is wrong (not "has no tokenizer", not a sinks/block clash),
+    and transformers' "Loading weights" bar does not come before it."""
+    folder = _damaged_copy(tiny, tmp_path, damage)
+    proc = run_cli("eval", "--model", folder, "--corpus", tiny[1], "--lengths", "32",
+                   env={"LEXFORMER_CACHE": str(tiny[2])})
+    assert_clean_failure(proc, *words)
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "no tokenizer" not in proc.stderr and "sinks" not in proc.stderr
+
+
 def test_missing_transformers_is_one_line(tiny, tmp_path):
     """A ``transformers`` that cannot be imported (shadowed by one that raises) ends in the
     install hint, not a traceback."""

@@ -243,3 +243,57 @@ def test_report_figure_never_writes_through_a_planted_symlink(tiny, tmp_path):
     report = (out / "report.md").read_text()
     # the corpus was given as an absolute path: shown relative to the run folder
     assert str(corpus) not in report and f"/{Path(corpus).name}` (lexformer's" in report
+
+
+def test_a_changed_corpus_is_measured_again_saying_why(tiny, first_run, tmp_path, capfd):
+    """The stage key holds the corpus's content fingerprint, not only its name: the same
+    folder with one document edited is measured again, and the run says which input changed."""
+    import shutil
+
+    model, corpus = tiny
+    edited, out = tmp_path / "corpus", tmp_path / "out"
+    shutil.copytree(corpus, edited)
+    shutil.copytree(first_run[0], out)
+    argv = ("--model", str(model), "--methods", "blockwise", "--corpus", str(edited),
+            "--out", str(out), "--max-docs", "3", "--full-up-to", "1", "--no-progress")
+    # the first run named the corpus by another path: copy its key's name so only the
+    # content can differ
+    saved = json.loads((out / "eval" / "blockwise.json").read_text())
+    saved["settings"]["corpus"] = str(edited)
+    (out / "eval" / "blockwise.json").write_text(json.dumps(saved))
+    capfd.readouterr()
+    assert _cli(*argv) == 0
+    assert "reused" in capfd.readouterr().err  # same text: reused
+    doc = edited / "doc00.txt"
+    doc.write_text(doc.read_text().replace("king", "queen"))
+    assert _cli(*argv) == 0
+    err = capfd.readouterr().err
+    assert "saved with other corpus_fingerprint, measured again" in err
+    after = json.loads((out / "eval" / "blockwise.json").read_text())
+    assert after["settings"]["corpus_fingerprint"] != saved["settings"]["corpus_fingerprint"]
+
+
+def test_out_is_refused_when_it_holds_files_extend_did_not_write(tiny, tmp_path):
+    """A folder with the user's own report.md is not a run of extend: refused before any
+    work, the file untouched; a run folder carries a marker and is accepted again; a folder
+    of an older extend (eval/ but no marker) is still reused; a temp file a kill left is
+    removed on the next run."""
+    model, corpus = tiny
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "report.md").write_text("my own notes\n")
+    argv = ("--model", str(model), "--methods", "blockwise", "--corpus", str(corpus),
+            "--max-docs", "1", "--no-progress")
+    with pytest.raises(LexformerError, match="not empty and is not a run of lexformer extend"):
+        _cli(*argv, "--out", str(out))
+    assert sorted(p.name for p in out.iterdir()) == ["report.md"]
+    assert (out / "report.md").read_text() == "my own notes\n"
+
+    run = tmp_path / "run"
+    assert _cli(*argv, "--out", str(run)) == 0
+    assert json.loads((run / "lexformer-run.json").read_text())["command"] == "extend"
+    stale = run / "eval" / ".blockwise.json.x1y2.lexformer-tmp"
+    stale.write_text("{half")
+    (run / "lexformer-run.json").unlink()  # as an older version left it
+    assert _cli(*argv, "--out", str(run)) == 0
+    assert not stale.exists() and (run / "lexformer-run.json").is_file()

@@ -316,3 +316,59 @@ def test_unknown_scheme_is_refused(tmp_path):
 def test_no_scheme_is_refused(tmp_path):
     with pytest.raises(LexformerError, match="no schemes"):
         reproduce(preset="smoke", out=tmp_path, schemes=())
+
+
+def _first_doc(folder: Path) -> Path:
+    return sorted(p for p in Path(folder).iterdir() if p.is_file())[0]
+
+
+def test_a_changed_out_of_domain_corpus_is_measured_again(run, tmp_path, capfd):
+    """Stage keys hold the corpus's content fingerprint: the out-of-domain text edited under
+    the same name is measured again (saying so) while the in-domain stages are reused."""
+    import shutil
+
+    out, _, corpus, other = run
+    copy_out, copy_other = tmp_path / "out", tmp_path / "other"
+    shutil.copytree(out, copy_out)
+    shutil.copytree(other, copy_other)
+    for path in (copy_out / "ood").glob("*.json"):  # the copy's name, the same text
+        data = json.loads(path.read_text())
+        data["corpus"] = str(copy_other)
+        path.write_text(json.dumps(data))
+    kwargs = dict(preset="smoke", corpus=str(corpus), out=copy_out, schemes=("alibi", "xpos"),
+                  tokens=TOKENS, progress=False, ood_corpus=str(copy_other))
+    capfd.readouterr()
+    reproduce(**kwargs)
+    assert "measured again" not in capfd.readouterr().err
+    doc = _first_doc(copy_other)
+    doc.write_text(doc.read_text()[::-1])
+    reproduce(**kwargs)
+    err = capfd.readouterr().err
+    assert err.count("saved with other corpus_fingerprint, measured again") == 2  # both ood
+    assert "alibi: already evaluated" in err and "xpos: already evaluated" in err
+
+
+def test_a_model_trained_on_text_changed_since_is_refused(run):
+    """The training corpus edited under the same path: the run's models were trained on
+    other text, so reusing them (or their measurements) is refused, nothing changed."""
+    out, _, corpus, other = run
+    doc = _first_doc(corpus)
+    text = doc.read_text()
+    before = tree_hashes(out)
+    try:
+        doc.write_text(text + " an added sentence")
+        with pytest.raises(LexformerError, match="trained on other text"):
+            reproduce(preset="smoke", corpus=str(corpus), out=out, schemes=("alibi", "xpos"),
+                      tokens=TOKENS, progress=False, ood_corpus=str(other))
+    finally:
+        doc.write_text(text)
+    assert tree_hashes(out) == before
+
+
+def test_out_holding_other_files_is_refused(tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.md").write_text("mine\n")
+    with pytest.raises(LexformerError, match="not a run of lexformer reproduce"):
+        reproduce(preset="smoke", out=mine, schemes=("xpos",), progress=False)
+    assert [p.name for p in mine.iterdir()] == ["notes.md"]

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from lexformer.experiments.stages import JsonCodec, Runner, Stage
 
 CODEC = JsonCodec(lambda r: {"value": r}, lambda d: d["value"], key_field="key")
@@ -58,3 +60,27 @@ def test_timings_are_kept_across_runs_and_a_stage_without_codec_keeps_its_first_
     again.run(Stage("", "report", lambda: None))  # untimed
     assert again.timings["data"] == 99.0
     assert json.loads(timings.read_text()) == first  # nothing rewritten
+
+
+def test_claim_refuses_another_commands_folder_and_names_it(tmp_path):
+    from lexformer.errors import LexformerError
+    from lexformer.experiments.stages import claim_out_folder
+
+    out = tmp_path / "run"
+    claim_out_folder(out, "extend", signature=("eval",))  # a new folder: created and marked
+    claim_out_folder(out, "extend", signature=("eval",))  # the same command again: accepted
+    with pytest.raises(LexformerError, match="output of extend, not of lexformer reproduce"):
+        claim_out_folder(out, "reproduce", signature=("models",))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    claim_out_folder(empty, "reproduce", signature=("models",))
+    assert (empty / "lexformer-run.json").is_file()
+
+
+def test_a_changed_key_names_the_fields_that_differ():
+    from lexformer.experiments.stages import changed_fields
+
+    assert changed_fields({"step": 1, "corpus": "a"}, {"step": 1, "corpus": "b"}) == ["corpus"]
+    assert changed_fields({"step": 1}, {"step": 1, "corpus_fingerprint": "f"}) == [
+        "corpus_fingerprint"]
+    assert changed_fields(True, False) == ["inputs"]

@@ -29,6 +29,9 @@ from .typed_fields import (
     positive_ints,
 )
 
+#: the largest seed every random generator a run seeds accepts (numpy's legacy seeding)
+MAX_SEED = 2**32 - 1
+
 # The allowed values of every enumerated option, once. Everything else (argparse choices,
 # validation, docs) derives its list from these.
 AttentionMode = Literal["full", "blockwise", "sliding"]
@@ -285,6 +288,8 @@ class TrainConfig:
                                  f"grad_accum ({self.grad_accum})")
         if self.seed < 0:
             raise invalid(where, f"seed must be >= 0, got {self.seed}")
+        if self.seed > MAX_SEED:  # numpy's legacy seeding refuses it deep inside the run
+            raise invalid(where, f"seed must be <= {MAX_SEED} (2**32 - 1), got {self.seed}")
         # warmup_steps may exceed the budget on purpose: a few-step smoke run then stays in
         # warm-up, which lr_at handles; refusing it would refuse every short test run.
 
@@ -424,7 +429,8 @@ class RuntimeOptions:
 
 
 __all__ = [
-    "ADDED_MODEL_FIELDS", "ADDED_TRAIN_FIELDS", "ATTENTION_MODES", "DTYPES", "OBJECTIVES",
+    "ADDED_MODEL_FIELDS", "ADDED_TRAIN_FIELDS", "ATTENTION_MODES", "DTYPES", "MAX_SEED",
+    "OBJECTIVES",
     "POSITION_NAMES", "ROTARY_SCHEMES", "SCHEDULES", "SPLITS", "TOKENIZER_KINDS",
     "AttentionMode", "DType", "DataConfig", "ModelConfig", "Objective", "OptimConfig",
     "PositionName", "RuntimeOptions", "Schedule", "Split", "TokenizerKind", "TrainConfig",

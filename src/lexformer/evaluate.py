@@ -135,8 +135,9 @@ class MaskedLengthResult(LengthResult):
 class PerplexityResult:
     """Perplexity of one model: ``results[attention][length]``, with where it was measured.
 
-    ``checkpoint`` and ``step`` identify the exact weights, so a saved result is reused only
-    for the same model."""
+    ``checkpoint`` and ``step`` identify the exact weights and ``corpus_fingerprint`` the
+    exact text (:attr:`lexformer.data.Corpus.fingerprint`), so a saved result is reused only
+    for the same model on the same documents; None in results saved before it was kept."""
 
     model: str
     corpus: str
@@ -146,6 +147,7 @@ class PerplexityResult:
     step: int | None = None
     seconds: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    corpus_fingerprint: str | None = None
 
     @property
     def lengths(self) -> list[int]:
@@ -165,19 +167,21 @@ class PerplexityResult:
         return {"model": self.model, "corpus": self.corpus, "split": self.split,
                 "checkpoint": self.checkpoint, "step": self.step, "seconds": self.seconds,
                 "lengths": self.lengths, **self.extra,
+                **({"corpus_fingerprint": self.corpus_fingerprint}
+                   if self.corpus_fingerprint is not None else {}),
                 "results": {a: {str(n): r.to_json() for n, r in per.items()}
                             for a, per in self.results.items()}}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Self:
         known = {"model", "corpus", "split", "checkpoint", "step", "seconds", "lengths",
-                 "results"}
+                 "results", "corpus_fingerprint"}
         return cls(model=str(data.get("model", "")), corpus=str(data.get("corpus", "")),
                    split=str(data.get("split", "test")),
                    results={a: {int(n): cls.cell.from_json(n, r) for n, r in per.items()}
                             for a, per in data["results"].items()},
                    checkpoint=data.get("checkpoint"), step=data.get("step"),
-                   seconds=data.get("seconds"),
+                   seconds=data.get("seconds"), corpus_fingerprint=data.get("corpus_fingerprint"),
                    extra={k: v for k, v in data.items() if k not in known})
 
 
@@ -220,16 +224,15 @@ def check_lengths(lengths: Sequence[int], model: LanguageModel | TransformerLM |
             if limit is not None and top > limit:
                 raise LexformerError(
                     f"{lm.name} cannot evaluate past length {limit} with {attention} "
-                    f"attention (the 'learned' scheme stops at its training length); got {top}")
+                    "attention (learned positions stop at their training length, SelfExtend "
+                    f"where its grouped positions reach L, a RoPE target_length there); got {top}")
     return lengths
 
 
 def _progress_bar(total: int, progress: bool, desc: str = "eval"):
-    if not progress:
-        return None
-    from tqdm.auto import tqdm
+    from .progress import progress_bar
 
-    return tqdm(total=total, desc=desc, unit="setting", dynamic_ncols=True, leave=False)
+    return progress_bar(total, desc, progress, unit="setting", leave=False)
 
 
 def document_nll(model: LanguageModel, tokens: torch.Tensor, length: int, attention: str,
@@ -380,7 +383,16 @@ def evaluate_model(model: LanguageModel, corpus: str, split: str, lengths: Seque
     started = time.time()
     results = evaluate_perplexity(model, docs, lengths, attentions, progress=progress)
     return PerplexityResult(model=model.name, corpus=corpus, split=split, results=results,
-                            checkpoint=checkpoint, step=step, seconds=time.time() - started)
+                            checkpoint=checkpoint, step=step, seconds=time.time() - started,
+                            corpus_fingerprint=corpus_fingerprint(corpus))
+
+
+def corpus_fingerprint(name_or_path: str) -> str:
+    """The content fingerprint of a corpus as it is now (a user's folder may have been
+    edited since a result was saved): what every reused result is compared on."""
+    from .data import load_corpus
+
+    return load_corpus(name_or_path).fingerprint
 
 
 def format_cell(result: LengthResult) -> str:
@@ -443,7 +455,8 @@ def evaluation_documents(corpus_name: str, tokenizer_or_model: Any, split: str,
 
 
 __all__ = ["EVAL_BATCH_TOKENS", "Label", "LengthResult", "MaskedLMResult", "MaskedLengthResult",
-           "PerplexityResult", "as_language_model", "check_lengths", "default_lengths",
+           "PerplexityResult", "as_language_model", "check_lengths", "corpus_fingerprint",
+           "default_lengths",
            "document_nll", "evaluate_by_length", "evaluate_model", "evaluate_perplexity",
            "evaluation_documents", "format_cell", "format_table", "length_result",
            "loss_interval", "masked_document_scores", "masked_length_result"]

@@ -221,6 +221,21 @@ def check_run_folder(cfg: TrainConfig, out_dir: Path, resume: bool) -> RunMeta |
     return meta
 
 
+def check_same_corpus(cfg: TrainConfig, out_dir: Path, meta: RunMeta,
+                      cache_dir: str | None = None) -> None:
+    """Refuse to resume on text other than the run was trained on: the corpus of the same
+    name (a user's folder edited since, a file replaced) is compared by content fingerprint
+    with the one ``config.json`` recorded, before any data is prepared."""
+    from .data import load_corpus
+
+    now = load_corpus(cfg.data.corpus, cache_dir=cache_dir).fingerprint
+    if now != meta.corpus_fingerprint:
+        raise LexformerError(
+            f"cannot resume {out_dir}: the corpus {cfg.data.corpus} is not the text it was "
+            f"trained on (content fingerprint {meta.corpus_fingerprint} when saved, {now} "
+            "now); restore that text or train into another --out (nothing was changed)")
+
+
 @dataclass
 class ResumePoint:
     """A checkpoint to continue from, read and checked before any data is prepared."""
@@ -256,7 +271,7 @@ class Trainer:
         self.metrics_path = out_dir / METRICS_FILE
         self.last_loss: float | None = None
         self.last_val: float | None = None
-        self.tokens_per_s = 0.0
+        self.tokens_per_s: float | None = None
 
     def setup(self) -> None:
         """Data (rank 0 builds the caches first so that other ranks only read them), the
@@ -394,9 +409,10 @@ class Trainer:
 
     def _record(self, lr: float) -> dict[str, Any]:
         """This step's metrics line (validation loss every eval_interval and at the end)."""
-        cfg = self.cfg
+        cfg, speed = self.cfg, self.tokens_per_s
         record: dict[str, Any] = {"step": self.step_no, "loss": round(self.last_loss, 5),
-                                  "lr": lr, "tokens_per_s": round(self.tokens_per_s, 1)}
+                                  "lr": lr,  # tokens/s null until its first window closes
+                                  "tokens_per_s": None if speed is None else round(speed, 1)}
         if self.val_windows is not None and (self.step_no % cfg.eval_interval == 0
                                              or self.step_no == self.total):
             self.last_val = _validation_loss(self.model, self.val_windows, self.device,
@@ -411,7 +427,7 @@ class Trainer:
         """Train to the budget, saving every checkpoint_interval steps; SIGINT/SIGTERM or
         ``stop_after_steps`` save and stop early."""
         cfg, stopped_early = self.cfg, False
-        bar = _progress_bar(self) if self.runtime.progress and self.dist.is_main else None
+        bar = _progress_bar(self, self.runtime.progress and self.dist.is_main)
         clock = _Clock(cfg.batch_size * cfg.train_length)
         self.model.train()
         with _StopRequest() as stop:
@@ -432,18 +448,20 @@ class Trainer:
         if bar is not None:
             bar.close()
         return TrainSummary(self.step_no, self.total, self.last_loss, self.last_val,
-                            self.tokens_per_s, stopped_early, str(self.out_dir),
+                            clock.final(), stopped_early, str(self.out_dir),
                             self.model.num_parameters())
 
 
 class _Clock:
-    """Tokens per second over windows of at least two seconds (and at the last step)."""
+    """Tokens per second over windows of at least two seconds (and at the last step);
+    ``None`` until the first window is measured: a 0.0 there read as a stalled run."""
 
     def __init__(self, tokens_per_step: int) -> None:
         self.tokens_per_step = tokens_per_step
-        self.start, self.tokens, self.rate = time.perf_counter(), 0, 0.0
+        self.start, self.tokens = time.perf_counter(), 0
+        self.rate: float | None = None
 
-    def tick(self, last: bool) -> float:
+    def tick(self, last: bool) -> float | None:
         self.tokens += self.tokens_per_step
         elapsed = time.perf_counter() - self.start
         if elapsed > 2.0 or last:
@@ -451,20 +469,28 @@ class _Clock:
             self.start, self.tokens = time.perf_counter(), 0
         return self.rate
 
+    def final(self) -> float:
+        """The last measured rate, else the rate of the window still open (a run stopped
+        before its first window closed)."""
+        if self.rate is not None:
+            return self.rate
+        return self.tokens / max(time.perf_counter() - self.start, 1e-9)
+
 
 def _show(bar, record: dict[str, Any], last_val: float | None) -> None:
-    post = {"loss": f"{record['loss']:.3f}", "tok/s": f"{record['tokens_per_s']:,.0f}"}
+    speed = record["tokens_per_s"]
+    post = {"loss": f"{record['loss']:.3f}", "tok/s": "–" if speed is None else f"{speed:,.0f}"}
     if last_val is not None:
         post["val"] = f"{last_val:.3f}"
     bar.set_postfix(post)
     bar.update(1)
 
 
-def _progress_bar(trainer: Trainer):
-    from tqdm.auto import tqdm
+def _progress_bar(trainer: Trainer, enabled: bool):
+    from .progress import progress_bar
 
-    return tqdm(total=trainer.total, initial=trainer.step_no, unit="step", dynamic_ncols=True,
-                desc=f"train {trainer.cfg.position}")
+    return progress_bar(trainer.total, f"train {trainer.cfg.position}", enabled,
+                        initial=trainer.step_no, unit="step")
 
 
 # --------------------------------------------------------------------------- entry point
@@ -493,6 +519,8 @@ def train(
     meta = check_run_folder(cfg, out_dir, resume)
     if meta is not None and meta.step >= cfg.total_steps():
         return _finished_summary(cfg, out_dir, meta)
+    if meta is not None:
+        check_same_corpus(cfg, out_dir, meta, runtime.cache_dir)
     point = ResumePoint.read(out_dir) if resume else None
     if runtime.threads:
         torch.set_num_threads(runtime.threads)
@@ -506,4 +534,5 @@ def train(
     return trainer.loop(stop_after_steps)
 
 
-__all__ = ["ResumePoint", "TrainSummary", "Trainer", "check_run_folder", "prepare_data", "train"]
+__all__ = ["ResumePoint", "TrainSummary", "Trainer", "check_run_folder", "check_same_corpus",
+           "prepare_data", "train"]

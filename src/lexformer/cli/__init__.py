@@ -14,6 +14,7 @@ import sys
 from ..errors import LexformerError
 from . import analyze, extend, generate, reproduce, train
 from . import eval as eval_cmd
+from .options import OneLineErrorParser
 
 #: the subcommands, in the order ``--help`` lists them
 SUBCOMMANDS = (train, eval_cmd, generate, reproduce, analyze, extend)
@@ -34,7 +35,7 @@ examples:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         prog="lexformer",
         description="Length-extrapolatable Transformers (XPOS + blockwise causal attention): "
                     "train at length L, evaluate far beyond it, and reproduce the paper.",
@@ -68,6 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    from ..progress import quiet_library_bars
+
+    # transformers' own bars ("Loading weights") follow --no-progress and a non-terminal too
+    quiet_library_bars(not getattr(args, "no_progress", False))
     try:
         return args.handler(args) or 0
     except LexformerError as e:

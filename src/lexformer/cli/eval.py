@@ -58,6 +58,10 @@ def check_args(args) -> None:
         check_lengths(args.lengths)
     if args.json:
         ensure_writable_file(args.json, "--json file")
+    if args.method_options is not None:  # before a pretrained model is downloaded or loaded
+        from ..hf.methods import check_option_values
+
+        check_option_values(args.method_options)
     check_task_args(args)
 
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import LexformerError
-from .options import int_list, name_list
+from .options import int_list, name_list, seed_type
 
 if TYPE_CHECKING:
     from ..tasks import TaskSettings
@@ -77,7 +77,7 @@ def add_task_options(p: argparse.ArgumentParser) -> None:
                    help="passkey key depths in [0, 1] (default 0,0.25,0.5,0.75,1)")
     g.add_argument("--trials", type=int, default=keep,
                    help="passkey prompts per (length, depth) (default 10)")
-    g.add_argument("--seed", type=int, default=0,
+    g.add_argument("--seed", type=seed_type, default=0,
                    help="seed of the copy positions and the pass keys")
     g.add_argument("--plots", metavar="DIR",
                    help="write the task figures (position-loss.png, copy-gain.png, "

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..errors import LexformerError
-from .options import HelpFormatter
+from .options import HelpFormatter, seed_type
 
 
 def add_parser(sub) -> None:
@@ -20,7 +20,7 @@ def add_parser(sub) -> None:
     p.add_argument("--temperature", type=float, default=0.8, help="≥ 0 (0: greedy)")
     p.add_argument("--top-k", type=int, default=50, help="≥ 1: sample among the k likeliest")
     p.add_argument("--attention", default="blockwise", choices=list(ATTENTION_MODES))
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_type, default=0)
     p.set_defaults(handler=run)
 
 

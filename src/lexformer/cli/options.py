@@ -1,6 +1,7 @@
-"""Parsing helpers shared by every subcommand: comma-separated lists checked at parse time,
-so a bad value ends in argparse's usage line and exit code 2 before any work starts; and
-options generated from a config dataclass's fields (:func:`add_dataclass_options`)."""
+"""Parsing helpers shared by every subcommand: the parser whose errors are one line
+(:class:`OneLineErrorParser`), comma-separated lists checked at parse time, so a bad value
+ends in one line and exit code 2 before any work starts; and options generated from a config
+dataclass's fields (:func:`add_dataclass_options`)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,22 @@ import argparse
 import collections.abc
 import dataclasses
 import functools
+import sys
 import types
 import typing
+
+
+class OneLineErrorParser(argparse.ArgumentParser):
+    """An argparse parser whose usage errors are the CLI's one line, ``lexformer: error:
+    ...`` and exit code 2, like every other bad input: argparse's own usage block buried the
+    one line that matters under a dozen lines of option names. ``--help`` still prints the
+    usage. Subparsers inherit the class (argparse builds them with the parent's type)."""
+
+    def error(self, message: str):
+        command = self.prog.removeprefix("lexformer").strip()
+        hint = f" (lexformer {command} --help lists the options)" if command else ""
+        print(f"lexformer: error: {' '.join(message.splitlines())}{hint}", file=sys.stderr)
+        sys.exit(2)
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -29,6 +44,20 @@ def int_list(text: str) -> list[int]:
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"expected comma-separated integers, got {text!r}") from None
+
+
+def seed_type(text: str) -> int:
+    """argparse type of every --seed: an integer in 0 … MAX_SEED, the range every generator a
+    command seeds accepts (numpy's legacy seeding stops at 2**32 − 1)."""
+    from ..config import MAX_SEED
+
+    try:
+        seed = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if not 0 <= seed <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"a seed must lie in 0 … {MAX_SEED}, got {seed}")
+    return seed
 
 
 def name_list(text: str) -> list[str]:

@@ -118,11 +118,13 @@ def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int = 4096,
     tokens). Deterministic: the same texts give the same vocabulary and merges.
 
     ``vocab_size`` counts the 256 byte symbols; a small corpus may end with fewer tokens
-    than asked (``Tokenizer.vocab_size`` is the real size). ``progress=False`` silences the
-    trainer's progress bar (it only shows on a terminal anyway).
+    than asked (``Tokenizer.vocab_size`` is the real size). The trainer's progress bar shows
+    only where :func:`lexformer.progress.bars_wanted` (``progress`` and a terminal).
     """
     from tokenizers import Tokenizer as HFTokenizer
     from tokenizers import decoders, models, pre_tokenizers, trainers
+
+    from ..progress import bars_wanted
 
     try:
         size = operator.index(vocab_size)
@@ -138,7 +140,8 @@ def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int = 4096,
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, min_frequency=2, show_progress=progress, special_tokens=[],
+        vocab_size=vocab_size, min_frequency=2, show_progress=bars_wanted(progress),
+        special_tokens=[],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(texts, trainer=trainer)
     return Tokenizer(tok)

@@ -187,13 +187,13 @@ def tokenize_corpus(corpus: Corpus, tokenizer: Tokenizer,
     if cached is not None:
         return result(cached, True)
 
-    from tqdm.auto import tqdm
+    from ..progress import progress_bar
 
     path.mkdir(parents=True, exist_ok=True)
     dtype = token_dtype(vocab_size)
     total = sum(len(corpus.splits[s]) for s in SPLITS)
-    bar = tqdm(total=total, desc=f"tokenizing {corpus.name}", unit="doc", leave=False) \
-        if progress and total > PROGRESS_MIN_DOCS else None
+    bar = progress_bar(total, f"tokenizing {corpus.name}", progress and total > PROGRESS_MIN_DOCS,
+                       unit="doc", leave=False)
     meta = {"version": CACHE_VERSION, "corpus": corpus.name, "fingerprint": corpus.fingerprint,
             "tokenizer_kind": tokenizer.kind, "vocab_size": vocab_size, "dtype": dtype.name,
             "splits": {}}

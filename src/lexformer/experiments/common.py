@@ -10,12 +10,13 @@ from pathlib import Path
 from typing import Any
 
 from ..checkpoint import has_checkpoint, read_run_meta, read_train_config
-from ..config import DType, TrainConfig, describe_differences
+from ..config import MAX_SEED, DType, TrainConfig, describe_differences
 from ..errors import LexformerError
+from ..evaluate import corpus_fingerprint
 from ..presets import PRESETS
 from ..train import train
 from ..typed_fields import option
-from .stages import JsonCodec, Runner, Stage
+from .stages import JsonCodec, Runner, Stage, claim_out_folder
 
 #: every model is evaluated under both; the stage keys compare them as sorted lists
 ATTENTIONS = ("full", "blockwise")
@@ -23,6 +24,9 @@ EVAL_SPLIT = "test"
 
 
 DEFAULT_SCHEMES = ("absolute", "alibi", "rope", "xpos", "none")
+#: the most seeds per scheme one reproduction trains: 100 seeds of the paper preset is
+#: already ~5 days on 2 CPU cores (one seed of every scheme takes ~70 min); more is a typo
+MAX_SEEDS = 100
 
 
 def default_ood_corpus(corpus: str) -> str:
@@ -102,8 +106,15 @@ class TrainedSettings:
     def check_seeds(self) -> None:
         if self.seeds < 1:
             raise LexformerError(f"--seeds must be at least 1, got {self.seeds}")
+        if self.seeds > MAX_SEEDS:  # checked before a config per seed and scheme is built
+            raise LexformerError(f"--seeds {self.seeds} would train "
+                                 f"{self.seeds * len(self.schemes)} models; at most "
+                                 f"{MAX_SEEDS} seeds")
         if self.seed < 0:
             raise LexformerError(f"--seed must be >= 0, got {self.seed}")
+        if self.seed + self.seeds - 1 > MAX_SEED:
+            raise LexformerError(f"seeds --seed … --seed+--seeds-1 must stay <= {MAX_SEED} "
+                                 f"(2**32 - 1), got up to {self.seed + self.seeds - 1}")
 
     def check_schemes(self) -> None:
         """A non-empty list of known position schemes, none twice."""
@@ -120,11 +131,13 @@ class TrainedSettings:
 
 
 def evaluation_key(step: int | None, lengths: Sequence[int], corpus: str,
-                   attentions: Iterable[str], split: str = EVAL_SPLIT, **extra: Any
-                   ) -> dict[str, Any]:
+                   fingerprint: str | None, attentions: Iterable[str],
+                   split: str = EVAL_SPLIT, **extra: Any) -> dict[str, Any]:
     """What an evaluation by length is reused on: the checkpoint step, the lengths, the
-    corpus and split, and every attention mode (plus ``extra``, e.g. the document count)."""
-    return {"step": step, "lengths": list(lengths), "corpus": corpus, "split": split,
+    corpus by name and by content fingerprint (the text may have changed under its name),
+    the split, and every attention mode (plus ``extra``, e.g. the document count)."""
+    return {"step": step, "lengths": list(lengths), "corpus": corpus,
+            "corpus_fingerprint": fingerprint, "split": split,
             "attentions": sorted(attentions), **extra}
 
 
@@ -135,8 +148,9 @@ def evaluation_codec(to_json: Callable[[Any], dict], from_json: Callable[[dict],
     fields, plus ``extra_of[name](result)`` for every extra entry of the key."""
 
     def key_of(result: Any) -> dict[str, Any]:
-        return evaluation_key(result.step, result.lengths, result.corpus, result.results,
-                              result.split, **{k: f(result) for k, f in extra_of.items()})
+        return evaluation_key(result.step, result.lengths, result.corpus,
+                              result.corpus_fingerprint, result.results, result.split,
+                              **{k: f(result) for k, f in extra_of.items()})
 
     return JsonCodec(to_json, from_json, key_of=key_of)
 
@@ -167,6 +181,7 @@ class TrainedExperiment:
     configs: dict[Run, TrainConfig]
     lengths: list[int]
     runner: Runner
+    fingerprints: dict[str, str] = field(default_factory=dict)
 
     @property
     def runs(self) -> list[Run]:
@@ -197,8 +212,14 @@ class TrainedExperiment:
 
     def evaluation_key(self, model: Any, corpus: str, **extra: Any) -> dict[str, Any]:
         """The key of evaluating ``model`` on ``corpus`` at every length and attention."""
-        return evaluation_key(self.model_step(model), self.lengths, corpus, ATTENTIONS,
-                              **extra)
+        return evaluation_key(self.model_step(model), self.lengths, corpus,
+                              self.fingerprint(corpus), ATTENTIONS, **extra)
+
+    def fingerprint(self, corpus: str) -> str:
+        """The content fingerprint of ``corpus`` now, computed once per invocation."""
+        if corpus not in self.fingerprints:
+            self.fingerprints[corpus] = corpus_fingerprint(corpus)
+        return self.fingerprints[corpus]
 
     def eval_stage(self, model: Run, corpus: str, folder: str, title: str,
                    measure: Callable[[], Any], codec: JsonCodec, **extra: Any) -> Stage:
@@ -225,11 +246,21 @@ class TrainedExperiment:
                     f"{run_dir} holds a model trained with other settings ({diffs}; saved → "
                     "wanted); choose another --out or remove that folder (nothing was "
                     "changed)")
+            saved = read_run_meta(run_dir).corpus_fingerprint
+            if saved != self.fingerprint(cfg.data.corpus):
+                raise LexformerError(
+                    f"{run_dir} holds a model trained on other text: the corpus "
+                    f"{cfg.data.corpus} has changed since (content fingerprint {saved} then, "
+                    f"{self.fingerprint(cfg.data.corpus)} now); restore it, or choose another "
+                    "--out (nothing was changed)")
 
     def start(self) -> Callable[[Stage], Any]:
-        """Refuse a changed experiment, make the out folder; the runner's ``run``."""
+        """Refuse a changed experiment or an out folder that is not this command's, make
+        the out folder; the runner's ``run``."""
         self.refuse_changed()
-        self.out.mkdir(parents=True, exist_ok=True)
+        # both trained experiments are `lexformer reproduce` (their models tell them apart);
+        # a run killed before its first model still has its timings
+        claim_out_folder(self.out, "reproduce", signature=("models", "timings.json"))
         return self.runner.run
 
     def data_stage(self, compute: Callable[[], Any]) -> Stage:
@@ -255,6 +286,6 @@ class TrainedExperiment:
                      reused=f"    {name}: already trained with these settings, skipped")
 
 
-__all__ = ["ATTENTIONS", "DEFAULT_SCHEMES", "EVAL_SPLIT", "Run", "TrainedExperiment",
+__all__ = ["ATTENTIONS", "DEFAULT_SCHEMES", "EVAL_SPLIT", "MAX_SEEDS", "Run", "TrainedExperiment",
            "TrainedModel", "TrainedSettings", "default_ood_corpus", "evaluation_codec",
            "evaluation_key"]

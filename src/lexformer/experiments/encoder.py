@@ -151,7 +151,8 @@ def eval_stage(p: MLMPipeline, run: Run, corpus: str, folder: str, documents
                                      progress=p.settings.progress)
         return MaskedLMResult(model=run.name, corpus=corpus, split=EVAL_SPLIT,
                               results=results, step=p.model_step(run),
-                              seconds=round(time.time() - t0, 1))
+                              seconds=round(time.time() - t0, 1),
+                              corpus_fingerprint=p.fingerprint(corpus))
 
     where = "" if corpus == p.settings.corpus else f" on {corpus!r}"
     return p.eval_stage(run, corpus, folder, f"{folder} {run.name}: masked tokens{where}",

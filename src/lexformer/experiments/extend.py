@@ -16,6 +16,7 @@ O(n·window) and run at every length. A method also stops where it cannot score 
 
 from __future__ import annotations
 
+import math
 import resource
 import time
 from collections.abc import Sequence
@@ -29,14 +30,15 @@ from ..evaluate import (
     LengthResult,
     PerplexityResult,
     check_lengths,
+    corpus_fingerprint,
     document_nll,
     evaluation_documents,
     length_result,
 )
-from ..fileio import ensure_writable_dir
-from ..hf.methods import HF_METHODS, get_method, parse_method_options
+from ..fileio import ensure_writable_dir, ensure_writable_file
+from ..hf.methods import HF_METHODS, check_option_values, get_method, parse_method_options
 from ..typed_fields import option
-from .stages import JsonCodec, Runner, Stage, command_line, say
+from .stages import JsonCodec, Runner, Stage, claim_out_folder, command_line, say
 
 #: the default run: the model as is, the paper's blockwise attention, blockwise attention that
 #: keeps the first tokens (the sinks pretrained models attend to) and a RoPE rescaling (YaRN),
@@ -91,11 +93,29 @@ def check_settings(s: ExtendSettings) -> None:
         raise LexformerError("a method is listed twice in --methods")
     if s.max_docs is not None and s.max_docs < 1:
         raise LexformerError(f"--max-docs must be at least 1, got {s.max_docs}")
-    if not s.full_up_to > 0:
-        raise LexformerError(f"--full-up-to must be positive, got {s.full_up_to}")
+    if not (s.full_up_to > 0 and math.isfinite(s.full_up_to)):
+        raise LexformerError(f"--full-up-to must be a finite positive multiple of L, got "
+                             f"{s.full_up_to:g} (a large one, e.g. 64, runs them at every "
+                             "length)")
+    for method in s.methods or ():  # every model extend runs names its methods from these
+        get_method(method)
+    check_option_values(s.method_options)
     if s.lengths is not None:
         check_lengths(s.lengths)
-    ensure_writable_dir(s.out, "--out folder")
+    check_outputs(s)
+
+
+def check_outputs(s: ExtendSettings) -> None:
+    """Every path the run will write under --out can be written (a file where a folder
+    goes, a folder where a file goes, no rights): refused now, not after the measurements."""
+    from .extend_report import PLOT
+
+    out = ensure_writable_dir(s.out, "--out folder")
+    for folder in ("eval", "plots"):
+        ensure_writable_dir(out / folder, f"--out's {folder} folder")
+    stages = [f"eval/{_file_name(m)}.json" for m in (s.methods or DEFAULT_METHODS)]
+    for name in ("report.md", PLOT, *stages):
+        ensure_writable_file(out / name, "output file")
 
 
 def is_quadratic(model, method: str) -> bool:
@@ -174,12 +194,14 @@ def model_identity(spec: str) -> str:
 
 
 def stage_settings(s: ExtendSettings, model_id: str, lengths: list[int], n_docs: int,
-                   top: int) -> dict[str, Any]:
-    """What a saved stage must match to be reused: model, documents, the lengths the method
-    is run at (these follow from --lengths and --full-up-to) and the method options."""
+                   top: int, fingerprint: str | None = None) -> dict[str, Any]:
+    """What a saved stage must match to be reused: model, documents (the corpus by name and
+    by content fingerprint), the lengths the method is run at (these follow from --lengths
+    and --full-up-to) and the method options."""
     options = asdict(s.method_options) if s.method_options is not None else None
-    return {"model": model_id, "corpus": s.corpus, "split": s.split, "documents": n_docs,
-            "document_tokens": top, "lengths": lengths, "method_options": options}
+    return {"model": model_id, "corpus": s.corpus, "corpus_fingerprint": fingerprint,
+            "split": s.split, "documents": n_docs, "document_tokens": top, "lengths": lengths,
+            "method_options": options}
 
 
 def _record_json(record: StageRecord) -> dict[str, Any]:
@@ -236,11 +258,9 @@ def _document_nll(model, tokens, n: int, method: str, bar):
 
 
 def _bar(total: int, method: str, progress: bool):
-    if not progress:
-        return None
-    from tqdm.auto import tqdm
+    from ..progress import progress_bar
 
-    return tqdm(total=total, desc=method, unit="tok", unit_scale=True, leave=False)
+    return progress_bar(total, method, progress, unit="tok", unit_scale=True, leave=False)
 
 
 def measure_stage(model, method: str, docs, lengths: list[int], stop: str,
@@ -322,16 +342,17 @@ def run_extend(s: ExtendSettings) -> Path:
 
     started = time.time()
     check_settings(s)
+    claim_out_folder(Path(s.out), "extend", signature=("eval",))
     model = open_model(s.model, s.method_options)
     lengths = check_lengths(s.lengths if s.lengths is not None
                             else default_lengths(model.context_length))
     plan = plan_methods(model, s, lengths)
     runner = Runner(len(plan) + 2, started=started)  # documents, one per method, report
     docs = runner.run(documents_stage(s, model, lengths[-1]))
-    model_id = model_identity(s.model)
+    model_id, fingerprint = model_identity(s.model), corpus_fingerprint(s.corpus)
     stages = [runner.run(method_stage(
         model, method, docs, kept, stop, Path(s.out) / "eval" / f"{_file_name(method)}.json",
-        stage_settings(s, model_id, kept, len(docs), lengths[-1]), s.progress))
+        stage_settings(s, model_id, kept, len(docs), lengths[-1], fingerprint), s.progress))
         for method, kept, stop in plan]
     run = ExtendRun(s, model.name, model.context_length, lengths, len(docs), stages,
                     command=command_line(), wall=runner.elapsed, started=started)

@@ -45,6 +45,7 @@ from .common import (
     ATTENTIONS,
     DEFAULT_SCHEMES,
     EVAL_SPLIT,
+    MAX_SEEDS,
     Run,
     TrainedExperiment,
     TrainedSettings,
@@ -177,9 +178,12 @@ class TaskRecord:
     settings: dict[str, Any]
     results: TaskResults
     seconds: float | None = None
+    #: the corpus's content fingerprint (None in records saved before it was kept)
+    corpus_fingerprint: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"model": self.model, "task": self.task, "corpus": self.corpus,
+                "corpus_fingerprint": self.corpus_fingerprint,
                 "split": EVAL_SPLIT, "step": self.step, "settings": self.settings,
                 "seconds": self.seconds, "results": self.results.to_json()}
 
@@ -187,7 +191,8 @@ class TaskRecord:
     def from_json(cls, data: dict[str, Any]) -> TaskRecord:
         return cls(model=str(data["model"]), task=str(data["task"]), corpus=str(data["corpus"]),
                    step=data["step"], settings=dict(data["settings"]),
-                   results=TaskResults.from_json(data["results"]), seconds=data.get("seconds"))
+                   results=TaskResults.from_json(data["results"]), seconds=data.get("seconds"),
+                   corpus_fingerprint=data.get("corpus_fingerprint"))
 
     @property
     def key(self) -> dict[str, Any]:
@@ -197,7 +202,8 @@ class TaskRecord:
 
         attentions = getattr(self.results, TASKS[self.task].result_field)
         return {"task": self.task, "step": self.step, "corpus": self.corpus,
-                "settings": self.settings, "attentions": sorted(attentions)}
+                "corpus_fingerprint": self.corpus_fingerprint, "settings": self.settings,
+                "attentions": sorted(attentions)}
 
 
 TASK_CODEC = JsonCodec(TaskRecord.to_json, TaskRecord.from_json, key_of=lambda r: r.key)
@@ -216,7 +222,8 @@ def task_stage(p: Pipeline, run: Run, task: str) -> Stage[TaskRecord]:
 
     corpus, step = p.settings.corpus, p.model_step(run)
     settings = settings_json(p.task_settings)
-    wanted = {"task": task, "step": step, "corpus": corpus, "settings": settings,
+    wanted = {"task": task, "step": step, "corpus": corpus,
+              "corpus_fingerprint": p.fingerprint(corpus), "settings": settings,
               "attentions": sorted(ATTENTIONS)}
 
     def compute() -> TaskRecord:
@@ -227,7 +234,8 @@ def task_stage(p: Pipeline, run: Run, task: str) -> Stage[TaskRecord]:
         results = run_tasks(LexformerLM.from_checkpoint(ckpt), [task], ATTENTIONS, documents,
                             p.task_settings, progress=p.settings.progress)
         return TaskRecord(run.name, task, corpus, step, settings, results,
-                          seconds=round(time.time() - t0, 2))
+                          seconds=round(time.time() - t0, 2),
+                          corpus_fingerprint=p.fingerprint(corpus))
 
     return Stage(f"{task}/{run.name}", f"{task} {run.name} ({' and '.join(ATTENTIONS)} "
                  "attention)", compute, key=wanted, codec=TASK_CODEC,
@@ -334,5 +342,5 @@ def reproduce(preset: str = "tiny", corpus: str = "shakespeare",
         progress=progress, task_samples=task_samples))
 
 
-__all__ = ["ATTENTIONS", "CONTEXT_TASKS", "DEFAULT_SCHEMES", "ReproduceSettings", "Run",
-           "TaskRecord", "default_ood_corpus", "reproduce", "run_pipeline"]
+__all__ = ["ATTENTIONS", "CONTEXT_TASKS", "DEFAULT_SCHEMES", "MAX_SEEDS", "ReproduceSettings",
+           "Run", "TaskRecord", "default_ood_corpus", "reproduce", "run_pipeline"]

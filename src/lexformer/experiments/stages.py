@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
@@ -97,6 +97,67 @@ class Stage(Generic[T]):
     reused: str = ""
 
 
+def read_timings(path: Path) -> dict[str, float]:
+    """The seconds per stage saved in ``path``. A damaged file (not JSON, not a mapping of
+    stage names to seconds: a kill mid-write on an old version, a hand edit) is not an
+    error: it is set aside with a note, and every stage run from now on is timed again."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        data = None
+    if isinstance(data, dict) and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in data.values()):
+        return data
+    say(f"note: {path} is damaged and is rewritten; stages reused from earlier runs have no "
+        "time in the report, the others are timed again")
+    return {}
+
+
+def changed_fields(saved: Any, wanted: Any) -> list[str]:
+    """The entries in which two stage keys differ ("inputs" when they are not both dicts)."""
+    if not (isinstance(saved, dict) and isinstance(wanted, dict)):
+        return ["inputs"]
+    return sorted(k for k in saved.keys() | wanted.keys() if saved.get(k) != wanted.get(k))
+
+
+#: the file that marks a folder as the output of one lexformer command
+RUN_MARKER = "lexformer-run.json"
+
+
+def claim_out_folder(out: Path, command: str, signature: Sequence[str]) -> None:
+    """Before any work: ``out`` must be missing, empty, or a run of ``command`` — it holds
+    the marker naming ``command``, or (a folder written before the marker existed) one of the
+    entries in ``signature`` that only this command writes. Anything else is refused in one line,
+    so no file of the user's is overwritten. Temp files a killed write left are removed, and
+    the marker is written."""
+    from .. import __version__
+    from ..fileio import remove_stale_temps
+
+    out = Path(out)
+    marker = out / RUN_MARKER
+    entries = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    if marker.is_file():
+        try:
+            owner = json.loads(marker.read_text()).get("command")
+        except (OSError, ValueError, AttributeError):
+            owner = None
+        if owner != command:
+            raise LexformerError(f"--out {out} is the output of {owner or 'another command'}"
+                                 f", not of lexformer {command}; choose another --out "
+                                 "(nothing was changed)")
+    elif entries and not set(signature) & set(entries):
+        raise LexformerError(f"--out {out} is not empty and is not a run of lexformer "
+                             f"{command} (it holds {', '.join(entries[:3])}"
+                             f"{' …' if len(entries) > 3 else ''}); choose an empty or new "
+                             "folder (nothing was changed)")
+    removed = remove_stale_temps(out)
+    if removed:
+        say(f"    removed {len(removed)} temp file(s) a killed run left in {out}")
+    if not marker.is_file():
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(marker, {"command": command, "lexformer": __version__})
+
+
 @dataclass
 class Runner:
     """Runs the ``total`` stages of one invocation in order, keeping their timings."""
@@ -111,7 +172,7 @@ class Runner:
         # seconds per stage are kept across invocations: a resumed run still reports the
         # time each stage took when it actually ran
         if self.timings_file is not None and self.timings_file.exists():
-            self.timings = json.loads(self.timings_file.read_text())
+            self.timings = read_timings(self.timings_file)
 
     @property
     def elapsed(self) -> float:
@@ -144,8 +205,13 @@ class Runner:
         try:
             key, result = stage.codec.load(stage.path)
         except STALE_ERRORS:
-            return False, None  # an older or damaged file: measure again
-        return (True, result) if key == stage.key else (False, None)
+            say(f"    {stage.path.name}: unreadable or from an older version, measured again")
+            return False, None
+        if key == stage.key:
+            return True, result
+        say(f"    {stage.path.name}: saved with other {', '.join(changed_fields(key, stage.key))}"
+            ", measured again")
+        return False, None
 
     def _record(self, stage: Stage, seconds: float) -> None:
         if not stage.name or self.timings_file is None:
@@ -158,4 +224,5 @@ class Runner:
         atomic_write_json(self.timings_file, self.timings)
 
 
-__all__ = ["Codec", "JsonCodec", "Runner", "STALE_ERRORS", "Stage", "command_line", "say"]
+__all__ = ["Codec", "JsonCodec", "RUN_MARKER", "Runner", "STALE_ERRORS", "Stage",
+           "changed_fields", "claim_out_folder", "command_line", "read_timings", "say"]

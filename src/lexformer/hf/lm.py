@@ -38,6 +38,10 @@ class HFLanguageModel:
         self.name = name
         self.options = options or MethodOptions()
         self.context_length = int(model.config.max_position_embeddings)
+        if self.context_length < 2:  # every method's defaults (h = L/2, W = L…) derive from it
+            raise LexformerError(f"{name} declares a context of {self.context_length} tokens "
+                                 "(max_position_embeddings in its config); a model needs at "
+                                 "least 2")
         self.attention_methods = tuple(HF_METHODS)
         for method in HF_METHODS:  # bad options fail now, not in the middle of a sweep
             if get_method(method).kind == "window":

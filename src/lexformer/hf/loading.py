@@ -236,8 +236,18 @@ def _load_tokenizer(source: ModelSource, kwargs: dict):
 
     try:
         return AutoTokenizer.from_pretrained(source.folder, **kwargs)
-    except Exception:  # a folder without tokenizer files: ids only, encode/decode will say so
+    except Exception as e:
+        # a folder without tokenizer files is ids only (encode/decode will say so); one whose
+        # tokenizer files are damaged is refused here, naming them, not as "no tokenizer"
+        present = [n for n in TOKENIZER_FILES if (source.folder / n).is_file()]
+        if present and not source.gguf_file:
+            raise LexformerError(f"cannot read the tokenizer in {source.folder} "
+                                 f"({', '.join(present)}): {_first_line(e)}") from None
         return None
+
+
+#: the files a transformers tokenizer is read from; any of them present means the folder has one
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
 
 
 def _first_line(e: BaseException) -> str:

@@ -82,7 +82,11 @@ def _check_blockwise_sinks(s: WindowSettings) -> None:
 
 
 def _self_extend_longest(context: int, options: MethodOptions) -> int:
-    return self_extend_max_length(resolve_settings("self-extend", context, options), context)
+    settings = resolve_settings("self-extend", context, options)
+    if settings.neighbours > context:  # exact distances up to w − 1 must stay below L
+        raise LexformerError(f"self-extend: the neighbour window ({settings.neighbours}) must "
+                             f"not exceed the declared context L ({context})")
+    return self_extend_max_length(settings, context)
 
 
 def _rope_longest(context: int, options: MethodOptions) -> int | None:
@@ -157,16 +161,22 @@ def resolve_settings(method: str, context: int, options: MethodOptions | None) -
     if record is not None and record.defaults is not None:
         pick.update({name: value for name, value in record.defaults(pick, context).items()
                      if not getattr(o, name)})
-    for f in fields(MethodOptions):
-        value = getattr(o, f.name)
-        if value is not None and value <= 0 and not (f.name in ("sinks", "global_tokens")
-                                                     and value == 0):
-            raise LexformerError(f"attention option {f.name} must be positive, got {value}")
+    check_option_values(o)
     settings = WindowSettings(method=method, **pick,
                               plan=None if record is None else record.plan)
     if record is not None and record.check is not None:
         record.check(settings)
     return settings
+
+
+def check_option_values(options: MethodOptions | None) -> None:
+    """Refuse a knob that no model could take (each must be positive; sinks and
+    global_tokens may be 0), so that it fails before a model is downloaded or loaded."""
+    for f in fields(MethodOptions):
+        value = getattr(options, f.name) if options is not None else None
+        if value is not None and value <= 0 and not (f.name in ("sinks", "global_tokens")
+                                                     and value == 0):
+            raise LexformerError(f"attention option {f.name} must be positive, got {value}")
 
 
 def self_extend_max_length(s: WindowSettings, context: int) -> int:
@@ -175,5 +185,5 @@ def self_extend_max_length(s: WindowSettings, context: int) -> int:
     return (context - 1 - w + w // g) * g + g  # largest T with ⌊(T−1)/g⌋ ≤ L − 1 − w + ⌊w/g⌋
 
 
-__all__ = ["HF_METHODS", "HFMethod", "MethodOptions", "WindowSettings", "get_method",
-           "parse_method_options", "resolve_settings", "self_extend_max_length"]
+__all__ = ["HF_METHODS", "HFMethod", "MethodOptions", "WindowSettings", "check_option_values",
+           "get_method", "parse_method_options", "resolve_settings", "self_extend_max_length"]

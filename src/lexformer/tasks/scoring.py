@@ -36,12 +36,9 @@ def token_pool(documents: Sequence[np.ndarray]) -> np.ndarray:
 
 def progress(items: Iterable[T], enabled: bool, desc: str, total: int | None = None
              ) -> Iterator[T]:
-    if not enabled:
-        yield from items
-        return
-    from tqdm.auto import tqdm
+    from ..progress import progress_iter
 
-    yield from tqdm(items, desc=desc, total=total, dynamic_ncols=True, leave=False)
+    yield from progress_iter(items, desc, enabled, total, leave=False)
 
 
 __all__ = ["BATCH_TOKENS", "fits", "progress", "require_fit", "score_sequences", "token_pool"]

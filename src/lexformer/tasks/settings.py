@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from ..config import MAX_SEED
 from ..errors import LexformerError
 
 DEFAULT_SPAN = 32
@@ -68,6 +69,8 @@ class TaskSettings:
             raise LexformerError(f"copy prefix must be at least 1 token, got {self.prefix}")
         if self.samples < 1 or self.trials < 1:
             raise LexformerError("samples and trials must be at least 1")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise LexformerError(f"task seed must lie in 0 … {MAX_SEED}, got {self.seed}")
         depths = tuple(sorted({float(d) for d in self.depths}))
         if not depths or any(not (math.isfinite(d) and 0.0 <= d <= 1.0) for d in depths):
             raise LexformerError(f"passkey depths must lie in [0, 1], got {self.depths}")
