@@ -163,7 +163,8 @@ def _accuracy_cell(cells: list[MaskedLengthResult]) -> str:
 def _uncertainty_note(inp: MLMReportInputs) -> str:
     if len(inp.seeds) == 1:
         return "± is half the 95 % bootstrap interval over documents"
-    return seeds_note(inp.seeds).removesuffix(".")
+    note = seeds_note(inp.seeds).removesuffix(".")  # it continues a sentence here
+    return note[0].lower() + note[1:]
 
 
 def _loss_table(inp: MLMReportInputs, results: dict[str, list[MaskedLMResult]]) -> list[str]:
