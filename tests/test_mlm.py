@@ -258,7 +258,7 @@ def test_mlm_pipeline_end_to_end(corpus_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("LEXFORMER_CACHE", str(tmp_path / "cache"))
     settings = MLMSettings(preset="smoke", corpus=str(corpus_dir), out=tmp_path / "out",
                            schemes=("xpos", "none"), tokens=8 * 64 * 3, progress=False,
-                           max_docs=2)
+                           max_docs=2, ood_corpus="none")  # offline: no built-in milton
     report = run_mlm_pipeline(settings)
     text = report.read_text()
     assert "## Masked-token loss by length" in text and "64 (L)" in text
@@ -279,8 +279,12 @@ def test_mlm_pipeline_end_to_end(corpus_dir, tmp_path, monkeypatch):
 
 
 def test_reproduce_mlm_cli_bad_input(tmp_path):
-    r = run_cli("reproduce", "--objective", "mlm", "--seeds", "2", "--out", str(tmp_path / "o"))
-    assert_clean_failure(r, "--seeds", "causal experiment only")
+    # --seeds and --ood-corpus are the encoder's too now (issue 19); the copy task is not
+    r = run_cli("reproduce", "--objective", "mlm", "--task-samples", "2",
+                "--out", str(tmp_path / "o"))
+    assert_clean_failure(r, "--task-samples", "causal experiment only")
+    r = run_cli("reproduce", "--objective", "mlm", "--seeds", "0", "--out", str(tmp_path / "o"))
+    assert_clean_failure(r, "--seeds must be at least 1")
     r = run_cli("reproduce", "--objective", "mlm", "--schemes", "", "--out", str(tmp_path / "o"))
     assert_clean_failure(r, "no schemes")
     r = run_cli("reproduce", "--preset", "mlm-tiny", "--out", str(tmp_path / "o"))
@@ -361,3 +365,32 @@ def test_masked_results_are_length_results_with_the_masked_json_form():
     saved = MaskedLMResult(model="xpos", corpus="c", split="test", results=results, step=3)
     assert "checkpoint" not in saved.to_json()
     assert MaskedLMResult.from_json(json.loads(json.dumps(saved.to_json()))) == saved
+
+
+def test_reproduce_mlm_cli_seeds_and_out_of_domain(corpus_dir, tmp_path):
+    """``reproduce --objective mlm --preset smoke --seeds 2`` with an out-of-domain corpus
+    (issue 19): the tables over seeds and the out-of-domain table; the stages of an earlier
+    one-seed run without out-of-domain corpus are reused (their keys do not change)."""
+    other = write_corpus(tmp_path / "other", n_docs=3, words_per_doc=2000)
+    out = tmp_path / "out"
+    env = {"LEXFORMER_CACHE": str(tmp_path / "cache")}
+    argv = ("reproduce", "--objective", "mlm", "--preset", "smoke", "--corpus", str(corpus_dir),
+            "--schemes", "xpos,none", "--tokens", str(8 * 64 * 3), "--lengths", "32,64,128",
+            "--out", str(out), "--no-progress")
+    r = run_cli(*argv, "--ood-corpus", "none", env=env)
+    assert r.returncode == 0, r.stderr
+    first = (out / "eval" / "xpos.json").read_text()
+    r = run_cli(*argv, "--seeds", "2", "--ood-corpus", str(other), env=env)
+    assert r.returncode == 0, r.stderr
+    said = r.stdout + r.stderr
+    assert "xpos: already trained" in said and "xpos: already evaluated" in said
+    assert (out / "eval" / "xpos.json").read_text() == first
+    assert (out / "models" / "xpos-seed1").is_dir() and (out / "ood" / "none-seed1.json").exists()
+    text = (out / "report.md").read_text()
+    assert "mean over 2 seeds (0, 1)" in text and "## Out-of-domain masked-token loss" in text
+    assert "seeds 0, 1" in text
+    results = json.loads((out / "results.json").read_text())
+    assert results["seeds"] == [0, 1] and results["ood_corpus"] == str(other)
+    assert [len(results["evals_by_seed"][s]) for s in ("xpos", "none")] == [2, 2]
+    assert [len(results["ood"][s]) for s in ("xpos", "none")] == [2, 2]
+    assert set(results["evals"]) == {"xpos", "none"}

@@ -18,9 +18,15 @@ from typing import Any, Literal, get_args
 from .errors import LexformerError
 
 
-def option(flag: str, help: str) -> dict[str, str]:
-    """Field metadata: the field is the ``lexformer train`` option ``flag``."""
-    return {"cli": flag, "help": help}
+def option(flag: str, help: str = "", **extra: Any) -> dict[str, Any]:
+    """Field metadata: the field is the command-line option ``flag`` (see
+    ``lexformer.cli.options.add_dataclass_options``). ``extra``: ``metavar``, ``choices``
+    (where the annotation does not give them) and ``parse`` (a parser of the option's text
+    that raises LexformerError, where the annotation's type cannot parse it)."""
+    unknown = set(extra) - {"metavar", "choices", "parse"}
+    if unknown:
+        raise TypeError(f"option() got unknown metadata {sorted(unknown)}")
+    return {"cli": flag, "help": help, **extra}
 
 
 def invalid(where: str, message: str) -> LexformerError:

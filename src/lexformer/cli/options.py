@@ -6,7 +6,9 @@ dataclass's fields (:func:`add_dataclass_options`)."""
 from __future__ import annotations
 
 import argparse
+import collections.abc
 import dataclasses
+import functools
 import sys
 import types
 import typing
@@ -76,45 +78,95 @@ def attention_modes(text: str) -> list[str]:
 
 
 # --------------------------------------------------------------------------- dataclass options
+def _metadata(cls: type, name: str) -> dict:
+    """The option metadata of field ``name``: its own, else that of the nearest base class
+    declaring it (a subclass that only changes a default keeps the base's option)."""
+    for klass in cls.__mro__:
+        f = getattr(klass, "__dataclass_fields__", {}).get(name)
+        if f is not None and "cli" in f.metadata:
+            return dict(f.metadata)
+    return {}
+
+
 def _option_fields(cls: type, prefix: str = ""):
-    """(dotted path, field, type) of every field of ``cls`` (nested dataclasses included)
-    whose metadata names a command-line option."""
+    """(dotted path, field, type, metadata) of every field of ``cls`` (nested dataclasses
+    included) whose metadata names a command-line option."""
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         tp = hints[f.name]
         if dataclasses.is_dataclass(tp):
             yield from _option_fields(tp, f"{prefix}{f.name}.")
-        elif "cli" in f.metadata:
-            yield prefix + f.name, f, tp
+        elif meta := _metadata(cls, f.name):
+            yield prefix + f.name, f, tp, meta
 
 
 def _value_type(tp: type) -> tuple[type | None, tuple | None]:
-    """The argparse ``type`` and ``choices`` for a field annotation (``X | None`` → X)."""
+    """The argparse ``type`` and ``choices`` for a field annotation (``X | None`` → X;
+    a sequence of str or int → a comma-separated list)."""
     if typing.get_origin(tp) in (typing.Union, types.UnionType):
         tp = next(a for a in typing.get_args(tp) if a is not type(None))
     if typing.get_origin(tp) is typing.Literal:
         return None, typing.get_args(tp)
+    if typing.get_origin(tp) in (collections.abc.Sequence, list, tuple):
+        return {int: int_list, str: name_list}[typing.get_args(tp)[0]], None
     return tp, None
 
 
-def add_dataclass_options(parser: argparse.ArgumentParser, cls: type, prefix: str = "") -> None:
+def _argparse_type(parse):
+    """``parse`` as an argparse type: its LexformerError becomes argparse's usage line."""
+    from ..errors import LexformerError
+
+    @functools.wraps(parse)
+    def wrapped(text: str):
+        try:
+            return parse(text)
+        except LexformerError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    return wrapped
+
+
+def _help(meta: dict, field: dataclasses.Field, show_default: bool) -> str:
+    """The help text, with the field's default appended as ``HelpFormatter`` would show it
+    (the option itself has none: an option left out stays out of the namespace)."""
+    text, default = meta["help"], field.default
+    if (show_default and text and "default" not in text and default is not dataclasses.MISSING
+            and not isinstance(default, bool) and default not in (None, False)):
+        return f"{text} (default: {default})"
+    return text
+
+
+def add_dataclass_options(parser: argparse.ArgumentParser, cls: type, prefix: str = "",
+                          show_defaults: bool = False) -> None:
     """One option per field of ``cls`` that carries ``lexformer.config.option`` metadata:
-    Literal fields give ``choices``, bool fields a flag. An option left out stays out of the
-    namespace (so the preset's value holds); its ``dest`` is the field's dotted path."""
-    for path, f, tp in _option_fields(cls, prefix):
-        kwargs: dict = {"dest": path, "default": argparse.SUPPRESS, "help": f.metadata["help"]}
+    Literal fields give ``choices``, bool fields a flag (``store_false`` where the field is
+    True by default, as ``--no-progress``), sequences of int or str a comma-separated list.
+    An option left out stays out of the namespace (so the preset's or the settings' default
+    holds); its ``dest`` is the field's dotted path. ``show_defaults``: the help states the
+    field's default (for settings whose defaults are the command's). An option already in
+    ``parser`` (a field shared by two settings classes) is not added again."""
+    taken = {flag for action in parser._actions for flag in action.option_strings}
+    for path, f, tp, meta in _option_fields(cls, prefix):
+        if meta["cli"] in taken:
+            continue
+        kwargs: dict = {"dest": path, "default": argparse.SUPPRESS,
+                        "help": _help(meta, f, show_defaults)}
         value_type, choices = _value_type(tp)
         if value_type is bool:
-            kwargs["action"] = "store_true"
-        elif choices is not None:
-            kwargs["choices"] = choices
+            kwargs["action"] = "store_false" if f.default is True else "store_true"
+        elif "parse" in meta:
+            kwargs["type"] = _argparse_type(meta["parse"])
+        elif choices is not None or "choices" in meta:
+            kwargs["choices"] = meta.get("choices", choices)
         else:
             kwargs["type"] = value_type
-        parser.add_argument(f.metadata["cli"], **kwargs)
+        if "metavar" in meta:
+            kwargs["metavar"] = meta["metavar"]
+        parser.add_argument(meta["cli"], **kwargs)
 
 
 def overrides_from_args(args: argparse.Namespace, cls: type, prefix: str = "") -> dict:
     """``{dotted field path: value}`` for the options of ``cls`` given on the command line
     (the prefix is removed from the paths)."""
     return {path[len(prefix):]: getattr(args, path)
-            for path, _, _ in _option_fields(cls, prefix) if hasattr(args, path)}
+            for path, *_ in _option_fields(cls, prefix) if hasattr(args, path)}

@@ -3,13 +3,16 @@
 The encoder counterpart of :mod:`lexformer.experiments.reproduce`, as resumable stages:
 
 1. data: corpus, tokenizer, token cache; the test split must hold documents of 16·L tokens;
-2. train every scheme as a bidirectional encoder on BERT-style masked tokens
+2. train every scheme × seed as a bidirectional encoder on BERT-style masked tokens
    (:mod:`lexformer.mlm`) with the same data order, seed and token budget;
 3. evaluate masked-token loss and accuracy of each at L/4 … 16·L, full and blockwise
    attention, on the same masked tokens at every length;
-4. ``report.md``, ``results.json`` and ``plots/`` (:mod:`lexformer.experiments.encoder_report`).
+4. out-of-domain: the same on a corpus no model was trained on (default: milton beside
+   shakespeare, as in the reproduction);
+5. ``report.md``, ``results.json`` and ``plots/`` (:mod:`lexformer.experiments.encoder_report`).
 
-Layout of ``out``: ``models/<scheme>``, ``eval/<scheme>.json``, ``timings.json``,
+Layout of ``out``: ``models/<scheme>`` (first seed, the layout of one-seed runs) and
+``models/<scheme>-seed<k>``, ``eval/<model>.json``, ``ood/<model>.json``, ``timings.json``,
 ``report.md``, ``results.json``, ``plots/``. A model is reused only if its saved training
 config equals the wanted one (otherwise the run is refused, naming the differing fields), an
 evaluation only if it measured the same checkpoint step at the same lengths on the same
@@ -40,7 +43,14 @@ from ..fileio import ensure_writable_dir
 from ..mlm import MaskedLMResult, evaluate_masked_lm
 from ..presets import MLM_PRESETS
 from ..train import prepare_data
-from .common import ATTENTIONS, EVAL_SPLIT, TrainedExperiment, TrainedSettings, evaluation_codec
+from .common import (
+    ATTENTIONS,
+    EVAL_SPLIT,
+    Run,
+    TrainedExperiment,
+    TrainedSettings,
+    evaluation_codec,
+)
 from .stages import Runner, Stage, command_line, say
 
 #: the bidirectional schemes compared by default ("learned" cannot go past L)
@@ -65,16 +75,17 @@ def mlm_config(preset: str, **overrides: Any) -> TrainConfig:
 
 @dataclass
 class MLMSettings(TrainedSettings):
+    """The encoder experiment's settings: :class:`TrainedSettings` with its own out folder
+    and schemes (their options stay the base's)."""
+
     out: Path = Path("runs/reproduce-mlm")
     schemes: Sequence[str] = MLM_SCHEMES
-    dtype: str | None = None
-    progress: bool = True
     #: at most this many test documents (None: all that hold 16·L tokens)
     max_docs: int | None = None
 
 
 class MLMPipeline(TrainedExperiment):
-    """The encoder experiment's invocation: ``configs`` by scheme."""
+    """The encoder experiment's invocation: ``configs`` by :class:`Run` (scheme × seed)."""
 
     settings: MLMSettings
 
@@ -82,32 +93,38 @@ class MLMPipeline(TrainedExperiment):
 def plan(s: MLMSettings) -> MLMPipeline:
     """Every config and the evaluation lengths, all checked before any work."""
     s.check_schemes()
+    s.check_seeds()
+    if s.task_samples is not None:
+        raise LexformerError("--task-samples: causal experiment only; --objective mlm "
+                             "measures masked-token loss, not the context-use tasks")
     if s.tokens is not None and s.tokens < 1:
         raise LexformerError(f"--tokens must be positive, got {s.tokens}")
     if s.max_docs is not None and s.max_docs < 1:
         raise LexformerError(f"max_docs must be at least 1, got {s.max_docs}")
     ensure_writable_dir(s.out, "--out folder")
-    configs = {scheme: mlm_config(s.preset, position=scheme, corpus=s.corpus, tokens=s.tokens,
-                                  seed=s.seed, dtype=s.dtype) for scheme in s.schemes}
+    configs = s.run_configs(lambda scheme, seed: mlm_config(
+        s.preset, position=scheme, corpus=s.corpus, tokens=s.tokens, seed=seed, dtype=s.dtype))
     L = next(iter(configs.values())).train_length
     lengths = check_lengths(s.lengths if s.lengths is not None else default_lengths(L))
     if "learned" in s.schemes and lengths[-1] > L:
         raise LexformerError("the 'learned' scheme cannot be evaluated past L; leave it out "
                              "or evaluate at lengths up to L")
-    # data, train and eval per scheme, report
-    runner = Runner(1 + 2 * len(configs) + 1, Path(s.out) / "timings.json")
+    # data; per run: train, eval (, out-of-domain eval); report
+    runner = Runner(1 + (3 if s.ood else 2) * len(configs) + 1, Path(s.out) / "timings.json")
     return MLMPipeline(s, configs, lengths, runner)
 
 
 # --------------------------------------------------------------------------- stages
-def data_stage(p: MLMPipeline) -> Stage[list]:
-    """Corpus, tokenizer, token cache and the evaluation documents (16·L tokens each)."""
+def data_stage(p: MLMPipeline) -> Stage[dict[str, list]]:
+    """Corpus, tokenizer, token cache and the evaluation documents (16·L tokens each) of the
+    training corpus and of the out-of-domain one, by corpus."""
     from ..evaluate import evaluation_documents
 
-    def compute() -> list:
+    def compute() -> dict[str, list]:
         _, tokenizer, _ = prepare_data(next(iter(p.configs.values())))
-        return evaluation_documents(p.settings.corpus, tokenizer, EVAL_SPLIT, p.lengths[-1],
-                                    p.settings.max_docs)
+        return {corpus: evaluation_documents(corpus, tokenizer, EVAL_SPLIT, p.lengths[-1],
+                                             p.settings.max_docs)
+                for corpus in filter(None, (p.settings.corpus, p.settings.ood))}
 
     return p.data_stage(compute)
 
@@ -121,39 +138,43 @@ EVAL_CODEC = evaluation_codec(MaskedLMResult.to_json, MaskedLMResult.from_json,
                               documents=_documents)
 
 
-def eval_stage(p: MLMPipeline, scheme: str, documents) -> Stage[MaskedLMResult]:
-    """Masked-token loss and accuracy by length into ``eval/<scheme>.json`` (or reuse it)."""
+def eval_stage(p: MLMPipeline, run: Run, corpus: str, folder: str, documents
+               ) -> Stage[MaskedLMResult]:
+    """Masked-token loss and accuracy by length on ``corpus`` into ``<folder>/<model>.json``
+    (or reuse it)."""
     from ..checkpoint import load
 
-    step = p.model_step(scheme)
-
     def compute() -> MaskedLMResult:
-        ckpt = load(p.model_dir(scheme))
+        ckpt = load(p.model_dir(run))
         t0 = time.time()
         results = evaluate_masked_lm(ckpt.model, documents, p.lengths, ATTENTIONS,
                                      progress=p.settings.progress)
-        return MaskedLMResult(model=scheme, corpus=p.settings.corpus, split=EVAL_SPLIT,
-                              results=results, step=step, seconds=round(time.time() - t0, 1),
-                              corpus_fingerprint=p.fingerprint(p.settings.corpus))
+        return MaskedLMResult(model=run.name, corpus=corpus, split=EVAL_SPLIT,
+                              results=results, step=p.model_step(run),
+                              seconds=round(time.time() - t0, 1),
+                              corpus_fingerprint=p.fingerprint(corpus))
 
-    return Stage(f"eval/{scheme}",
-                 f"eval {scheme}: masked tokens at {', '.join(map(str, p.lengths))}", compute,
-                 key=p.evaluation_key(scheme, p.settings.corpus, documents=[len(documents)]),
-                 codec=EVAL_CODEC, path=p.out / "eval" / f"{scheme}.json",
-                 reused=f"    {scheme}: already evaluated (step {step}), skipped")
+    where = "" if corpus == p.settings.corpus else f" on {corpus!r}"
+    return p.eval_stage(run, corpus, folder, f"{folder} {run.name}: masked tokens{where}",
+                        compute, EVAL_CODEC, documents=[len(documents)])
 
 
-def report_stage(p: MLMPipeline, evals: dict[str, MaskedLMResult]) -> Stage[Path]:
+def report_stage(p: MLMPipeline, evals: dict[Run, MaskedLMResult],
+                 ood: dict[Run, MaskedLMResult]) -> Stage[Path]:
     from .encoder_report import MLMReportInputs, training_record, write_mlm_report
+
+    s = p.settings
 
     def compute() -> Path:
         cfg = next(iter(p.configs.values()))
         inputs = MLMReportInputs(
-            preset=cfg.preset, corpus=p.settings.corpus, train_length=p.train_length,
-            lengths=p.lengths, schemes=list(p.settings.schemes), seed=p.settings.seed,
-            tokens=cfg.tokens, evals=evals,
-            training=[training_record(s, p.model_dir(s)) for s in p.configs],
-            command=command_line(), wall=p.runner.elapsed, timings=p.runner.timings)
+            preset=cfg.preset, corpus=s.corpus, train_length=p.train_length,
+            lengths=p.lengths, schemes=list(s.schemes), seed=s.seed, tokens=cfg.tokens,
+            evals={r.scheme: evals[r] for r in p.runs if r.first},
+            training=[training_record(r.name, p.model_dir(r)) for r in p.runs],
+            command=command_line(), wall=p.runner.elapsed, timings=p.runner.timings,
+            seed_evals=p.by_scheme(evals) if s.seeds > 1 else {},
+            ood_corpus=s.ood, ood=p.by_scheme(ood) if ood else {})
         return write_mlm_report(p.out, inputs)
 
     return Stage("", "report and plot", compute)
@@ -164,10 +185,13 @@ def run_mlm_pipeline(settings: MLMSettings) -> Path:
     p = plan(settings)
     run = p.start()
     documents = run(data_stage(p))
-    for scheme in p.configs:
-        run(p.train_stage(scheme, f"{scheme} encoder", "masked LM"))
-    evals = {scheme: run(eval_stage(p, scheme, documents)) for scheme in p.configs}
-    report = run(report_stage(p, evals))
+    for r in p.runs:
+        run(p.train_stage(r, f"{r.name} encoder", "masked LM"))
+    evals = {r: run(eval_stage(p, r, settings.corpus, "eval", documents[settings.corpus]))
+             for r in p.runs}
+    ood = ({r: run(eval_stage(p, r, settings.ood, "ood", documents[settings.ood]))
+            for r in p.runs} if settings.ood else {})
+    report = run(report_stage(p, evals, ood))
     say(f"done: {report}")
     return report
 

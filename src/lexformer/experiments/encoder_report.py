@@ -13,17 +13,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..mlm import MaskedLengthResult, MaskedLMResult
 from ..stats import ratio_difference_interval
 from .reporting import (
     SMOKE_FINDINGS,
     LengthPanel,
     figure_path,
-    interval_cell,
     is_smoke,
     optional,
     plot_by_length,
     provenance_section,
+    seeds_cell,
+    seeds_note,
     shown_path,
     smoke_banner,
     table,
@@ -69,10 +72,25 @@ class MLMReportInputs:
     command: str = ""
     wall: float | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    #: every seed's evaluation by scheme, in seed order, when several seeds were trained
+    #: (``evals`` holds the first seed's: the findings and their paired intervals use those)
+    seed_evals: dict[str, list[MaskedLMResult]] = field(default_factory=dict)
+    ood_corpus: str | None = None
+    #: the out-of-domain evaluation by scheme, one per seed; empty: not measured
+    ood: dict[str, list[MaskedLMResult]] = field(default_factory=dict)
 
     @property
     def attentions(self) -> list[str]:
         return list(next(iter(self.evals.values())).results)
+
+    @property
+    def by_seed(self) -> dict[str, list[MaskedLMResult]]:
+        """Every seed's evaluation by scheme (one seed: ``evals``)."""
+        return self.seed_evals or {s: [r] for s, r in self.evals.items()}
+
+    @property
+    def seeds(self) -> list[int]:
+        return list(range(self.seed, self.seed + len(next(iter(self.by_seed.values())))))
 
 
 # --------------------------------------------------------------------------- statistics
@@ -112,41 +130,71 @@ def _length_header(inp: MLMReportInputs) -> list[str]:
     return [f"{n} (L)" if n == inp.train_length else str(n) for n in inp.lengths]
 
 
-def _table(inp: MLMReportInputs, cell, best) -> list[str]:
-    """Rows scheme / attention, columns lengths; the best value of each column in bold."""
+def _table(inp: MLMReportInputs, results: dict[str, list[MaskedLMResult]], cell, value,
+           best=min) -> list[str]:
+    """Rows scheme / attention, columns lengths; a cell over the seeds' results (``cell`` of
+    their list), the best of each column by the mean ``value`` over seeds in bold."""
     rows = [(s, a) for a in inp.attentions for s in inp.schemes]
     body = []
     for scheme, attention in rows:
-        per = inp.evals[scheme].results[attention]
         cells = []
         for n in inp.lengths:
-            column = [inp.evals[s].results[a][n] for s, a in rows]
-            text = cell(per[n])
-            cells.append(f"**{text}**" if per[n] is best(column) else text)
+            column = [[r.results[a][n] for r in results[s]] for s, a in rows]
+            mine = [r.results[attention][n] for r in results[scheme]]
+            top = best(column, key=lambda c: float(np.mean([value(x) for x in c])))
+            text = cell(mine)
+            # the same result objects, not equal values: a tie is bold once
+            cells.append(f"**{text}**" if all(a is b for a, b in zip(mine, top)) else text)
         body.append([f"{scheme} / {attention}", *cells])
     return table(["model", *_length_header(inp)], body)
 
 
-def _loss_cell(r: MaskedLengthResult) -> str:
+def _loss_cell(cells: list[MaskedLengthResult]) -> str:
     # a loss keeps its decimals at any size (no "large" rule) and prints inf/nan as such
-    return interval_cell(r.loss, r.loss_ci95, digits=3, large=None, blank_nonfinite=False)
+    return seeds_cell([r.loss for r in cells], cells[0].loss_ci95, digits=3, large=None,
+                      blank_nonfinite=False)
+
+
+def _accuracy_cell(cells: list[MaskedLengthResult]) -> str:
+    return seeds_cell([100 * r.accuracy for r in cells], digits=1, large=None,
+                      blank_nonfinite=False)
+
+
+def _uncertainty_note(inp: MLMReportInputs) -> str:
+    if len(inp.seeds) == 1:
+        return "± is half the 95 % bootstrap interval over documents"
+    note = seeds_note(inp.seeds).removesuffix(".")  # it continues a sentence here
+    return note[0].lower() + note[1:]
+
+
+def _loss_table(inp: MLMReportInputs, results: dict[str, list[MaskedLMResult]]) -> list[str]:
+    return _table(inp, results, _loss_cell, lambda r: r.loss)
 
 
 def section_tables(inp: MLMReportInputs, plot: str) -> list[str]:
     L = inp.train_length
     lines = ["## Masked-token loss by length", "",
              "Mean cross-entropy (nats) of the original token at the masked positions; lower is "
-             f"better. Lengths above L = {L} are extrapolation; ± is half the 95 % bootstrap "
-             "interval over documents; the lowest of each column is in bold. `blockwise`: a "
-             "query sees its own block of L/2 tokens and the blocks on either side.", ""]
-    lines += _table(inp, _loss_cell, lambda col: min(col, key=lambda r: r.loss))
+             f"better. Lengths above L = {L} are extrapolation; {_uncertainty_note(inp)}; the "
+             "lowest of each column is in bold. `blockwise`: a query sees its own block of L/2 "
+             "tokens and the blocks on either side.", ""]
+    lines += _loss_table(inp, inp.by_seed)
     lines += ["", f"![masked-token loss against length]({plot})", "",
               "## Masked-token accuracy by length", "",
               "Share of masked positions whose most likely token is the original one (%); "
               "higher is better.", ""]
-    lines += _table(inp, lambda r: f"{100 * r.accuracy:.1f}",
-                    lambda col: max(col, key=lambda r: r.accuracy))
+    lines += _table(inp, inp.by_seed, _accuracy_cell, lambda r: r.accuracy, best=max)
     return lines + [""]
+
+
+def section_ood(inp: MLMReportInputs, out: Path) -> list[str]:
+    if not inp.ood:
+        return []
+    return (["## Out-of-domain masked-token loss", "",
+             f"Every encoder evaluated on the test split of `{shown_path(inp.ood_corpus, out)}`, "
+             "a corpus it was not trained on (same tokenizer, same lengths, masked the same "
+             f"way); {_uncertainty_note(inp)}.", ""]
+            + _loss_table(inp, inp.ood) + [""])
 
 
 def findings(inp: MLMReportInputs) -> list[str]:
@@ -197,6 +245,10 @@ def section_findings(inp: MLMReportInputs) -> list[str]:
         lines += [SMOKE_FINDINGS, ""]
     for paragraph in findings(inp):
         lines += [paragraph, ""]
+    if len(inp.seeds) > 1:
+        lines += [f"The differences above are those of the first seed's models (seed "
+                  f"{inp.seed}); the tables give the mean and spread over {len(inp.seeds)} "
+                  "seeds.", ""]
     if not is_smoke(inp.preset):  # a smoke run's caveat opened the section
         lines += ["These are one training seed at a small scale: a difference inside its "
                   "interval is not evidence, and the intervals cover the choice of documents, "
@@ -207,8 +259,9 @@ def section_findings(inp: MLMReportInputs) -> list[str]:
 def section_training(inp: MLMReportInputs) -> list[str]:
     return training_section(
         f"Every scheme: preset `{inp.preset}`, {inp.tokens:,} tokens at L = "
-        f"{inp.train_length}, seed {inp.seed}, the same batches and the same masks; loss "
-        "on the 15 % masked tokens.",
+        f"{inp.train_length}, seed{'s' if len(inp.seeds) > 1 else ''} "
+        f"{', '.join(map(str, inp.seeds))}, the same batches and the same masks"
+        f"{' (for a seed)' if len(inp.seeds) > 1 else ''}; loss on the 15 % masked tokens.",
         ["scheme", "steps", "tokens", "last train loss", "validation loss", "tokens/s"],
         ([r.scheme, optional(r.step, "d"), optional(r.tokens_seen, ",d"),
           optional(r.last_loss, ".3f"), optional(r.val_loss, ".3f"),
@@ -226,12 +279,18 @@ def section_provenance(inp: MLMReportInputs, out: Path | None = None) -> list[st
 # --------------------------------------------------------------------------- outputs
 def plot_mlm_loss(path: Path, inp: MLMReportInputs) -> Path:
     """Masked-token loss against length, one panel per attention mode, one line per scheme,
-    the 95 % bootstrap interval over documents shaded where there is one."""
-    panels = [LengthPanel({s: {n: r.loss for n, r in inp.evals[s].results[a].items()}
+    the 95 % bootstrap interval over documents shaded where there is one. With several seeds
+    the line is the mean over seeds, which no seed's interval describes: no bands."""
+    def mean_loss(s: str, a: str, n: int) -> float:
+        return float(np.mean([r.results[a][n].loss for r in inp.by_seed[s]]))
+
+    one_seed = len(inp.seeds) == 1
+    panels = [LengthPanel({s: {n: mean_loss(s, a, n) for n in inp.evals[s].results[a]}
                            for s in inp.schemes}, f"{a} attention", inp.train_length,
                           f"L = {inp.train_length}", ticks=inp.lengths,
                           bands={s: {n: r.loss_ci95 for n, r in inp.evals[s].results[a].items()
-                                     if r.loss_ci95 is not None} for s in inp.schemes})
+                                     if r.loss_ci95 is not None and one_seed}
+                                 for s in inp.schemes})
               for a in inp.attentions]
     return plot_by_length(path, panels, "masked-token loss (nats)", widths={
         s: 2.0 if s == TARGET else 1.0 for s in inp.schemes}, log_y=False,
@@ -243,7 +302,15 @@ def results_json(inp: MLMReportInputs) -> dict[str, Any]:
             "lengths": inp.lengths, "schemes": inp.schemes, "seed": inp.seed,
             "tokens": inp.tokens, "command": inp.command, "timings": inp.timings,
             "training": [vars(r) for r in inp.training],
-            "evals": {s: r.to_json() for s, r in inp.evals.items()}}
+            "evals": {s: r.to_json() for s, r in inp.evals.items()},
+            **({"seeds": inp.seeds, "evals_by_seed": _results_json(inp.seed_evals)}
+               if inp.seed_evals else {}),
+            **({"ood_corpus": inp.ood_corpus, "ood": _results_json(inp.ood)}
+               if inp.ood else {})}
+
+
+def _results_json(table: dict[str, list[MaskedLMResult]]) -> dict[str, list[dict]]:
+    return {s: [r.to_json() for r in per_seed] for s, per_seed in table.items()}
 
 
 def write_mlm_report(out: Path, inp: MLMReportInputs) -> Path:
@@ -262,6 +329,7 @@ def write_mlm_report(out: Path, inp: MLMReportInputs) -> Path:
              "XPOS uses the symmetric decay ζ^(|n−m|/B) (`docs/bidirectional.md`); ALiBi "
              "the symmetric bias −slope·|n−m|; `none` has no position information at all.", ""]
     lines += section_tables(inp, str(plot))
+    lines += section_ood(inp, out)
     lines += section_findings(inp)
     lines += section_training(inp)
     lines += section_provenance(inp, out)

@@ -36,7 +36,8 @@ from ..evaluate import (
     length_result,
 )
 from ..fileio import ensure_writable_dir, ensure_writable_file
-from ..hf.methods import HF_METHODS, check_option_values, get_method
+from ..hf.methods import HF_METHODS, check_option_values, get_method, parse_method_options
+from ..typed_fields import option
 from .stages import JsonCodec, Runner, Stage, claim_out_folder, command_line, say
 
 #: the default run: the model as is, the paper's blockwise attention, blockwise attention that
@@ -60,16 +61,28 @@ class ExtendSettings:
     """What ``lexformer extend`` measures. ``lengths`` None: ``DEFAULT_SCALES`` × context;
     ``methods`` None: ``DEFAULT_METHODS``."""
 
-    model: str = "smollm2"
-    methods: Sequence[str] | None = None
-    lengths: Sequence[int] | None = None
-    corpus: str = DEFAULT_CORPUS
+    model: str = field(default="smollm2", metadata=option(
+        "--model", "a Hugging Face model folder, a .gguf file, or smollm2"))
+    methods: Sequence[str] | None = field(default=None, metadata=option(
+        "--methods", "comma-separated attention methods of the model (any of lexformer.hf."
+                     f"HF_METHODS; default: {','.join(DEFAULT_METHODS)}, those the model "
+                     "offers)"))
+    lengths: Sequence[int] | None = field(default=None, metadata=option(
+        "--lengths", "comma-separated lengths (default: the declared context L × "
+                     f"{', '.join(f'{k:g}' for k in DEFAULT_SCALES)})"))
+    corpus: str = field(default=DEFAULT_CORPUS, metadata=option(
+        "--corpus", "corpus of held-out documents"))
     split: str = SPLIT
-    out: Path = Path("runs/extend")
-    max_docs: int | None = DEFAULT_MAX_DOCS
-    full_up_to: float = DEFAULT_FULL_UP_TO
-    method_options: Any = None  # lexformer.hf.MethodOptions or None
-    progress: bool = True
+    out: Path = field(default=Path("runs/extend"), metadata=option("--out", "output folder"))
+    max_docs: int | None = field(default=DEFAULT_MAX_DOCS, metadata=option(
+        "--max-docs", "documents to evaluate on (the first that hold max(lengths) tokens)"))
+    full_up_to: float = field(default=DEFAULT_FULL_UP_TO, metadata=option(
+        "--full-up-to", "run methods that keep every key visible (full, RoPE rescalings, "
+                        "self-extend; O(n²)) only up to this multiple of L"))
+    method_options: Any = field(default=None, metadata=option(  # hf.MethodOptions or None
+        "--method-options", "knobs of the methods, e.g. block=2048,sinks=4",
+        metavar="NAME=N,...", parse=parse_method_options))
+    progress: bool = field(default=True, metadata=option("--no-progress"))
 
 
 def check_settings(s: ExtendSettings) -> None:

@@ -65,6 +65,23 @@ def interval_cell(value: float | None, ci95: tuple[float, float] | None, digits:
     return value_cell(value, half_width(ci95), digits, large, blank_nonfinite)
 
 
+def seeds_cell(values: Sequence[float], ci95: tuple[float, float] | None = None,
+               digits: int = 2, large: float | None = 1000.0, blank_nonfinite: bool = True
+               ) -> str:
+    """A cell over seeds: one seed is its value ± half its 95 % interval over documents
+    ``ci95``; several are their mean ± their standard deviation (n − 1 in the denominator)."""
+    if len(values) == 1:
+        return interval_cell(values[0], ci95, digits, large, blank_nonfinite)
+    return value_cell(float(np.mean(values)), float(np.std(values, ddof=1)), digits, large,
+                      blank_nonfinite)
+
+
+def seeds_note(seeds: Sequence[int]) -> str:
+    """What a cell over several seeds is (:func:`seeds_cell`)."""
+    return (f"Each cell is the mean over {len(seeds)} seeds ({', '.join(map(str, seeds))})"
+            " ± their standard deviation.")
+
+
 def optional(value: Any, spec: str = "") -> str:
     """``format(value, spec)``, or "–" for a value that was not recorded."""
     return "–" if value is None else format(value, spec)
@@ -215,5 +232,6 @@ def write_report_files(out: Path, lines: Sequence[str], results: dict[str, Any] 
 __all__ = ["LengthPanel", "SAME_RTOL", "SMOKE_FINDINGS", "SMOKE_PRESETS", "figure_path",
            "git_commit", "half_width", "interval_cell", "is_smoke", "machine", "machine_name",
            "number", "optional", "plot_by_length", "provenance_section", "same_scores",
+           "seeds_cell", "seeds_note",
            "shown_command", "shown_path", "smoke_banner", "table", "training_section",
            "value_cell", "versions", "write_report_files"]

@@ -34,7 +34,6 @@ from typing import Any
 
 from ..analysis import AnalysisResult, analytic_resolutions, analyze_checkpoint
 from ..checkpoint import load
-from ..config import MAX_SEED
 from ..errors import LexformerError
 from ..evaluate import PerplexityResult, check_lengths, default_lengths, evaluate_model
 from ..fileio import ensure_writable_dir
@@ -42,74 +41,37 @@ from ..presets import from_preset
 from ..tasks import TaskResults, TaskSettings, default_distances, run_tasks
 from ..tasks.settings import DEFAULT_SAMPLES
 from ..train import prepare_data, read_training_metrics
-from .common import ATTENTIONS, EVAL_SPLIT, TrainedExperiment, TrainedSettings, evaluation_codec
+from .common import (
+    ATTENTIONS,
+    DEFAULT_SCHEMES,
+    EVAL_SPLIT,
+    MAX_SEEDS,
+    Run,
+    TrainedExperiment,
+    TrainedSettings,
+    default_ood_corpus,
+    evaluation_codec,
+)
 from .context_report import ContextInputs
 from .reproduce_report import ReportInputs, TrainingRecord, write_report
 from .stages import JsonCodec, Runner, Stage, command_line, say
 
-DEFAULT_SCHEMES = ("absolute", "alibi", "rope", "xpos", "none")
 #: the context-use tasks run on every model, each a resumable stage
 CONTEXT_TASKS = ("position-loss", "copy")
 #: copy samples per distance by preset: the smoke preset only shows that the stages work
 TASK_SAMPLES = {"smoke": 4}
 
 
-def default_ood_corpus(corpus: str) -> str:
-    """Milton (test-only, same archive) beside Shakespeare; Shakespeare beside anything else."""
-    return "milton" if corpus == "shakespeare" else "shakespeare"
-
-
-@dataclass(frozen=True)
-class Run:
-    """One trained model: a scheme and a seed; ``first`` runs keep the old folder name."""
-
-    scheme: str
-    seed: int
-    first: bool = True
-
-    @property
-    def name(self) -> str:
-        return self.scheme if self.first else f"{self.scheme}-seed{self.seed}"
-
-
 @dataclass
 class ReproduceSettings(TrainedSettings):
-    schemes: Sequence[str] = DEFAULT_SCHEMES
-    seeds: int = 1
-    dtype: str | None = None
-    ood_corpus: str | None = "auto"  # "auto": default_ood_corpus; None or "none": no stage
-    progress: bool = True
-    task_samples: int | None = None  # copy samples per distance; None: TASK_SAMPLES or 16
-
-    @property
-    def seed_list(self) -> list[int]:
-        return list(range(self.seed, self.seed + self.seeds))
-
-    @property
-    def ood(self) -> str | None:
-        if self.ood_corpus in (None, "none"):
-            return None
-        return default_ood_corpus(self.corpus) if self.ood_corpus == "auto" else self.ood_corpus
-
-
-#: the most seeds per scheme one reproduction trains: 100 seeds of the paper preset is
-#: already ~5 days on 2 CPU cores (one seed of every scheme takes ~70 min); more is a typo
-MAX_SEEDS = 100
+    """The causal experiment's settings: every field is :class:`TrainedSettings`' (the
+    copy-task samples included)."""
 
 
 def check_settings(s: ReproduceSettings) -> None:
     """Every user error in the settings, before any work."""
     s.check_schemes()
-    if s.seeds < 1:
-        raise LexformerError(f"--seeds must be at least 1, got {s.seeds}")
-    if s.seeds > MAX_SEEDS:  # checked before a config per seed and scheme is built
-        raise LexformerError(f"--seeds {s.seeds} would train {s.seeds * len(s.schemes)} "
-                             f"models; at most {MAX_SEEDS} seeds")
-    if s.seed < 0:
-        raise LexformerError(f"--seed must be >= 0, got {s.seed}")
-    if s.seed + s.seeds - 1 > MAX_SEED:
-        raise LexformerError(f"seeds --seed … --seed+--seeds-1 must stay <= {MAX_SEED} "
-                             f"(2**32 - 1), got up to {s.seed + s.seeds - 1}")
+    s.check_seeds()
     if s.tokens is not None and s.tokens < 1:
         raise LexformerError(f"--tokens must be positive, got {s.tokens}")
     if s.task_samples is not None and s.task_samples < 1:
@@ -121,13 +83,6 @@ class Pipeline(TrainedExperiment):
     """The reproduction's invocation: ``configs`` by :class:`Run` (scheme × seed)."""
 
     settings: ReproduceSettings
-
-    @property
-    def runs(self) -> list[Run]:
-        return list(self.configs)
-
-    def model_name(self, model: Run) -> str:
-        return model.name
 
     @property
     def task_settings(self) -> TaskSettings:
@@ -154,10 +109,8 @@ def n_stages(s: ReproduceSettings, runs: int) -> int:
 def plan(s: ReproduceSettings) -> Pipeline:
     """Configs for every scheme × seed and the evaluation lengths, all checked."""
     check_settings(s)
-    seeds = s.seed_list
-    configs = {Run(scheme, seed, first=(seed == seeds[0])): from_preset(
-        s.preset, position=scheme, corpus=s.corpus, tokens=s.tokens, seed=seed, dtype=s.dtype)
-        for seed in seeds for scheme in s.schemes}
+    configs = s.run_configs(lambda scheme, seed: from_preset(
+        s.preset, position=scheme, corpus=s.corpus, tokens=s.tokens, seed=seed, dtype=s.dtype))
     first = next(iter(configs.values()))
     if first.objective != "clm":
         raise LexformerError(f"preset {s.preset} trains masked-LM encoders; their experiment "
@@ -204,19 +157,14 @@ def eval_stage(p: Pipeline, run: Run, corpus: str, folder: str) -> Stage[Perplex
     """Evaluate one model on ``corpus`` into ``<folder>/<model>.json`` (or reuse it)."""
     from ..lm import LexformerLM
 
-    step = p.model_step(run)
-
     def compute() -> PerplexityResult:
         ckpt = load(p.model_dir(run))
         return evaluate_model(LexformerLM.from_checkpoint(ckpt), corpus, EVAL_SPLIT, p.lengths,
                               ATTENTIONS, progress=p.settings.progress,
-                              checkpoint=str(ckpt.path), step=step)
+                              checkpoint=str(ckpt.path), step=p.model_step(run))
 
-    return Stage(f"{folder}/{run.name}",
-                 f"{folder} {run.name} on {corpus!r} at {', '.join(map(str, p.lengths))}",
-                 compute, key=p.evaluation_key(run, corpus),
-                 codec=EVAL_CODEC, path=p.out / folder / f"{run.name}.json",
-                 reused=f"    {run.name}: already evaluated (step {step}), skipped")
+    return p.eval_stage(run, corpus, folder, f"{folder} {run.name} on {corpus!r}", compute,
+                        EVAL_CODEC)
 
 
 @dataclass
@@ -340,15 +288,10 @@ def training_record(run: Run, run_dir: Path) -> TrainingRecord:
     return rec
 
 
-def _by_scheme(p: Pipeline, results: dict[Run, Any]) -> dict[str, list]:
-    """Per-run results grouped by scheme, in seed order."""
-    return {s: [results[r] for r in p.runs if r.scheme == s] for s in p.settings.schemes}
-
-
 def _context_inputs(p: Pipeline, tasks: dict[Run, TaskResults]) -> ContextInputs:
     s = p.task_settings
     return ContextInputs(train_length=p.train_length, schemes=list(p.settings.schemes),
-                         tasks=_by_scheme(p, tasks), samples=s.samples, span=s.span,
+                         tasks=p.by_scheme(tasks), samples=s.samples, span=s.span,
                          chunk_length=p.lengths[-1], attentions=ATTENTIONS)
 
 
@@ -362,9 +305,9 @@ def report_stage(p: Pipeline, evals: dict[Run, PerplexityResult],
         inputs = ReportInputs(
             preset=s.preset, corpus=s.corpus, train_length=p.train_length,
             lengths=p.lengths, schemes=list(s.schemes), seeds=s.seed_list,
-            evals=_by_scheme(p, evals), analysis=analysis,
+            evals=p.by_scheme(evals), analysis=analysis,
             training=[training_record(r, p.model_dir(r)) for r in p.runs],
-            ood_corpus=s.ood, ood=_by_scheme(p, ood) if ood else {}, command=command_line(),
+            ood_corpus=s.ood, ood=p.by_scheme(ood) if ood else {}, command=command_line(),
             wall=p.runner.elapsed, timings=p.runner.timings,
             context=_context_inputs(p, tasks))
         return write_report(p.out, inputs)
@@ -402,5 +345,5 @@ def reproduce(preset: str = "tiny", corpus: str = "shakespeare",
         progress=progress, task_samples=task_samples))
 
 
-__all__ = ["ATTENTIONS", "CONTEXT_TASKS", "DEFAULT_SCHEMES", "ReproduceSettings", "Run",
-           "TaskRecord", "default_ood_corpus", "reproduce", "run_pipeline"]
+__all__ = ["ATTENTIONS", "CONTEXT_TASKS", "DEFAULT_SCHEMES", "MAX_SEEDS", "ReproduceSettings",
+           "Run", "TaskRecord", "default_ood_corpus", "reproduce", "run_pipeline"]

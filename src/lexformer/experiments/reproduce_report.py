@@ -36,11 +36,12 @@ from .reporting import (
     optional,
     provenance_section,
     same_scores,
+    seeds_cell,
+    seeds_note,
     shown_path,
     smoke_banner,
     table,
     training_section,
-    value_cell,
     write_report_files,
 )
 
@@ -101,11 +102,7 @@ def mean_perplexity(table: dict[str, list[PerplexityResult]], label: Label, n: i
 
 def cell_text(cells: Sequence[LengthResult]) -> str:
     """One seed: ``ppl ±half-interval``; several: ``mean ±std`` over seeds."""
-    if len(cells) == 1:
-        c = cells[0]
-        return value_cell(c.perplexity, None if c.ci95 is None else (c.ci95[1] - c.ci95[0]) / 2)
-    values = [c.perplexity for c in cells]
-    return value_cell(float(np.mean(values)), float(np.std(values, ddof=1)))
+    return seeds_cell([c.perplexity for c in cells], cells[0].ci95)
 
 
 def difference(table: dict[str, list[PerplexityResult]], a: Label, b: Label,
@@ -149,8 +146,7 @@ def _uncertainty_note(inp: ReportInputs) -> str:
     if len(inp.seeds) == 1:
         return ("± is half the width of the 95 % paired-bootstrap interval over the test "
                 "documents (1000 resamples).")
-    return (f"Each cell is the mean over {len(inp.seeds)} seeds ({', '.join(map(str, inp.seeds))})"
-            " ± their standard deviation.")
+    return seeds_note(inp.seeds)
 
 
 def _perplexity_table(inp: ReportInputs, results: dict[str, list[PerplexityResult]]
