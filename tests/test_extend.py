@@ -297,3 +297,31 @@ def test_out_is_refused_when_it_holds_files_extend_did_not_write(tiny, tmp_path)
     (run / "lexformer-run.json").unlink()  # as an older version left it
     assert _cli(*argv, "--out", str(run)) == 0
     assert not stale.exists() and (run / "lexformer-run.json").is_file()
+
+
+def test_rescalings_deploy_one_fixed_factor_and_the_oracle_only_on_request(tiny, first_run,
+                                                                          tmp_path):
+    """yarn runs with one factor set before any input: the run's longest length over L
+    (128 / 64 = 2), the same at every length, so it changes the model inside L too; the
+    window methods' stages keep the options the user gave; --rope-oracle is labelled."""
+    out, _ = first_run
+    yarn = json.loads((out / "eval" / "yarn.json").read_text())
+    assert yarn["settings"]["method_options"]["rope_factor"] == 2
+    assert json.loads((out / "eval" / "blockwise.json").read_text())["settings"][
+        "method_options"] is None
+    full = json.loads((out / "eval" / "full.json").read_text())
+    # inside L a fixed factor 2 is not the unchanged model (the per-length oracle would be)
+    assert yarn["results"]["yarn"]["16"]["perplexity"] != pytest.approx(
+        full["results"]["full"]["16"]["perplexity"], rel=1e-9)
+    assert "factor 2, fixed" in (out / "report.md").read_text()
+
+    model, corpus = tiny
+    oracle = tmp_path / "oracle"
+    assert _cli("--model", str(model), "--methods", "yarn", "--corpus", str(corpus),
+                "--out", str(oracle), "--max-docs", "1", "--rope-oracle", "--no-progress") == 0
+    data = json.loads((oracle / "eval" / "yarn.json").read_text())
+    assert data["settings"]["method_options"] is None
+    assert "oracle" in (oracle / "report.md").read_text()
+    with pytest.raises(LexformerError, match="exclude each other"):
+        _cli("--model", str(model), "--methods", "yarn", "--corpus", str(corpus), "--out",
+             str(tmp_path / "x"), "--rope-oracle", "--rope-factor", "4", "--no-progress")

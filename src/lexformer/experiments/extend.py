@@ -16,6 +16,7 @@ O(n·window) and run at every length. A method also stops where it cannot score 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import resource
 import time
@@ -82,6 +83,13 @@ class ExtendSettings:
     method_options: Any = field(default=None, metadata=option(  # hf.MethodOptions or None
         "--method-options", "knobs of the methods, e.g. block=2048,sinks=4",
         metavar="NAME=N,...", parse=parse_method_options))
+    rope_factor: int | None = field(default=None, metadata=option(
+        "--rope-factor", "the factor of pi, yarn and llama3, fixed before the input is seen and "
+                         "the same at every length (default: the longest length / L, rounded "
+                         "up: the run's deployment setting)"))
+    rope_oracle: bool = field(default=False, metadata=option(
+        "--rope-oracle", "give pi, yarn and llama3 factor = length / L at each length instead: "
+                         "an oracle no deployment has, labelled as such in the report"))
     progress: bool = field(default=True, metadata=option("--no-progress"))
 
 
@@ -91,6 +99,13 @@ def check_settings(s: ExtendSettings) -> None:
         raise LexformerError("--methods names no method")
     if s.methods is not None and len(set(s.methods)) != len(list(s.methods)):
         raise LexformerError("a method is listed twice in --methods")
+    if s.rope_factor is not None and s.rope_factor < 1:
+        raise LexformerError(f"--rope-factor must be at least 1, got {s.rope_factor}")
+    if s.rope_oracle and (s.rope_factor or getattr(s.method_options, "rope_factor", None)):
+        raise LexformerError("--rope-oracle and a fixed rope factor exclude each other")
+    if s.rope_factor and getattr(s.method_options, "rope_factor", None) not in (
+            None, s.rope_factor):
+        raise LexformerError("--rope-factor and --method-options rope_factor differ")
     if s.max_docs is not None and s.max_docs < 1:
         raise LexformerError(f"--max-docs must be at least 1, got {s.max_docs}")
     if not (s.full_up_to > 0 and math.isfinite(s.full_up_to)):
@@ -281,12 +296,43 @@ def measure_stage(model, method: str, docs, lengths: list[int], stop: str,
 
 
 def method_stage(model, method: str, docs, lengths: list[int], stop: str, path: Path,
-                 settings: dict[str, Any], progress: bool) -> Stage[StageRecord]:
-    """Measure ``method`` at ``lengths`` into ``path`` (or reuse the stage saved there)."""
-    return Stage("", f"{method} at {', '.join(map(str, lengths))}",
-                 lambda: measure_stage(model, method, docs, lengths, stop, settings, progress),
+                 settings: dict[str, Any], progress: bool, options: Any = None
+                 ) -> Stage[StageRecord]:
+    """Measure ``method`` at ``lengths`` (with ``options``) into ``path`` (or reuse the stage
+    saved there)."""
+    def compute() -> StageRecord:
+        _use_options(model, options)
+        return measure_stage(model, method, docs, lengths, stop, settings, progress)
+
+    return Stage("", f"{method} at {', '.join(map(str, lengths))}", compute,
                  key=settings, codec=STAGE_CODEC, path=path,
                  reused=f"    {method}: already measured with these settings, reused")
+
+
+def method_options_for(s: ExtendSettings, method: str, context: int, lengths: Sequence[int]):
+    """The options ``method`` runs with: the user's, and for a rescaling whose factor would
+    follow the input's length (pi, yarn, llama3) one factor fixed before any input — the
+    longest length of the run over L unless --rope-factor sets it — so that its cost at
+    short lengths shows; --rope-oracle keeps the per-length factor. Other methods (dynamic
+    NTK adapts to the length by itself) get the user's options unchanged."""
+    import dataclasses
+
+    from ..hf.options import MethodOptions
+    from ..hf.rope_scaling import ROPE_TYPES, fixed_factor
+
+    if s.rope_oracle or method not in ROPE_TYPES or fixed_factor(method, None) is not None:
+        return s.method_options
+    base = s.method_options or MethodOptions()
+    factor = s.rope_factor or base.rope_factor or max(1, math.ceil(max(lengths) / context))
+    return dataclasses.replace(base, rope_factor=factor)
+
+
+def _use_options(model, options) -> None:
+    """Point a pretrained model's methods at ``options`` for the next stage."""
+    if hasattr(model, "options"):
+        from ..hf.options import MethodOptions
+
+        model.options = options or MethodOptions()
 
 
 # --------------------------------------------------------------------------- pipeline
@@ -350,10 +396,13 @@ def run_extend(s: ExtendSettings) -> Path:
     runner = Runner(len(plan) + 2, started=started)  # documents, one per method, report
     docs = runner.run(documents_stage(s, model, lengths[-1]))
     model_id, fingerprint = model_identity(s.model), corpus_fingerprint(s.corpus)
-    stages = [runner.run(method_stage(
-        model, method, docs, kept, stop, Path(s.out) / "eval" / f"{_file_name(method)}.json",
-        stage_settings(s, model_id, kept, len(docs), lengths[-1], fingerprint), s.progress))
-        for method, kept, stop in plan]
+    stages = []
+    for method, kept, stop in plan:
+        options = method_options_for(s, method, model.context_length, lengths)
+        stages.append(runner.run(method_stage(
+            model, method, docs, kept, stop, Path(s.out) / "eval" / f"{_file_name(method)}.json",
+            stage_settings(dataclasses.replace(s, method_options=options), model_id, kept,
+                           len(docs), lengths[-1], fingerprint), s.progress, options)))
     run = ExtendRun(s, model.name, model.context_length, lengths, len(docs), stages,
                     command=command_line(), wall=runner.elapsed, started=started)
     report = runner.run(Stage("", "report and plot", lambda: write_report(Path(s.out), run)))

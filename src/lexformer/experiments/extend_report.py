@@ -13,6 +13,7 @@ import math
 from pathlib import Path
 
 from ..evaluate import LengthResult
+from ..hf.methods import HF_METHODS
 from ..stats import perplexity_difference, resample_indices
 from .reporting import (
     LengthPanel,
@@ -29,20 +30,8 @@ from .reporting import (
 
 PLOT = "plots/perplexity_vs_length.png"
 
-#: method → (where it comes from); descriptions come from lexformer.hf.HF_METHODS
-SOURCES = {
-    "full": "the pretrained model as is",
-    "blockwise": "BCA — Sun et al. 2022, arXiv 2212.10554",
-    "sliding": "sliding-window attention (baseline)",
-    "sinks": "StreamingLLM — Xiao et al. 2023, arXiv 2309.17453",
-    "lambda": "LM-Infinite — Han et al. 2023, arXiv 2308.16137",
-    "self-extend": "Self-Extend — Jin et al. 2024, arXiv 2401.01325",
-    "blockwise+sinks": "BCA (arXiv 2212.10554) with StreamingLLM sinks (arXiv 2309.17453)",
-    "pi": "PI — Chen et al. 2023, arXiv 2306.15595",
-    "dynamic-ntk": "dynamic NTK — bloc97/emozilla 2023 (reddit r/LocalLLaMA)",
-    "yarn": "YaRN — Peng et al. 2023, arXiv 2309.00071",
-    "llama3": "Llama-3 scaling — Meta 2024",
-}
+#: method → where it comes from: each method's record says (``HFMethod.source``)
+SOURCES = {name: m.source for name, m in HF_METHODS.items()}
 
 
 def _cells(run) -> dict[str, dict[int, LengthResult]]:
@@ -74,10 +63,16 @@ def section_header(run, out: Path | None = None) -> list[str]:
 
 
 def section_methods(run) -> list[str]:
-    from ..hf.methods import HF_METHODS
+    from ..hf.rope_scaling import ROPE_TYPES, rope_summary
+    from .extend import method_options_for
 
-    rows = ([st.method, spec.summary if spec else "–", SOURCES.get(st.method, "–")]
-            for st in run.stages for spec in [HF_METHODS.get(st.method)])
+    def summary(method: str) -> str:
+        if method in ROPE_TYPES:  # says whether the factor was fixed or the per-length oracle
+            return rope_summary(method, method_options_for(run.settings, method, run.context,
+                                                           run.lengths))
+        return HF_METHODS[method].summary if method in HF_METHODS else "–"
+
+    rows = ([st.method, summary(st.method), SOURCES.get(st.method, "–")] for st in run.stages)
     return ["## Methods", "", *table(["method", "what it does", "source"], rows), ""]
 
 
