@@ -18,9 +18,9 @@ import numpy as np
 from ..mlm import MaskedLengthResult, MaskedLMResult
 from ..stats import ratio_difference_interval
 from .reporting import (
-    SMOKE_FINDINGS,
     LengthPanel,
     figure_path,
+    findings_section,
     is_smoke,
     optional,
     plot_by_length,
@@ -240,11 +240,8 @@ def findings(inp: MLMReportInputs) -> list[str]:
 
 
 def section_findings(inp: MLMReportInputs) -> list[str]:
-    lines = ["## Does bidirectional XPOS extrapolate?", ""]
-    if is_smoke(inp.preset):
-        lines += [SMOKE_FINDINGS, ""]
-    for paragraph in findings(inp):
-        lines += [paragraph, ""]
+    lines = findings_section("## Does bidirectional XPOS extrapolate?", inp.preset,
+                             findings(inp))
     if len(inp.seeds) > 1:
         lines += [f"The differences above are those of the first seed's models (seed "
                   f"{inp.seed}); the tables give the mean and spread over {len(inp.seeds)} "

@@ -141,6 +141,17 @@ SMOKE_FINDINGS = ("**No conclusions: this is a smoke run** (a tiny model trained
                   "any position scheme.")
 
 
+def findings_section(heading: str, preset: str, paragraphs: Sequence[str]) -> list[str]:
+    """A report's findings: its heading, for a smoke run the "no conclusions" paragraph
+    first, then one line per paragraph."""
+    lines = [heading, ""]
+    if is_smoke(preset):
+        lines += [SMOKE_FINDINGS, ""]
+    for paragraph in paragraphs:
+        lines += [paragraph, ""]
+    return lines
+
+
 # --------------------------------------------------------------------------- sections
 def table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
     """Markdown lines of a table: the header, the rule, one line per row."""
@@ -230,8 +241,8 @@ def write_report_files(out: Path, lines: Sequence[str], results: dict[str, Any] 
 
 
 __all__ = ["LengthPanel", "SAME_RTOL", "SMOKE_FINDINGS", "SMOKE_PRESETS", "figure_path",
-           "git_commit", "half_width", "interval_cell", "is_smoke", "machine", "machine_name",
-           "number", "optional", "plot_by_length", "provenance_section", "same_scores",
-           "seeds_cell", "seeds_note",
-           "shown_command", "shown_path", "smoke_banner", "table", "training_section",
-           "value_cell", "versions", "write_report_files"]
+           "findings_section", "git_commit", "half_width", "interval_cell", "is_smoke",
+           "machine", "machine_name", "number", "optional", "plot_by_length",
+           "provenance_section", "same_scores", "seeds_cell", "seeds_note", "shown_command",
+           "shown_path", "smoke_banner", "table", "training_section", "value_cell", "versions",
+           "write_report_files"]

@@ -29,8 +29,8 @@ from ..paper import PAPER_TRAIN_LENGTH, TABLE2, TABLE2_BY_LABEL, TABLE3, TABLE5
 from ..stats import Difference, resample_indices, seed_difference
 from .context_report import ContextInputs, context_json, section_context, write_context_plots
 from .reporting import (
-    SMOKE_FINDINGS,
     figure_path,
+    findings_section,
     is_smoke,
     number,
     optional,
@@ -366,12 +366,7 @@ def findings(inp: ReportInputs) -> list[str]:
 
 
 def section_findings(inp: ReportInputs) -> list[str]:
-    lines = ["## What this run shows", ""]
-    if is_smoke(inp.preset):
-        lines += [SMOKE_FINDINGS, ""]
-    for para in findings(inp):
-        lines += [para, ""]
-    return lines
+    return findings_section("## What this run shows", inp.preset, findings(inp))
 
 
 # --------------------------------------------------------------------------- files
