@@ -310,21 +310,12 @@ def method_stage(model, method: str, docs, lengths: list[int], stop: str, path: 
 
 
 def method_options_for(s: ExtendSettings, method: str, context: int, lengths: Sequence[int]):
-    """The options ``method`` runs with: the user's, and for a rescaling whose factor would
-    follow the input's length (pi, yarn, llama3) one factor fixed before any input — the
-    longest length of the run over L unless --rope-factor sets it — so that its cost at
-    short lengths shows; --rope-oracle keeps the per-length factor. Other methods (dynamic
-    NTK adapts to the length by itself) get the user's options unchanged."""
-    import dataclasses
+    """The options ``method`` runs with in this run (:func:`lexformer.hf.rope_scaling.
+    deployed_options`: one rescaling factor fixed before any input unless --rope-oracle)."""
+    from ..hf.rope_scaling import deployed_options
 
-    from ..hf.options import MethodOptions
-    from ..hf.rope_scaling import ROPE_TYPES, fixed_factor
-
-    if s.rope_oracle or method not in ROPE_TYPES or fixed_factor(method, None) is not None:
-        return s.method_options
-    base = s.method_options or MethodOptions()
-    factor = s.rope_factor or base.rope_factor or max(1, math.ceil(max(lengths) / context))
-    return dataclasses.replace(base, rope_factor=factor)
+    return deployed_options(method, s.method_options, context, max(lengths),
+                            factor=s.rope_factor, oracle=s.rope_oracle)
 
 
 def _use_options(model, options) -> None:

@@ -63,13 +63,15 @@ def section_header(run, out: Path | None = None) -> list[str]:
 
 
 def section_methods(run) -> list[str]:
-    from ..hf.rope_scaling import ROPE_TYPES, rope_summary
-    from .extend import method_options_for
+    from ..hf.rope_scaling import ROPE_TYPES, deployed_options, rope_summary
+
+    s = run.settings
 
     def summary(method: str) -> str:
         if method in ROPE_TYPES:  # says whether the factor was fixed or the per-length oracle
-            return rope_summary(method, method_options_for(run.settings, method, run.context,
-                                                           run.lengths))
+            options = deployed_options(method, s.method_options, run.context, max(run.lengths),
+                                       factor=s.rope_factor, oracle=s.rope_oracle)
+            return rope_summary(method, options)
         return HF_METHODS[method].summary if method in HF_METHODS else "–"
 
     rows = ([st.method, summary(st.method), SOURCES.get(st.method, "–")] for st in run.stages)

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
+import math
 from collections.abc import Iterator
 
 from ..errors import LexformerError
@@ -63,6 +65,20 @@ def chosen_factor(method: str, options: MethodOptions | None, length: int | None
         raise LexformerError(f"{method}: give a target length (options.target_length) or a "
                              "fixed factor (options.rope_factor)")
     return rope_factor(target, context)
+
+
+def deployed_options(method: str, options: MethodOptions | None, context: int, longest: int,
+                     factor: int | None = None, oracle: bool = False) -> MethodOptions | None:
+    """The options ``method`` is deployed with for inputs up to ``longest`` tokens: for a
+    rescaling whose factor would follow the input's length (pi, yarn, llama3) one factor
+    fixed before any input — ``factor``, else ``options.rope_factor``, else ``longest / L``
+    rounded up — so that its cost at short lengths shows; ``oracle`` keeps the per-length
+    factor. Other methods (dynamic NTK adapts to the length by itself) get ``options``."""
+    if oracle or method not in ROPE_TYPES or fixed_factor(method, None) is not None:
+        return options
+    base = options or MethodOptions()
+    chosen = factor or base.rope_factor or max(1, math.ceil(longest / context))
+    return dataclasses.replace(base, rope_factor=chosen)
 
 
 def rope_label(method: str, options: MethodOptions | None) -> str:
