@@ -27,7 +27,7 @@ from typing_extensions import Self
 from .errors import LexformerError
 from .lm import BATCH_TOKENS, LanguageModel, LexformerLM, default_lengths, score_sequences
 from .model import IGNORE_INDEX, TransformerLM
-from .stats import perplexity_interval, resample_indices
+from .stats import perplexity_interval, resample_indices, resampled_ratio
 
 #: tokens per forward pass (the library-wide batching of lexformer.lm.score_sequences)
 EVAL_BATCH_TOKENS = BATCH_TOKENS
@@ -298,9 +298,9 @@ def loss_interval(doc_nll: Sequence[float], doc_masked: Sequence[int],
     document: nothing to resample)."""
     if indices is None or len(doc_nll) < 2:
         return None
-    nll, masked = np.asarray(doc_nll), np.asarray(doc_masked, dtype=np.float64)
-    values = nll[indices].sum(axis=1) / np.maximum(masked[indices].sum(axis=1), 1.0)
-    lo, hi = np.percentile(values, [2.5, 97.5])
+    # the literal 2.5 / 97.5 (not stats.ratio_interval's (1 - 0.95) / 2 · 100, which rounds to
+    # 2.5000000000000004) keeps the saved intervals bit-identical to earlier runs
+    lo, hi = np.percentile(resampled_ratio(doc_nll, doc_masked, indices), [2.5, 97.5])
     return float(lo), float(hi)
 
 
