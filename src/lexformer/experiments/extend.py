@@ -341,6 +341,10 @@ class ExtendRun:
     wall: float = 0.0
     started: float = field(default_factory=time.time)
 
+    def options_for(self, method: str):
+        """The options ``method`` ran with (:func:`method_options_for`)."""
+        return method_options_for(self.settings, method, self.context, self.lengths)
+
 
 def default_lengths(context: int, scales: Sequence[float] = DEFAULT_SCALES) -> list[int]:
     return [int(context * k) for k in scales if int(context * k) >= 2]

@@ -63,15 +63,11 @@ def section_header(run, out: Path | None = None) -> list[str]:
 
 
 def section_methods(run) -> list[str]:
-    from ..hf.rope_scaling import ROPE_TYPES, deployed_options, rope_summary
-
-    s = run.settings
+    from ..hf.rope_scaling import ROPE_TYPES, rope_summary
 
     def summary(method: str) -> str:
         if method in ROPE_TYPES:  # says whether the factor was fixed or the per-length oracle
-            options = deployed_options(method, s.method_options, run.context, max(run.lengths),
-                                       factor=s.rope_factor, oracle=s.rope_oracle)
-            return rope_summary(method, options)
+            return rope_summary(method, run.options_for(method))
         return HF_METHODS[method].summary if method in HF_METHODS else "–"
 
     rows = ([st.method, summary(st.method), SOURCES.get(st.method, "–")] for st in run.stages)
