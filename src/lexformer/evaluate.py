@@ -49,6 +49,9 @@ class LengthResult:
 
     ``doc_nll`` holds each document's summed NLL at this length (for the paired bootstrap);
     every document contributes the same number of scored tokens, ``tokens / documents``.
+    Where the resampling unit is a block of a document rather than a document
+    (:mod:`lexformer.prefix_eval`), ``doc_nll`` holds the blocks' sums and ``unit_tokens``
+    their target counts.
     """
 
     length: int
@@ -58,16 +61,25 @@ class LengthResult:
     documents: int
     ci95: tuple[float, float] | None = None
     doc_nll: tuple[float, ...] = ()
+    unit_tokens: tuple[int, ...] = ()
 
     @property
     def tokens_per_document(self) -> float:
         return self.tokens / self.documents
 
+    @property
+    def unit_token_counts(self) -> tuple[int, ...] | float:
+        """Targets in each entry of ``doc_nll`` (a sequence, or one count for all)."""
+        return self.unit_tokens or self.tokens_per_document
+
     def to_json(self) -> dict[str, Any]:
-        return {"perplexity": self.perplexity, "nll": self.nll, "tokens": self.tokens,
+        data = {"perplexity": self.perplexity, "nll": self.nll, "tokens": self.tokens,
                 "documents": self.documents,
                 "ci95": list(self.ci95) if self.ci95 is not None else None,
                 "doc_nll": list(self.doc_nll)}
+        if self.unit_tokens:  # absent from results resampled by documents, as before
+            data["unit_tokens"] = list(self.unit_tokens)
+        return data
 
     @classmethod
     def from_json(cls, length: int | str, data: Mapping[str, Any]) -> LengthResult:
@@ -76,7 +88,8 @@ class LengthResult:
                    nll=float(data["nll"]), tokens=int(data["tokens"]),
                    documents=int(data["documents"]),
                    ci95=(float(ci[0]), float(ci[1])) if ci else None,
-                   doc_nll=tuple(float(x) for x in data.get("doc_nll", ())))
+                   doc_nll=tuple(float(x) for x in data.get("doc_nll", ())),
+                   unit_tokens=tuple(int(x) for x in data.get("unit_tokens", ())))
 
 
 @dataclass

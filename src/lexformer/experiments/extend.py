@@ -27,14 +27,11 @@ from typing import Any
 
 from ..errors import LexformerError
 from ..evaluate import (
-    EVAL_BATCH_TOKENS,
     LengthResult,
     PerplexityResult,
     check_lengths,
     corpus_fingerprint,
-    document_nll,
     evaluation_documents,
-    length_result,
 )
 from ..fileio import ensure_writable_dir, ensure_writable_file
 from ..hf.methods import HF_METHODS, check_option_values, get_method, parse_method_options
@@ -123,13 +120,13 @@ def check_settings(s: ExtendSettings) -> None:
 def check_outputs(s: ExtendSettings) -> None:
     """Every path the run will write under --out can be written (a file where a folder
     goes, a folder where a file goes, no rights): refused now, not after the measurements."""
-    from .extend_report import PLOT
+    from .extend_report import PLOT, POSITION_PLOT
 
     out = ensure_writable_dir(s.out, "--out folder")
     for folder in ("eval", "plots"):
         ensure_writable_dir(out / folder, f"--out's {folder} folder")
     stages = [f"eval/{_file_name(m)}.json" for m in (s.methods or DEFAULT_METHODS)]
-    for name in ("report.md", PLOT, *stages):
+    for name in ("report.md", PLOT, POSITION_PLOT, *stages):
         ensure_writable_file(out / name, "output file")
 
 
@@ -167,6 +164,8 @@ class StageRecord:
     memory_measure: str
     stop_reason: str = ""
     reused: bool = False
+    #: mean NLL by position (bins [2^k, 2^(k+1)), by first position) along the longest input
+    position_loss: dict[int, float] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- memory
@@ -214,7 +213,10 @@ def stage_settings(s: ExtendSettings, model_id: str, lengths: list[int], n_docs:
     by content fingerprint), the lengths the method is run at (these follow from --lengths
     and --full-up-to) and the method options."""
     options = asdict(s.method_options) if s.method_options is not None else None
-    return {"model": model_id, "corpus": s.corpus, "corpus_fingerprint": fingerprint,
+    from ..prefix_eval import PROTOCOL
+
+    return {"model": model_id, "protocol": PROTOCOL, "corpus": s.corpus,
+            "corpus_fingerprint": fingerprint,
             "split": s.split, "documents": n_docs, "document_tokens": top, "lengths": lengths,
             "method_options": options}
 
@@ -222,54 +224,39 @@ def stage_settings(s: ExtendSettings, model_id: str, lengths: list[int], n_docs:
 def _record_json(record: StageRecord) -> dict[str, Any]:
     return {**record.result.to_json(), "method": record.method,
             "stage_seconds": record.seconds, "peak_rss_mb": record.peak_rss_mb,
-            "memory_measure": record.memory_measure, "stop_reason": record.stop_reason}
+            "memory_measure": record.memory_measure, "stop_reason": record.stop_reason,
+            "position_loss": {str(k): v for k, v in record.position_loss.items()}}
 
 
 def _record_from_json(data: dict[str, Any]) -> StageRecord:
     return StageRecord(data["method"], PerplexityResult.from_json(data),
                        float(data["stage_seconds"]), float(data["peak_rss_mb"]),
                        str(data["memory_measure"]), str(data.get("stop_reason", "")),
-                       reused=True)
+                       reused=True, position_loss={int(k): float(v) for k, v in
+                                                   data.get("position_loss", {}).items()})
 
 
 #: a method's stage file: its results, cost and stop reason, with its key in "settings"
 STAGE_CODEC = JsonCodec(_record_json, _record_from_json, key_field="settings")
 
 
-def measure(model, docs, lengths: list[int], method: str, progress: bool
-            ) -> dict[int, LengthResult]:
-    """Perplexity of ``method`` at each of ``lengths`` over ALL N tokens of every document
-    (N = the documents' length, which may exceed max(lengths)), so that every method scores
-    the same tokens at a given length and two methods are compared on matched documents."""
-    import numpy as np
-    import torch
+def measure(model, docs, lengths: list[int], method: str, progress: bool, options: Any = None
+            ) -> tuple[dict[int, LengthResult], dict[int, float]]:
+    """Perplexity of ``method`` at each of ``lengths`` on the first n tokens of every document
+    (:mod:`lexformer.prefix_eval`: one pass per document where the method does not depend on
+    the input's length), and its mean loss by position along the longest input."""
+    from ..hf.rope_scaling import length_dependent
+    from ..prefix_eval import measure_prefixes, position_loss
 
-    from ..stats import resample_indices
-
-    tokens = torch.from_numpy(np.stack([np.asarray(d, dtype=np.int64) for d in docs]))
-    n_docs, top = tokens.shape
-    indices = resample_indices(n_docs) if n_docs > 1 else None  # the same for every method
-    bar = _bar(len(lengths) * top * n_docs, method, progress)
-    out = {n: length_result(_document_nll(model, tokens, n, method, bar), n, top, indices)
-           for n in lengths}
-    if bar is not None:
-        bar.close()
-    return out
-
-
-def _document_nll(model, tokens, n: int, method: str, bar):
-    """:func:`lexformer.evaluate.document_nll` a slice of whole chunks at a time, so the
-    progress bar moves during a long measurement (each document's NLL is the sum over its
-    chunks either way)."""
-    n_docs, top = tokens.shape
-    step = max(n, EVAL_BATCH_TOKENS // n * n)
-    total = 0.0
-    for start in range(0, top, step):
-        total = total + document_nll(model, tokens[:, start:start + step], n, method)
+    one_pass = not length_dependent(method, options)
+    passes = [max(lengths)] if one_pass else lengths
+    bar = _bar(sum(passes) * len(docs), method, progress)
+    try:
+        cells, losses = measure_prefixes(model, docs, lengths, method, one_pass, bar)
+    finally:
         if bar is not None:
-            bar.update(min(step, top - start) * n_docs)
-            bar.set_postfix(length=n)
-    return total
+            bar.close()
+    return cells, position_loss(losses)
 
 
 def _bar(total: int, method: str, progress: bool):
@@ -279,20 +266,20 @@ def _bar(total: int, method: str, progress: bool):
 
 
 def measure_stage(model, method: str, docs, lengths: list[int], stop: str,
-                  settings: dict[str, Any], progress: bool) -> StageRecord:
+                  settings: dict[str, Any], progress: bool, options: Any = None) -> StageRecord:
     """Measure ``method`` at ``lengths``, with the stage's time and peak memory."""
     resettable = _reset_peak_rss()
     before = _peak_rss_mb()
     t0 = time.time()
-    results = {method: measure(model, docs, lengths, method, progress)}
+    cells, by_position = measure(model, docs, lengths, method, progress, options)
     seconds = time.time() - t0
     peak = _peak_rss_mb()
     how = ("peak RSS during the stage (VmHWM, reset before it)" if resettable else
            "growth of the process's peak RSS during the stage (ru_maxrss delta)")
     peak_mb = peak if resettable else max(0.0, peak - before)
     result = PerplexityResult(model=model.name, corpus=settings["corpus"],
-                              split=settings["split"], results=results, seconds=seconds)
-    return StageRecord(method, result, seconds, peak_mb, how, stop)
+                              split=settings["split"], results={method: cells}, seconds=seconds)
+    return StageRecord(method, result, seconds, peak_mb, how, stop, position_loss=by_position)
 
 
 def method_stage(model, method: str, docs, lengths: list[int], stop: str, path: Path,
@@ -302,7 +289,7 @@ def method_stage(model, method: str, docs, lengths: list[int], stop: str, path: 
     saved there)."""
     def compute() -> StageRecord:
         _use_options(model, options)
-        return measure_stage(model, method, docs, lengths, stop, settings, progress)
+        return measure_stage(model, method, docs, lengths, stop, settings, progress, options)
 
     return Stage("", f"{method} at {', '.join(map(str, lengths))}", compute,
                  key=settings, codec=STAGE_CODEC, path=path,
