@@ -1,8 +1,8 @@
 """``report.md`` and the plot of ``lexformer extend``, from an :class:`~lexformer.extend.ExtendRun`.
 
 One function per section. Cells read ``12.34 ±0.56``: ± is half the width of the 95 %
-bootstrap interval over blocks of the documents (:mod:`lexformer.prefix_eval`). The sentences of "What this
-means" come from the numbers; one method is said to beat another at a length only where the
+bootstrap interval over blocks of the documents (:mod:`lexformer.prefix_eval`). The
+sentences of "What this means" come from the numbers; one method is said to beat another at a length only where the
 paired bootstrap interval of their difference excludes zero
 (:func:`lexformer.stats.perplexity_difference`).
 """
@@ -60,9 +60,9 @@ def section_header(run, out: Path | None = None) -> list[str]:
             f"{s.split} document(s) of `{corpus}` (lexformer's held-out split, yet a "
             "pretrained model may have seen this public text in training; "
             f"{run.lengths[-1]} tokens or more each), read as one n-token input with every "
-            "token after the first scored. A method whose output at a position does not depend on the input's length "
-            "is read once per document at its longest length and scored on the prefixes; the "
-            "others once per length (`lexformer.prefix_eval`). Methods whose every key stays "
+            "token after the first scored. A method whose output at a position does not "
+            "depend on the input's length is read once per document at its longest length and "
+            "scored on the prefixes; the others once per length (`lexformer.prefix_eval`). Methods whose every key stays "
             f"visible (O(n²)) run up to {s.full_up_to:g}·L (`--full-up-to`); window methods "
             f"run at every length. Intervals resample blocks of {UNIT_TOKENS} consecutive "
             "targets of the documents, every method with the same blocks.", ""]
