@@ -2,8 +2,8 @@
 
 One function per section. Cells read ``12.34 ±0.56``: ± is half the width of the 95 %
 bootstrap interval over blocks of the documents (:mod:`lexformer.prefix_eval`). The
-sentences of "What this means" come from the numbers; one method is said to beat another at a length only where the
-paired bootstrap interval of their difference excludes zero
+sentences of "What this means" come from the numbers; one method is said to beat another
+at a length only where the paired bootstrap interval of their difference excludes zero
 (:func:`lexformer.stats.perplexity_difference`).
 """
 
@@ -62,8 +62,8 @@ def section_header(run, out: Path | None = None) -> list[str]:
             f"{run.lengths[-1]} tokens or more each), read as one n-token input with every "
             "token after the first scored. A method whose output at a position does not "
             "depend on the input's length is read once per document at its longest length and "
-            "scored on the prefixes; the others once per length (`lexformer.prefix_eval`). Methods whose every key stays "
-            f"visible (O(n²)) run up to {s.full_up_to:g}·L (`--full-up-to`); window methods "
+            "scored on the prefixes; the others once per length (`lexformer.prefix_eval`). "
+            f"Methods whose every key stays visible (O(n²)) run up to {s.full_up_to:g}·L (`--full-up-to`); window methods "
             f"run at every length. Intervals resample blocks of {UNIT_TOKENS} consecutive "
             "targets of the documents, every method with the same blocks.", ""]
 

@@ -177,4 +177,5 @@ def rescaled_rope(model, rotary_owner, method: str, factor: float) -> Iterator[o
 
 
 __all__ = ["ROPE_TYPES", "check_rescalable", "chosen_factor", "fixed_factor", "length_dependent",
-           "rescaled_rope", "rope_factor", "rope_label", "rope_summary", "scaled_config", "scaled_rope_parameters"]
+           "rescaled_rope", "rope_factor", "rope_label", "rope_summary", "scaled_config",
+           "scaled_rope_parameters"]
