@@ -63,8 +63,8 @@ def section_header(run, out: Path | None = None) -> list[str]:
             "token after the first scored. A method whose output at a position does not "
             "depend on the input's length is read once per document at its longest length and "
             "scored on the prefixes; the others once per length (`lexformer.prefix_eval`). "
-            f"Methods whose every key stays visible (O(n²)) run up to {s.full_up_to:g}·L (`--full-up-to`); window methods "
-            f"run at every length. Intervals resample blocks of {UNIT_TOKENS} consecutive "
+            f"Methods whose every key stays visible (O(n²)) run up to {s.full_up_to:g}·L "
+            "(`--full-up-to`); window methods run at every length. Intervals resample blocks of {UNIT_TOKENS} consecutive "
             "targets of the documents, every method with the same blocks.", ""]
 
 
