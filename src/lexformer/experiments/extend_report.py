@@ -51,7 +51,6 @@ def _scale(n: int, context: int) -> str:
 
 # --------------------------------------------------------------------------- sections
 def section_header(run, out: Path | None = None) -> list[str]:
-    from ..prefix_eval import UNIT_TOKENS
 
     s = run.settings
     corpus = s.corpus if out is None else shown_path(s.corpus, out)
