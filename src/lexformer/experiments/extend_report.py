@@ -51,6 +51,7 @@ def _scale(n: int, context: int) -> str:
 
 # --------------------------------------------------------------------------- sections
 def section_header(run, out: Path | None = None) -> list[str]:
+    from ..prefix_eval import UNIT_TOKENS
 
     s = run.settings
     corpus = s.corpus if out is None else shown_path(s.corpus, out)
@@ -63,8 +64,9 @@ def section_header(run, out: Path | None = None) -> list[str]:
             "depend on the input's length is read once per document at its longest length and "
             "scored on the prefixes; the others once per length (`lexformer.prefix_eval`). "
             f"Methods whose every key stays visible (O(n²)) run up to {s.full_up_to:g}·L "
-            "(`--full-up-to`); window methods run at every length. Intervals resample blocks of {UNIT_TOKENS} consecutive "
-            "targets of the documents, every method with the same blocks.", ""]
+            "(`--full-up-to`); window methods run at every length. Intervals resample blocks "
+            f"of {UNIT_TOKENS} consecutive targets of the documents, every method with the "
+            "same blocks.", ""]
 
 
 def section_methods(run) -> list[str]:
