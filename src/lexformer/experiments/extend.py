@@ -36,22 +36,46 @@ from ..evaluate import (
 from ..fileio import ensure_writable_dir, ensure_writable_file
 from ..hf.methods import HF_METHODS, check_option_values, get_method, parse_method_options
 from ..typed_fields import option
+from .extend_retrieval import (
+    DEFAULT_RULER_SAMPLES,
+    DEFAULT_RULER_SCALES,
+    DEFAULT_RULER_TASKS,
+    RetrievalRecord,
+    retrieval_key,
+    retrieval_stage,
+)
 from .stages import JsonCodec, Runner, Stage, claim_out_folder, command_line, say
 
-#: the default run: the model as is, the paper's blockwise attention, blockwise attention that
-#: keeps the first tokens (the sinks pretrained models attend to) and a RoPE rescaling (YaRN),
-#: at L/4, L and 2L on one document of 2L tokens: 12 measurements of 16,384 tokens for
-#: SmolLM2 (L = 8192). The measured time of this default is in the committed report
-#: (docs/extend/report.md). More methods (--methods), lengths (--lengths) or documents
-#: (--max-docs) add their cells' cost; lengths past 2L lengthen every cell's document.
-#: Which methods these are is each method's record's word (``HFMethod.extend_default``).
+#: the default run: the model as is, every window method that bounds what a query sees
+#: (the paper's blockwise attention, StreamingLLM's sinks, LM-Infinite, blockwise with sinks),
+#: SelfExtend and a RoPE rescaling at a fixed factor (YaRN), at L/4 … 8·L on three documents of
+#: 8·L tokens, with RULER's retrieval tasks at 2·L and 4·L. Its measured time is in the
+#: committed report (docs/extend/report.md). Which methods these are is each method's
+#: record's word (``HFMethod.extend_default``); ``--preset long`` runs them all.
 DEFAULT_METHODS = tuple(name for name, m in HF_METHODS.items() if m.extend_default)
-#: lengths as multiples of the declared context L (the default run: L/4, L, 2L)
-DEFAULT_SCALES = (0.25, 1.0, 2.0)
+#: lengths as multiples of the declared context L (the default run: L/4, L, 2L, 4L, 8L); one
+#: pass per document at the longest serves every shorter one (lexformer.prefix_eval)
+DEFAULT_SCALES = (0.25, 1.0, 2.0, 4.0, 8.0)
 DEFAULT_FULL_UP_TO = 2.0
-DEFAULT_MAX_DOCS = 1
+DEFAULT_MAX_DOCS = 3
 DEFAULT_CORPUS = "shakespeare"
 SPLIT = "test"
+
+
+def _ruler_tasks(text: str) -> tuple[str, ...]:
+    """``--ruler-tasks``: comma-separated RULER task names, ``all`` or ``none``."""
+    from ..tasks.ruler import RULER_TASKS
+
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    if names == ["all"]:
+        return tuple(RULER_TASKS)
+    if names == ["none"]:
+        return ()
+    unknown = [t for t in names if t not in RULER_TASKS]
+    if unknown or not names:
+        raise LexformerError(f"unknown RULER task(s) {', '.join(unknown) or '(none)'}; choose "
+                             f"from {', '.join(RULER_TASKS)}, or all, or none")
+    return tuple(dict.fromkeys(names))
 
 
 @dataclass
@@ -87,11 +111,55 @@ class ExtendSettings:
     rope_oracle: bool = field(default=False, metadata=option(
         "--rope-oracle", "give pi, yarn and llama3 factor = length / L at each length instead: "
                          "an oracle no deployment has, labelled as such in the report"))
+    ruler_tasks: Sequence[str] | None = field(default=None, metadata=option(
+        "--ruler-tasks", "RULER tasks scored beside perplexity: comma-separated names, all "
+                         "(the 13), or none (default: "
+                         f"{','.join(DEFAULT_RULER_TASKS)})", parse=_ruler_tasks))
+    ruler_lengths: Sequence[int] | None = field(default=None, metadata=option(
+        "--ruler-lengths", "comma-separated lengths of the RULER prompts (default: L × "
+                           f"{', '.join(f'{k:g}' for k in DEFAULT_RULER_SCALES)})"))
+    ruler_samples: int = field(default=DEFAULT_RULER_SAMPLES, metadata=option(
+        "--ruler-samples", "samples per RULER task and length (the same for every method)"))
+    seed: int = field(default=0, metadata=option(
+        "--seed", "seed of the RULER samples"))
+    preset: str = field(default="default", metadata=option(
+        "--preset", "default: the run above; long: every method, every RULER task, more "
+                    "documents and samples, quadratic methods to 4·L (options you give win)",
+        choices=("default", "long")))
     progress: bool = field(default=True, metadata=option("--no-progress"))
+
+
+#: what ``--preset long`` changes where the options are left at their defaults
+LONG_PRESET: dict[str, Any] = {
+    "methods": tuple(HF_METHODS), "max_docs": 5, "full_up_to": 4.0,
+    "ruler_tasks": "all", "ruler_samples": 10}
+
+
+def apply_preset(s: ExtendSettings) -> ExtendSettings:
+    """``s`` with its preset's values for every field still at its default."""
+    if s.preset != "long":
+        return s
+    defaults = ExtendSettings()
+    changes = {k: v for k, v in LONG_PRESET.items() if getattr(s, k) == getattr(defaults, k)}
+    if changes.get("ruler_tasks") == "all":
+        changes["ruler_tasks"] = _ruler_tasks("all")
+    return dataclasses.replace(s, **changes)
+
+
+def ruler_tasks_of(s: ExtendSettings) -> tuple[str, ...]:
+    return tuple(s.ruler_tasks) if s.ruler_tasks is not None else DEFAULT_RULER_TASKS
 
 
 def check_settings(s: ExtendSettings) -> None:
     """Every user error in the settings alone, before the model is loaded."""
+    from ..config import MAX_SEED
+
+    if not 0 <= s.seed <= MAX_SEED:
+        raise LexformerError(f"--seed must lie in 0 … {MAX_SEED}, got {s.seed}")
+    if s.ruler_samples < 1:
+        raise LexformerError(f"--ruler-samples must be at least 1, got {s.ruler_samples}")
+    if s.ruler_lengths is not None:
+        check_lengths(s.ruler_lengths)
     if s.methods is not None and not list(s.methods):
         raise LexformerError("--methods names no method")
     if s.methods is not None and len(set(s.methods)) != len(list(s.methods)):
@@ -125,7 +193,8 @@ def check_outputs(s: ExtendSettings) -> None:
     out = ensure_writable_dir(s.out, "--out folder")
     for folder in ("eval", "plots"):
         ensure_writable_dir(out / folder, f"--out's {folder} folder")
-    stages = [f"eval/{_file_name(m)}.json" for m in (s.methods or DEFAULT_METHODS)]
+    stages = [f"eval/{_file_name(m)}.{suffix}" for m in (s.methods or DEFAULT_METHODS)
+              for suffix in ("json", "ruler.json")]
     for name in ("report.md", PLOT, POSITION_PLOT, *stages):
         ensure_writable_file(out / name, "output file")
 
@@ -327,6 +396,7 @@ class ExtendRun:
     command: str = ""
     wall: float = 0.0
     started: float = field(default_factory=time.time)
+    retrieval: list[RetrievalRecord] = field(default_factory=list)
 
     def options_for(self, method: str):
         """The options ``method`` ran with (:func:`method_options_for`)."""
@@ -363,33 +433,76 @@ def documents_stage(s: ExtendSettings, model, length: int) -> Stage[list]:
                  lambda: evaluation_documents(s.corpus, model, s.split, length, s.max_docs))
 
 
+def ruler_lengths(s: ExtendSettings, context: int) -> list[int]:
+    """The RULER prompt lengths of the run (none when no task is asked for)."""
+    if not ruler_tasks_of(s):
+        return []
+    if s.ruler_lengths is not None:
+        return sorted(set(s.ruler_lengths))
+    return default_lengths(context, DEFAULT_RULER_SCALES)
+
+
 def run_extend(s: ExtendSettings) -> Path:
     """Measure every method (or reuse its stage) and write ``report.md``; returns its path."""
     from ..models import open_model
     from .extend_report import write_report
 
     started = time.time()
+    s = apply_preset(s)
     check_settings(s)
     claim_out_folder(Path(s.out), "extend", signature=("eval",))
     model = open_model(s.model, s.method_options)
     lengths = check_lengths(s.lengths if s.lengths is not None
                             else default_lengths(model.context_length))
     plan = plan_methods(model, s, lengths)
-    runner = Runner(len(plan) + 2, started=started)  # documents, one per method, report
+    retrieval = plan_retrieval(model, s, [m for m, _, _ in plan])
+    runner = Runner(len(plan) + len(retrieval) + 2, started=started)
     docs = runner.run(documents_stage(s, model, lengths[-1]))
     model_id, fingerprint = model_identity(s.model), corpus_fingerprint(s.corpus)
-    stages = []
+    stages, keys = [], {}
     for method, kept, stop in plan:
         options = method_options_for(s, method, model.context_length, lengths)
+        keys[method] = stage_settings(dataclasses.replace(s, method_options=options), model_id,
+                                      kept, len(docs), lengths[-1], fingerprint)
         stages.append(runner.run(method_stage(
-            model, method, docs, kept, stop, Path(s.out) / "eval" / f"{_file_name(method)}.json",
-            stage_settings(dataclasses.replace(s, method_options=options), model_id, kept,
-                           len(docs), lengths[-1], fingerprint), s.progress, options)))
+            model, method, docs, kept, stop, _stage_path(s, method, "json"), keys[method],
+            s.progress, options)))
+    scored = [runner.run(retrieval_stage(
+        model, method, ruler_tasks_of(s), kept, stop, s.ruler_samples, s.seed,
+        _stage_path(s, method, "ruler.json"),
+        retrieval_key(keys[method], ruler_tasks_of(s), kept, s.ruler_samples, s.seed),
+        s.progress, before=lambda m=method: _use_options(
+            model, method_options_for(s, m, model.context_length, lengths))))
+        for method, kept, stop in retrieval]
     run = ExtendRun(s, model.name, model.context_length, lengths, len(docs), stages,
-                    command=command_line(), wall=runner.elapsed, started=started)
+                    command=command_line(), wall=runner.elapsed, started=started,
+                    retrieval=scored)
     report = runner.run(Stage("", "report and plot", lambda: write_report(Path(s.out), run)))
     say(f"done: {report}")
     return report
+
+
+def plan_retrieval(model, s: ExtendSettings, methods: Sequence[str]
+                   ) -> list[tuple[str, list[int], str]]:
+    """(method, RULER lengths, why it stops) for every method that runs RULER at any length,
+    checked before any measurement (the same rule as perplexity: quadratic methods up to
+    --full-up-to)."""
+    lengths = ruler_lengths(s, model.context_length)
+    if not lengths:
+        return []
+    from ..tasks.ruler import check_ruler
+
+    plan = []
+    for method in methods:
+        kept, stop = method_lengths(model, method, lengths, s.full_up_to)
+        if kept:
+            check_ruler(model, method, ruler_tasks_of(s), kept)
+            plan.append((method, kept, stop))
+    return plan
+
+
+def _stage_path(s: ExtendSettings, method: str, suffix: str) -> Path:
+    return Path(s.out) / "eval" / f"{_file_name(method)}.{suffix}"
 
 
 def _file_name(method: str) -> str:

@@ -15,6 +15,7 @@ from pathlib import Path
 from ..evaluate import LengthResult
 from ..hf.methods import HF_METHODS
 from ..stats import perplexity_difference, resample_indices
+from .extend_retrieval import section_retrieval
 from .reporting import (
     LengthPanel,
     figure_path,
@@ -213,8 +214,55 @@ def findings(run) -> list[str]:
     return out
 
 
+def _lowest(cells, n: int, methods) -> str | None:
+    """The method of ``methods`` with the lowest perplexity at n, and the ones the data
+    cannot order against it, as text; None where fewer than one ran there."""
+    here = [m for m in methods if n in cells.get(m, {})]
+    if not here:
+        return None
+    best = min(here, key=lambda m: cells[m][n].perplexity)
+    ties = [m for m in here if m != best and _compare(cells, n, best, m)[0] != "below"]
+    return best + (f" (not distinguishable from {', '.join(ties)})" if ties else "")
+
+
+def needs(run) -> list[str]:
+    """Which method to pick for which need, from the longest length each need was measured
+    at; a method is named alone only where the intervals separate it from the rest."""
+    from .extend_retrieval import mean_score, paired_difference, per_sample
+
+    cells = _cells(run)
+    out = []
+    n = run.lengths[-1]
+    bounded = [st.method for st in run.stages if not HF_METHODS.get(st.method) or
+               not HF_METHODS[st.method].quadratic]
+    if (pick := _lowest(cells, n, bounded)) is not None:
+        out.append(f"Streaming, bounded memory per token (at {n}, {_scale(n, run.context)}): "
+                   f"{pick}.")
+    longest = max(max(per) for per in cells.values())
+    if (pick := _lowest(cells, longest, list(cells))) is not None:
+        out.append(f"Perplexity of long documents at {longest}: {pick}.")
+    ruler = [r for r in run.retrieval if r.lengths]
+    if ruler:
+        n = max(max(r.lengths) for r in ruler)
+        here = [r for r in ruler if n in r.lengths]
+        best = max(here, key=lambda r: mean_score(r, n))
+        ties = [r.method for r in here if r is not best and paired_difference(
+            per_sample(best, n), per_sample(r, n))[1][0] <= 0]
+        out.append(f"Retrieval (RULER) at {n}: {best.method} (mean {mean_score(best, n):.2f}"
+                   + (f"; not distinguishable from {', '.join(ties)}" if ties else "") + ").")
+    return out
+
+
 def section_findings(run) -> list[str]:
-    return ["## What this means", ""] + [f"- {f}" for f in findings(run)] + [""]
+    from .extend_retrieval import retrieval_findings
+
+    lines = ["## What this means", ""] + [f"- {f}" for f in findings(run)]
+    lines += [f"- {f}" for f in retrieval_findings(run)]
+    picks = needs(run)
+    if picks:
+        lines += ["", "Which method for which need (from this run's intervals only):", ""]
+        lines += [f"- {p}" for p in picks]
+    return lines + [""]
 
 
 def section_provenance(run, out: Path | None = None) -> list[str]:
@@ -252,7 +300,8 @@ def write_report(out: Path, run) -> Path:
     write_plot(out, run)
     write_position_plot(out, run)
     lines = (section_header(run, out) + section_methods(run) + section_table(run)
-             + section_plot(run) + section_position(run) + section_cost(run)
+             + section_plot(run) + section_position(run) + section_retrieval(run)
+             + section_cost(run)
              + section_findings(run)
              + section_provenance(run, out))
     return write_report_files(out, lines)
