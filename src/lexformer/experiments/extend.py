@@ -37,7 +37,7 @@ from ..fileio import ensure_writable_dir, ensure_writable_file
 from ..hf.methods import HF_METHODS, check_option_values, get_method, parse_method_options
 from ..typed_fields import option
 from .extend_retrieval import (
-    DEFAULT_RULER_SAMPLES,
+    DEFAULT_EXTEND_RULER_SAMPLES,
     DEFAULT_RULER_SCALES,
     DEFAULT_RULER_TASKS,
     RetrievalRecord,
@@ -118,7 +118,7 @@ class ExtendSettings:
     ruler_lengths: Sequence[int] | None = field(default=None, metadata=option(
         "--ruler-lengths", "comma-separated lengths of the RULER prompts (default: L × "
                            f"{', '.join(f'{k:g}' for k in DEFAULT_RULER_SCALES)})"))
-    ruler_samples: int = field(default=DEFAULT_RULER_SAMPLES, metadata=option(
+    ruler_samples: int = field(default=DEFAULT_EXTEND_RULER_SAMPLES, metadata=option(
         "--ruler-samples", "samples per RULER task and length (the same for every method)"))
     seed: int = field(default=0, metadata=option(
         "--seed", "seed of the RULER samples"))
@@ -491,12 +491,17 @@ def plan_retrieval(model, s: ExtendSettings, methods: Sequence[str]
     if not lengths:
         return []
     from ..tasks.ruler import check_ruler
+    from ..tasks.ruler.scores import bare_tokens, ruler_data
 
+    tasks = ruler_tasks_of(s)
+    if s.ruler_lengths is None:  # defaults: keep the lengths that hold every task's text
+        lengths = [n for n in lengths if all(
+            bare_tokens(t, model.encode, n, ruler_data()) <= n for t in tasks)]
     plan = []
     for method in methods:
         kept, stop = method_lengths(model, method, lengths, s.full_up_to)
         if kept:
-            check_ruler(model, method, ruler_tasks_of(s), kept)
+            check_ruler(model, method, tasks, kept)
             plan.append((method, kept, stop))
     return plan
 

@@ -32,7 +32,7 @@ DEFAULT_RULER_TASKS = ("niah_single_1", "niah_single_2", "niah_multikey_2", "nia
                        "niah_multivalue", "vt", "fwe")
 #: RULER's lengths as multiples of L (2× and 4× the context)
 DEFAULT_RULER_SCALES = (2.0, 4.0)
-DEFAULT_RULER_SAMPLES = 2
+DEFAULT_EXTEND_RULER_SAMPLES = 2
 
 
 @dataclass
@@ -73,11 +73,12 @@ def retrieval_key(base: Mapping[str, Any], tasks: Sequence[str], lengths: Sequen
                   samples: int, seed: int) -> dict[str, Any]:
     """What a saved RULER stage must match: the perplexity stage's model, options and
     protocol-free fields, plus the tasks, lengths, samples, seed and the data's source."""
-    from ..tasks.ruler import DATA_SOURCE
+    from ..tasks.ruler.data import RULER_WHEEL, WORDS_WHEEL
 
     keep = {k: v for k, v in base.items() if k in ("model", "method_options")}
+    data = [f"{w.package}=={w.version}@{w.sha256[:16]}" for w in (RULER_WHEEL, WORDS_WHEEL)]
     return {**keep, "ruler_tasks": list(tasks), "ruler_lengths": list(lengths),
-            "ruler_samples": samples, "seed": seed, "ruler_data": DATA_SOURCE}
+            "ruler_samples": samples, "seed": seed, "ruler_data": data}
 
 
 def retrieval_stage(model, method: str, tasks: Sequence[str], lengths: list[int], stop: str,
@@ -193,6 +194,6 @@ def retrieval_findings(run) -> list[str]:
     return out
 
 
-__all__ = ["DEFAULT_RULER_SAMPLES", "DEFAULT_RULER_SCALES", "DEFAULT_RULER_TASKS",
+__all__ = ["DEFAULT_EXTEND_RULER_SAMPLES", "DEFAULT_RULER_SCALES", "DEFAULT_RULER_TASKS",
            "RetrievalRecord", "mean_score", "paired_difference", "per_sample",
            "retrieval_findings", "retrieval_key", "retrieval_stage", "section_retrieval"]
