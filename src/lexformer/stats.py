@@ -219,7 +219,10 @@ def wilson_interval(successes: int, trials: int, level: float = LEVEL) -> tuple[
     p, z2 = successes / trials, z * z / trials
     centre = (p + z2 / 2) / (1 + z2)
     half = z * np.sqrt(p * (1 - p) / trials + z2 / (4 * trials)) / (1 + z2)
-    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+    # the ends at 0 and n hits are exactly 0 and 1; the formula leaves rounding there
+    lo = 0.0 if successes == 0 else max(0.0, float(centre - half))
+    hi = 1.0 if successes == trials else min(1.0, float(centre + half))
+    return lo, hi
 
 
 def mean_interval(values: Sequence[float], seed: int = DEFAULT_SEED,
