@@ -48,14 +48,22 @@ def _scale(n: int, context: int) -> str:
     return f"{k:g}·L" if k >= 1 else f"L/{context / n:g}"
 
 
+def _split_words(split: str) -> str:
+    """What the scored documents are, for the report's first sentence."""
+    if split == "all":
+        return "every file or record of your text, whole"
+    return ("lexformer's held-out split; a pretrained model may still have seen this public "
+            "text in training")
+
+
 # --------------------------------------------------------------------------- sections
 def section_header(run, out: Path | None = None) -> list[str]:
     s = run.settings
     corpus = s.corpus if out is None else shown_path(s.corpus, out)
     return [f"# Length extension of {run.model_name} (declared context L = {run.context})", "",
             f"Perplexity on the first {run.lengths[-1]} tokens of {run.documents} "
-            f"{s.split} document(s) of `{corpus}` (lexformer's held-out split; a pretrained "
-            "model may still have seen this public text in training), cut into chunks of each "
+            f"{s.split} document(s) of `{corpus}` ({_split_words(s.split)}), cut into chunks "
+            "of each "
             "length; every chunk is scored on its own, so every "
             "length and method scores the same tokens. Methods whose every key stays "
             f"visible (O(n²)) run up to {s.full_up_to:g}·L (`--full-up-to`); window methods "
