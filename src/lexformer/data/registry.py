@@ -16,7 +16,7 @@ from ..config import ALL_SPLIT, EVAL_SPLITS
 from ..errors import LexformerError
 from .corpus import Corpus
 from .shakespeare import load_milton, load_shakespeare
-from .sword import load_sword
+from .sword import load_sword, load_sword_long
 from .user_files import USER_PATH_KINDS, load_user_corpus
 
 CacheDir = str | os.PathLike | None
@@ -41,6 +41,10 @@ CORPUS_SOURCES: dict[str, CorpusSource] = {
                      load_milton),
         CorpusSource("sword", "King James Bible and two commentaries (Debian SWORD packages)",
                      load_sword),
+        CorpusSource("sword-long", "the same public-domain texts (KJV, Matthew Henry, "
+                     "Spurgeon) as documents of >= 400k characters (~100k SmolLM2 tokens), "
+                     ">= 3 in test, for long-context runs; pretrained models have probably "
+                     "seen these texts", load_sword_long),
     )
 }
 #: The built-in corpus names, in registry order.
