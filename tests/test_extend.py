@@ -227,7 +227,7 @@ def test_report_figure_never_writes_through_a_planted_symlink(tiny, tmp_path):
     victim = elsewhere / "victim.png"
     victim.write_bytes(b"not yours")
     argv = ("--model", str(model), "--methods", "full,blockwise", "--corpus", str(corpus),
-            "--out", str(out), "--max-docs", "2", "--no-progress")
+            "--split", "test", "--out", str(out), "--max-docs", "2", "--no-progress")
     assert _cli(*argv) == 0
     plot = out / "plots" / "perplexity_vs_length.png"
     plot.unlink()

@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..config import ALL_SPLIT, EVAL_SPLITS
 from ..errors import LexformerError
 from ..evaluate import (
     LengthResult,
@@ -94,7 +95,10 @@ class ExtendSettings:
                      f"{', '.join(f'{k:g}' for k in DEFAULT_SCALES)})"))
     corpus: str = field(default=DEFAULT_CORPUS, metadata=option(
         "--corpus", "corpus of held-out documents"))
-    split: str = SPLIT
+    split: str | None = field(default=None, metadata=option(
+        "--split", f"the documents to score (default: {SPLIT} for a built-in corpus; "
+                   f"{ALL_SPLIT} for your own files: every file or .jsonl record whole)",
+        choices=list(EVAL_SPLITS)))
     out: Path = field(default=Path("runs/extend"), metadata=option("--out", "output folder"))
     max_docs: int | None = field(default=DEFAULT_MAX_DOCS, metadata=option(
         "--max-docs", "documents to evaluate on (the first that hold max(lengths) tokens)"))
@@ -173,6 +177,10 @@ def check_settings(s: ExtendSettings) -> None:
         raise LexformerError("--rope-factor and --method-options rope_factor differ")
     if s.max_docs is not None and s.max_docs < 1:
         raise LexformerError(f"--max-docs must be at least 1, got {s.max_docs}")
+    if s.split is not None:  # `all` on a built-in corpus is refused before the model loads
+        from ..data import check_split
+
+        check_split(s.corpus, s.split)
     if not (s.full_up_to > 0 and math.isfinite(s.full_up_to)):
         raise LexformerError(f"--full-up-to must be a finite positive multiple of L, got "
                              f"{s.full_up_to:g} (a large one, e.g. 64, runs them at every "
@@ -448,8 +456,11 @@ def run_extend(s: ExtendSettings) -> Path:
     from .extend_report import write_report
 
     started = time.time()
+    from ..data import default_split
+
     s = apply_preset(s)
     check_settings(s)
+    s = dataclasses.replace(s, split=s.split or default_split(s.corpus))
     claim_out_folder(Path(s.out), "extend", signature=("eval",))
     model = open_model(s.model, s.method_options)
     lengths = check_lengths(s.lengths if s.lengths is not None

@@ -50,6 +50,14 @@ def _scale(n: int, context: int) -> str:
     return f"{k:g}·L" if k >= 1 else f"L/{context / n:g}"
 
 
+def _split_words(split: str) -> str:
+    """What the scored documents are, for the report's first sentence."""
+    if split == "all":
+        return "every file or record of your text, whole"
+    return ("lexformer's held-out split; a pretrained model may still have seen this public "
+            "text in training")
+
+
 # --------------------------------------------------------------------------- sections
 def section_header(run, out: Path | None = None) -> list[str]:
     from ..prefix_eval import UNIT_TOKENS
@@ -58,8 +66,7 @@ def section_header(run, out: Path | None = None) -> list[str]:
     corpus = s.corpus if out is None else shown_path(s.corpus, out)
     return [f"# Length extension of {run.model_name} (declared context L = {run.context})", "",
             f"Perplexity at length n on the first n tokens of each of {run.documents} "
-            f"{s.split} document(s) of `{corpus}` (lexformer's held-out split, yet a "
-            "pretrained model may have seen this public text in training; "
+            f"{s.split} document(s) of `{corpus}` ({_split_words(s.split)}; "
             f"{run.lengths[-1]} tokens or more each), read as one n-token input with every "
             "token after the first scored. A method whose output at a position does not "
             "depend on the input's length is read once per document at its longest length and "
