@@ -7,7 +7,13 @@ from pathlib import Path
 
 from ..errors import LexformerError
 from .eval_tasks import PERPLEXITY, add_task_options, check_task_args, plan_tasks, run_planned_tasks
-from .options import HelpFormatter, int_list, name_list
+from .options import (
+    HelpFormatter,
+    add_placement_options,
+    check_placement,
+    int_list,
+    name_list,
+)
 
 #: the corpus a model without a training corpus (a pretrained one) is evaluated on
 PRETRAINED_DEFAULT_CORPUS = "shakespeare"
@@ -46,6 +52,7 @@ def add_parser(sub) -> None:
     p.add_argument("--max-docs", type=int, help="use at most this many documents (≥ 1)")
     p.add_argument("--json", help="write the results as JSON here")
     p.add_argument("--no-progress", action="store_true")
+    add_placement_options(p)
     add_task_options(p)
     p.set_defaults(handler=run)
 
@@ -69,6 +76,7 @@ def check_args(args) -> None:
         from ..hf.methods import check_option_values
 
         check_option_values(args.method_options)
+    check_placement(args)
     check_task_args(args)
 
 
@@ -114,7 +122,8 @@ def open_checked_model(args):
 
     if not args.attention:
         raise LexformerError("--attention names no method")
-    model = check_causal(open_model(args.model, args.method_options))
+    model = check_causal(open_model(args.model, args.method_options, device=args.device,
+                                    dtype=args.dtype))
     for attention in args.attention:
         check_attention(model, attention)
     return model
@@ -126,6 +135,11 @@ def _default_lengths(model) -> list[int]:
     from ..lm import model_default_lengths
 
     return model_default_lengths(model)
+
+
+def _placement(provenance: dict) -> dict:
+    """The device and dtype a pretrained model ran on (a lexformer one records none)."""
+    return {k: provenance[k] for k in ("device", "devices", "dtype") if k in provenance}
 
 
 def run(args) -> int:
@@ -153,6 +167,7 @@ def run(args) -> int:
         print("± is half the width of the 95 % paired-bootstrap interval over "
               f"{result.results[args.attention[0]][lengths[-1]].documents} documents")
         output = result.to_json()
+    output.update(_placement(provenance))
     if tasks is not None:
         output.update(run_planned_tasks(args, model, tasks))
     if args.json:

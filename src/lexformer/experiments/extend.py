@@ -36,6 +36,14 @@ from ..evaluate import (
 )
 from ..fileio import ensure_writable_dir, ensure_writable_file
 from ..hf.methods import HF_METHODS, check_option_values, get_method, parse_method_options
+from ..hf.placement import (
+    DEVICE_OPTION_HELP,
+    DTYPE_OPTION_HELP,
+    parse_device,
+    parse_dtype,
+    placement_key,
+    resolve_placement,
+)
 from ..typed_fields import option
 from .extend_retrieval import (
     DEFAULT_EXTEND_RULER_SAMPLES,
@@ -131,6 +139,10 @@ class ExtendSettings:
                     "documents and samples, quadratic methods to 4·L (options you give win)",
         choices=("default", "long")))
     progress: bool = field(default=True, metadata=option("--no-progress"))
+    device: str | None = field(default=None, metadata=option(
+        "--device", DEVICE_OPTION_HELP, metavar="DEVICE", parse=parse_device))
+    dtype: str | None = field(default=None, metadata=option(
+        "--dtype", DTYPE_OPTION_HELP, metavar="DTYPE", parse=parse_dtype))
 
 
 #: what ``--preset long`` changes where the options are left at their defaults
@@ -188,6 +200,7 @@ def check_settings(s: ExtendSettings) -> None:
     for method in s.methods or ():  # every model extend runs names its methods from these
         get_method(method)
     check_option_values(s.method_options)
+    resolve_placement(s.device, s.dtype)  # fp16 on the CPU, a device not here: refused now
     if s.lengths is not None:
         check_lengths(s.lengths)
     check_outputs(s)
@@ -288,14 +301,15 @@ def stage_settings(s: ExtendSettings, model_id: str, lengths: list[int], n_docs:
                    top: int, fingerprint: str | None = None) -> dict[str, Any]:
     """What a saved stage must match to be reused: model, documents (the corpus by name and
     by content fingerprint), the lengths the method is run at (these follow from --lengths
-    and --full-up-to) and the method options."""
+    and --full-up-to), the method options, and the device and dtype unless CPU and float32
+    (the only ones before --device and --dtype: stages saved then stay reusable)."""
     options = asdict(s.method_options) if s.method_options is not None else None
     from ..prefix_eval import PROTOCOL
 
     return {"model": model_id, "protocol": PROTOCOL, "corpus": s.corpus,
             "corpus_fingerprint": fingerprint,
             "split": s.split, "documents": n_docs, "document_tokens": top, "lengths": lengths,
-            "method_options": options}
+            "method_options": options, **placement_key(s.device, s.dtype)}
 
 
 def _record_json(record: StageRecord) -> dict[str, Any]:
@@ -462,7 +476,7 @@ def run_extend(s: ExtendSettings) -> Path:
     check_settings(s)
     s = dataclasses.replace(s, split=s.split or default_split(s.corpus))
     claim_out_folder(Path(s.out), "extend", signature=("eval",))
-    model = open_model(s.model, s.method_options)
+    model = open_model(s.model, s.method_options, device=s.device, dtype=s.dtype)
     lengths = check_lengths(s.lengths if s.lengths is not None
                             else default_lengths(model.context_length))
     plan = plan_methods(model, s, lengths)

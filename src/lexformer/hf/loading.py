@@ -211,33 +211,80 @@ def _check_loading_info(info: dict, where: Path) -> None:
                              + "; ".join(problems[:3]) + more)
 
 
-def load_pretrained(source: ModelSource, dtype=None):
+def load_pretrained(source: ModelSource, dtype=None, device_map=None):
     """(model, tokenizer or None) from ``source``, offline, in eval mode; never with the
-    model's own code, never with a weight left random."""
-    os.environ["HF_HUB_OFFLINE"] = "1"  # never reach a model hub, whatever the caller set
+    model's own code, never with a weight left random. ``dtype``: the weights' dtype (default
+    float32), checked after loading; ``device_map``: ``from_pretrained``'s (None: the CPU)."""
     import torch
+
+    _hub_offline()
     from transformers import AutoModelForCausalLM
 
-    kwargs = {"local_files_only": True, "trust_remote_code": False}
-    if source.gguf_file:
-        kwargs["gguf_file"] = source.gguf_file
-    else:
-        _refuse_custom_code(source.folder)
+    dtype = dtype or torch.float32
+    kwargs = _source_kwargs(source)
     where = source.folder / (source.gguf_file or "")
     report_logger = logging.getLogger("transformers.modeling_utils")
     report_filter = _DropLoadReport()
     report_logger.addFilter(report_filter)
+    placement = {} if device_map is None else {"device_map": device_map}
     try:
         # mismatched shapes are loaded as "reinitialised" and reported, then refused below
         model, info = AutoModelForCausalLM.from_pretrained(
-            source.folder, dtype=dtype or torch.float32, output_loading_info=True,
-            ignore_mismatched_sizes=True, **kwargs)
+            source.folder, dtype=dtype, output_loading_info=True,
+            ignore_mismatched_sizes=True, **placement, **_gguf_kwargs(source), **kwargs)
     except Exception as e:  # transformers and gguf raise many types for bad files
         raise LexformerError(f"cannot load a causal LM from {where}: {_first_line(e)}") from None
     finally:
         report_logger.removeFilter(report_filter)
     _check_loading_info(info, where)
+    _check_dtype(model, dtype, where)
     return model.eval(), _load_tokenizer(source, kwargs)
+
+
+def _hub_offline() -> None:
+    """Never reach a model hub, whatever the caller set. The variable alone is not enough:
+    huggingface_hub reads it once, when first imported (the CLI imports transformers before
+    loading), and ``kernels`` (which transformers asks for GGUF and layer kernels) then
+    resolves names on the hub; its constant, read at each call, closes that door too."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    try:
+        from huggingface_hub import constants
+    except ImportError:  # transformers' own import then fails with its message
+        return
+    constants.HF_HUB_OFFLINE = True
+
+
+def _source_kwargs(source: ModelSource) -> dict:
+    """What both the model and the tokenizer are read with."""
+    kwargs = {"local_files_only": True, "trust_remote_code": False}
+    if source.gguf_file:
+        kwargs["gguf_file"] = source.gguf_file
+    else:
+        _refuse_custom_code(source.folder)
+    return kwargs
+
+
+def _gguf_kwargs(source: ModelSource) -> dict:
+    """A GGUF file is dequantized at load, asked for explicitly: left to itself, transformers
+    first looks for a packed-weights kernel on the hub (``get_kernel``) and dequantizes only
+    when none answers, so the loaded model (plain ``nn.Linear`` in the requested dtype) would
+    depend on what a hub serves."""
+    if not source.gguf_file:
+        return {}
+    from transformers import GgufConfig
+
+    return {"quantization_config": GgufConfig(dequantize=True)}
+
+
+def _check_dtype(model, dtype, where: Path) -> None:
+    """Every floating weight in ``dtype``: transformers may keep some modules in float32
+    (``_keep_in_fp32_modules``) or a file's own type; lexformer's numbers are stated for one
+    dtype, so a model that is not wholly in it is refused rather than reported wrongly."""
+    found = {p.dtype for p in model.parameters() if p.is_floating_point()}
+    if found and found != {dtype}:
+        names = ", ".join(sorted(str(d).removeprefix("torch.") for d in found))
+        raise LexformerError(f"{where} loaded with weights in {names}, not the requested "
+                             f"{str(dtype).removeprefix('torch.')}")
 
 
 def _load_tokenizer(source: ModelSource, kwargs: dict):
