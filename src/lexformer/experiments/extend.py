@@ -67,7 +67,7 @@ DEFAULT_METHODS = tuple(name for name, m in HF_METHODS.items() if m.extend_defau
 DEFAULT_SCALES = (0.25, 1.0, 2.0, 4.0, 8.0)
 DEFAULT_FULL_UP_TO = 2.0
 DEFAULT_MAX_DOCS = 3
-DEFAULT_CORPUS = "shakespeare"
+DEFAULT_CORPUS = "sword-long"
 SPLIT = "test"
 
 
@@ -141,8 +141,9 @@ class ExtendSettings:
     progress: bool = field(default=True, metadata=option("--no-progress"))
     device: str | None = field(default=None, metadata=option(
         "--device", DEVICE_OPTION_HELP, metavar="DEVICE", parse=parse_device))
-    dtype: str | None = field(default=None, metadata=option(
-        "--dtype", DTYPE_OPTION_HELP, metavar="DTYPE", parse=parse_dtype))
+    dtype: str | None = field(default="auto", metadata=option(
+        "--dtype", DTYPE_OPTION_HELP.replace("default: fp32", "default: auto"),
+        metavar="DTYPE", parse=parse_dtype))
 
 
 #: what ``--preset long`` changes where the options are left at their defaults
@@ -303,8 +304,12 @@ def stage_settings(s: ExtendSettings, model_id: str, lengths: list[int], n_docs:
     by content fingerprint), the lengths the method is run at (these follow from --lengths
     and --full-up-to), the method options, and the device and dtype unless CPU and float32
     (the only ones before --device and --dtype: stages saved then stay reusable)."""
-    options = asdict(s.method_options) if s.method_options is not None else None
     from ..prefix_eval import PROTOCOL
+
+    # only the options that are set: a knob added to MethodOptions later (unset, None) does
+    # not make every saved stage look measured with other settings
+    options = ({k: v for k, v in asdict(s.method_options).items() if v is not None}
+               if s.method_options is not None else None)
 
     return {"model": model_id, "protocol": PROTOCOL, "corpus": s.corpus,
             "corpus_fingerprint": fingerprint,
