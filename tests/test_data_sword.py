@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lexformer.data import load_corpus, sword_format
+from lexformer.data import load_corpus, resolve_source, sword_format
 from lexformer.data import sword as sword_mod
 from lexformer.data.text import strip_osis
 from lexformer.errors import LexformerError
@@ -190,6 +190,7 @@ def test_sword_long_is_registered_and_cached_once(tmp_path, monkeypatch):
     second = load_corpus("sword-long", cache_dir=tmp_path / "cache")
     assert len(fetched) == 1 and second.fingerprint == first.fingerprint
     assert first.name == "sword-long" and len(first.splits["test"]) == 3
+    assert resolve_source("sword-long").builtin  # held-out split by default; `all` refused
     cached = tmp_path / "cache" / "sword" / "long-documents.json"
     cached.write_text(cached.read_text().replace('"version": [1, 1]', '"version": [1, 0]'))
     load_corpus("sword-long", cache_dir=tmp_path / "cache")

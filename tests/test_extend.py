@@ -420,3 +420,21 @@ def test_long_preset_fills_only_what_the_user_left_at_its_default():
     mine = apply_preset(ExtendSettings(preset="long", max_docs=1, methods=["sinks"]))
     assert mine.max_docs == 1 and list(mine.methods) == ["sinks"]
     assert apply_preset(ExtendSettings()) == ExtendSettings()
+
+
+def test_one_long_file_is_measured_whole_by_default(tiny, tmp_path):
+    """The issue's example through ``extend``: one file longer than any of its 14 test parts
+    at the longest length; by default (``all`` for the user's files) it is one whole
+    document, and the report says so."""
+    model, corpus = tiny
+    novel = tmp_path / "novel.txt"
+    novel.write_text("".join(p.read_text() for p in sorted(corpus.glob("*.txt"))))
+    argv = ("--model", str(model), "--methods", "blockwise", "--corpus", str(novel),
+            "--lengths", "64,4096", "--out", str(tmp_path / "out"), "--no-progress")
+    with pytest.raises(LexformerError, match="4096"):
+        _cli(*argv, "--split", "test")
+    assert _cli(*argv) == 0
+    saved = json.loads((tmp_path / "out" / "eval" / "blockwise.json").read_text())
+    assert saved["split"] == "all" and saved["settings"]["split"] == "all"
+    assert saved["results"]["blockwise"]["4096"]["documents"] == 1
+    assert "your text, whole" in (tmp_path / "out" / "report.md").read_text()
