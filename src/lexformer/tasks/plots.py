@@ -22,6 +22,7 @@ from typing import Any
 
 from ..plots import LengthPanel, legend_label, line_styles, plot_by_length, pyplot, save_figure
 from .results import BinLoss, CopyScore, PasskeyCell, RulerResults, TaskResults
+from .ruler.core import in_ruler_order
 
 
 def _panel(curves: Mapping[Any, Mapping[int, float]], title: str, train_length: int | None,
@@ -91,7 +92,7 @@ def plot_ruler(path: str | Path, results: RulerResults, train_length: int | None
                ) -> Path:
     """RULER score against length (log2 x), one panel per task, one line per key (attention
     method) with its 95 % interval shaded; the model's context L marked."""
-    tasks = list(dict.fromkeys(t for per in results.values() for t in per))
+    tasks = in_ruler_order(t for per in results.values() for t in per)
     mark = f"context L = {train_length}" if train_length else ""
     panels = []
     for task in tasks:
@@ -101,8 +102,9 @@ def plot_ruler(path: str | Path, results: RulerResults, train_length: int | None
             train_length, mark, bands={k: {n: c.ci95 for n, c in row.items()}
                                        for k, row in cells.items()}, guides=(0.0, 1.0)))
     return plot_by_length(path, panels, "RULER score (recall of the answers)",
-                          styles=line_styles(results), log_y=False, panel_size=(3.6, 3.2),
-                          share_y=True, every_legend=False, xlabel="prompt length (tokens)")
+                          styles=line_styles(results), log_y=False, panel_size=(3.6, 3.0),
+                          share_y=True, every_legend=False, xlabel="prompt length (tokens)",
+                          columns=4)
 
 
 def plot_task_results(results: TaskResults, folder: str | Path,

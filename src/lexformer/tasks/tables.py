@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from .results import TaskResults
+from .ruler.core import in_ruler_order
 
 
 def _number(value: float, digits: int) -> str:
@@ -63,7 +64,7 @@ def format_passkey_table(results: TaskResults) -> str:
 def format_ruler_table(results: TaskResults) -> str:
     """RULER score [95 % interval], (task, attention) × length."""
     rows = {}
-    tasks = list(dict.fromkeys(t for per in results.ruler.values() for t in per))
+    tasks = in_ruler_order(t for per in results.ruler.values() for t in per)
     for task in tasks:
         for attention, per_task in results.ruler.items():
             if task in per_task:

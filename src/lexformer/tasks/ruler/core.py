@@ -88,6 +88,14 @@ class RulerSample:
     units: int = 0
 
 
+def in_ruler_order(names) -> list[str]:
+    """``names`` (each once) in RULER's order, names it does not know last (as given): saved
+    JSON comes back with its keys sorted."""
+    names = list(dict.fromkeys(names))
+    order = {n: i for i, n in enumerate(RULER_TASKS)}
+    return sorted(names, key=lambda n: order.get(n, len(order)))
+
+
 def task_of(task: str | RulerTask) -> RulerTask:
     if isinstance(task, RulerTask):
         return task
@@ -177,5 +185,6 @@ def generate_answer(model: LanguageModel, attention: str, task: RulerTask,
     return model.decode(out)
 
 
-__all__ = ["RULER_TASKS", "RulerSample", "RulerTask", "build_sample", "generate_answer",
-           "load_ruler_data", "sample_rng", "score_answer", "task_of"]
+__all__ = ["DRAWS", "RULER_TASKS", "RulerSample", "RulerTask", "build_sample",
+           "generate_answer", "in_ruler_order", "load_ruler_data", "sample_rng",
+           "score_answer", "task_of"]

@@ -9,7 +9,15 @@ from ...lm import LanguageModel, check_attention
 from ..results import RulerCell
 from ..scoring import fits, progress, require_fit
 from ..settings import DEFAULT_RULER_SAMPLES, default_passkey_lengths
-from .core import RULER_TASKS, build_sample, generate_answer, sample_rng, score_answer, task_of
+from .core import (
+    DRAWS,
+    RULER_TASKS,
+    build_sample,
+    generate_answer,
+    sample_rng,
+    score_answer,
+    task_of,
+)
 from .data import RulerData, load_ruler_data
 
 _LOADED: dict[object, RulerData] = {}
@@ -27,10 +35,16 @@ def ruler_data() -> RulerData:
 
 def bare_tokens(task: str, encode, length: int, data: RulerData, seed: int = 0) -> int:
     """Tokens of the fixed text of ``task``'s first sample at ``length`` (no haystack) plus
-    the tokens to generate: the shortest length it can be asked at."""
+    the tokens to generate, drawn as :func:`build_sample` draws it (a draw too long for
+    ``length`` is replaced by the next): the shortest length the sample can be asked at."""
     spec = task_of(task)
-    draft = spec.generator(sample_rng(seed, spec.name, length, 0), data, length, None)
-    return len(encode(draft.text(0))) + spec.tokens
+    rng = sample_rng(seed, spec.name, length, 0)
+    for _ in range(DRAWS):
+        draft = spec.generator(rng, data, length, None)
+        bare = len(encode(draft.text(0))) + spec.tokens
+        if bare <= length:
+            break
+    return bare
 
 
 def check_ruler(model: LanguageModel, attention: str, tasks: Sequence[str],
