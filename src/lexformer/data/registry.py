@@ -41,21 +41,15 @@ CORPUS_SOURCES: dict[str, CorpusSource] = {
                      load_milton),
         CorpusSource("sword", "King James Bible and two commentaries (Debian SWORD packages)",
                      load_sword),
-    )
-}
-#: The built-in corpus names, in registry order.
-BUILTIN_CORPORA: tuple[str, ...] = tuple(CORPUS_SOURCES)
-#: Built-in corpora of long documents for long-context evaluation (``extend``), resolved by
-#: name like :data:`CORPUS_SOURCES` (kept apart so that the three corpora above stay the
-#: pinned set every training preset and test names).
-LONG_CORPUS_SOURCES: dict[str, CorpusSource] = {
-    source.name: source for source in (
+        # long documents for long-context evaluation (extend's default corpus)
         CorpusSource("sword-long", "the same public-domain texts (KJV, Matthew Henry, "
                      "Spurgeon) as documents of >= 400k characters (~100k SmolLM2 tokens), "
                      ">= 3 in test, for long-context runs; pretrained models have probably "
                      "seen these texts", load_sword_long),
     )
 }
+#: The built-in corpus names, in registry order.
+BUILTIN_CORPORA: tuple[str, ...] = tuple(CORPUS_SOURCES)
 
 
 def user_source(path: str | os.PathLike) -> CorpusSource:
@@ -77,9 +71,9 @@ def resolve_source(name_or_path: str | os.PathLike) -> CorpusSource:
     if not isinstance(name_or_path, (str, os.PathLike)):
         raise LexformerError(f"a corpus is a name or a path, got {name_or_path!r}")
     name = os.fspath(name_or_path)
-    if name in CORPUS_SOURCES or name in LONG_CORPUS_SOURCES:
-        return CORPUS_SOURCES.get(name) or LONG_CORPUS_SOURCES[name]
-    known = ", ".join((*BUILTIN_CORPORA, *LONG_CORPUS_SOURCES))
+    if name in CORPUS_SOURCES:
+        return CORPUS_SOURCES[name]
+    known = ", ".join(BUILTIN_CORPORA)
     exists = Path(name).expanduser().exists()
     if not exists and not _looks_like_path(name):
         raise LexformerError(f"unknown corpus {name!r}: built-in corpora are {known}; a path "
@@ -126,7 +120,7 @@ def load_split_corpus(name_or_path: str | os.PathLike, split: str,
     return load_user_corpus(os.fspath(name_or_path), whole=True), "test"
 
 
-__all__ = ["BUILTIN_CORPORA", "CORPUS_SOURCES", "LONG_CORPUS_SOURCES", "CorpusSource",
+__all__ = ["BUILTIN_CORPORA", "CORPUS_SOURCES", "CorpusSource",
            "check_split",
            "default_split", "load_corpus", "load_split_corpus", "resolve_source",
            "user_source"]
