@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import resource
 import time
 from collections.abc import Sequence
@@ -257,6 +258,9 @@ class StageRecord:
     reused: bool = False
     #: mean NLL by position (bins [2^k, 2^(k+1)), by first position) along the longest input
     position_loss: dict[int, float] = field(default_factory=dict)
+    #: the machine's 1-minute load average when the stage ended (None: not recorded): a time
+    #: measured while other work shared the cores is slower than the method
+    load_average: float | None = None
 
 
 # --------------------------------------------------------------------------- memory
@@ -268,6 +272,13 @@ def _reset_peak_rss() -> bool:
         return True
     except OSError:
         return False
+
+
+def _load_average() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (OSError, AttributeError):  # not every platform has it
+        return None
 
 
 def _peak_rss_mb() -> float:
@@ -321,7 +332,8 @@ def _record_json(record: StageRecord) -> dict[str, Any]:
     return {**record.result.to_json(), "method": record.method,
             "stage_seconds": record.seconds, "peak_rss_mb": record.peak_rss_mb,
             "memory_measure": record.memory_measure, "stop_reason": record.stop_reason,
-            "position_loss": {str(k): v for k, v in record.position_loss.items()}}
+            "position_loss": {str(k): v for k, v in record.position_loss.items()},
+            "load_average": record.load_average}
 
 
 def _record_from_json(data: dict[str, Any]) -> StageRecord:
@@ -329,7 +341,8 @@ def _record_from_json(data: dict[str, Any]) -> StageRecord:
                        float(data["stage_seconds"]), float(data["peak_rss_mb"]),
                        str(data["memory_measure"]), str(data.get("stop_reason", "")),
                        reused=True, position_loss={int(k): float(v) for k, v in
-                                                   data.get("position_loss", {}).items()})
+                                                   data.get("position_loss", {}).items()},
+                       load_average=data.get("load_average"))
 
 
 #: a method's stage file: its results, cost and stop reason, with its key in "settings"
@@ -375,7 +388,8 @@ def measure_stage(model, method: str, docs, lengths: list[int], stop: str,
     peak_mb = peak if resettable else max(0.0, peak - before)
     result = PerplexityResult(model=model.name, corpus=settings["corpus"],
                               split=settings["split"], results={method: cells}, seconds=seconds)
-    return StageRecord(method, result, seconds, peak_mb, how, stop, position_loss=by_position)
+    return StageRecord(method, result, seconds, peak_mb, how, stop, position_loss=by_position,
+                       load_average=_load_average())
 
 
 def method_stage(model, method: str, docs, lengths: list[int], stop: str, path: Path,

@@ -10,6 +10,7 @@ at a length only where the paired bootstrap interval of their difference exclude
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 from ..evaluate import LengthResult
@@ -121,14 +122,22 @@ def section_position(run) -> list[str]:
 
 
 def section_cost(run) -> list[str]:
+    def load(st) -> str:
+        return f"{st.load_average:.1f}" if st.load_average is not None else "–"
+
+    rows = [[st.method, "perplexity", f"{st.seconds:.1f}", f"{st.peak_rss_mb:.0f}", load(st),
+             "earlier run (reused)" if st.reused else "this run"] for st in run.stages]
+    rows += [[r.method, "RULER", f"{r.seconds:.1f}", "–", load(r),
+              "earlier run (reused)" if r.reused else "this run"] for r in run.retrieval]
     lines = ["## Time and memory", "", *table(
-        ["method", "seconds", "peak RSS (MiB)", "measured"],
-        ([st.method, f"{st.seconds:.1f}", f"{st.peak_rss_mb:.0f}",
-          "earlier run (reused)" if st.reused else "this run"] for st in run.stages))]
+        ["method", "stage", "seconds", "peak RSS (MiB)", "load at end", "measured"], rows)]
     measures = sorted({st.memory_measure for st in run.stages})
     return lines + ["", "Time: wall-clock of the stage's scoring (model loading and "
                     "tokenizing excluded). Memory: " + "; ".join(measures) + ", in MiB "
-                    "(process memory: weights, activations and Python alike).", ""]
+                    "(process memory: weights, activations and Python alike). Load: the "
+                    "machine's 1-minute load average when the stage ended; above the number "
+                    f"of cores ({os.cpu_count()}) other work shared them and the time is "
+                    "slower than the method.", ""]
 
 
 def _same(a: LengthResult, b: LengthResult) -> bool:

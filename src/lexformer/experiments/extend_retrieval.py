@@ -13,6 +13,7 @@ lengths, samples, seed, the data's source) and reused only on an equal key.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ class RetrievalRecord:
     seconds: float
     stop_reason: str = ""
     reused: bool = False
+    load_average: float | None = None  # the 1-minute load average when the stage ended
 
     @property
     def lengths(self) -> list[int]:
@@ -52,7 +54,7 @@ class RetrievalRecord:
 
 def _record_json(record: RetrievalRecord) -> dict[str, Any]:
     return {"method": record.method, "stage_seconds": record.seconds,
-            "stop_reason": record.stop_reason,
+            "stop_reason": record.stop_reason, "load_average": record.load_average,
             "ruler": {task: {str(n): cell.to_json() for n, cell in per.items()}
                       for task, per in record.cells.items()}}
 
@@ -63,7 +65,8 @@ def _record_from_json(data: dict[str, Any]) -> RetrievalRecord:
     cells = {task: {int(n): RulerCell.from_json(cell) for n, cell in per.items()}
              for task, per in data["ruler"].items()}
     return RetrievalRecord(str(data["method"]), cells, float(data["stage_seconds"]),
-                           str(data.get("stop_reason", "")), reused=True)
+                           str(data.get("stop_reason", "")), reused=True,
+                           load_average=data.get("load_average"))
 
 
 RETRIEVAL_CODEC = JsonCodec(_record_json, _record_from_json, key_field="settings")
@@ -94,11 +97,19 @@ def retrieval_stage(model, method: str, tasks: Sequence[str], lengths: list[int]
         t0 = time.time()
         cells = ruler_scores(model, method, tasks, lengths, samples, seed=seed,
                              show_progress=progress)
-        return RetrievalRecord(method, cells, time.time() - t0, stop)
+        seconds = time.time() - t0
+        return RetrievalRecord(method, cells, seconds, stop, load_average=_load_average())
 
     return Stage("", f"RULER {method} at {', '.join(map(str, lengths))}", compute, key=key,
                  codec=RETRIEVAL_CODEC, path=path,
                  reused=f"    RULER {method}: already scored with these settings, reused")
+
+
+def _load_average() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (OSError, AttributeError):  # not every platform has it
+        return None
 
 
 # --------------------------------------------------------------------------- summaries
