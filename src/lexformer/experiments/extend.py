@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import resource
 import time
 from collections.abc import Sequence
@@ -54,7 +53,15 @@ from .extend_retrieval import (
     retrieval_key,
     retrieval_stage,
 )
-from .stages import JsonCodec, Runner, Stage, claim_out_folder, command_line, say
+from .stages import (
+    JsonCodec,
+    Runner,
+    Stage,
+    claim_out_folder,
+    command_line,
+    machine_load,
+    say,
+)
 
 #: the default run: the model as is, every window method that bounds what a query sees
 #: (the paper's blockwise attention, StreamingLLM's sinks, LM-Infinite, blockwise with sinks),
@@ -274,13 +281,6 @@ def _reset_peak_rss() -> bool:
         return False
 
 
-def _load_average() -> float | None:
-    try:
-        return round(os.getloadavg()[0], 2)
-    except (OSError, AttributeError):  # not every platform has it
-        return None
-
-
 def _peak_rss_mb() -> float:
     """VmHWM from /proc (resettable), else ru_maxrss (KiB on Linux, the process's peak)."""
     try:
@@ -389,7 +389,7 @@ def measure_stage(model, method: str, docs, lengths: list[int], stop: str,
     result = PerplexityResult(model=model.name, corpus=settings["corpus"],
                               split=settings["split"], results={method: cells}, seconds=seconds)
     return StageRecord(method, result, seconds, peak_mb, how, stop, position_loss=by_position,
-                       load_average=_load_average())
+                       load_average=machine_load())
 
 
 def method_stage(model, method: str, docs, lengths: list[int], stop: str, path: Path,

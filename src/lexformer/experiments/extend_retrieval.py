@@ -13,7 +13,6 @@ lengths, samples, seed, the data's source) and reused only on an equal key.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from .reporting import table
-from .stages import JsonCodec, Stage
+from .stages import JsonCodec, Stage, machine_load
 
 #: the tasks of extend's default run: one of each kind RULER has (single needle in repeated
 #: filler and in essays, a needle among needles with number and UUID values, several keys,
@@ -98,18 +97,11 @@ def retrieval_stage(model, method: str, tasks: Sequence[str], lengths: list[int]
         cells = ruler_scores(model, method, tasks, lengths, samples, seed=seed,
                              show_progress=progress)
         seconds = time.time() - t0
-        return RetrievalRecord(method, cells, seconds, stop, load_average=_load_average())
+        return RetrievalRecord(method, cells, seconds, stop, load_average=machine_load())
 
     return Stage("", f"RULER {method} at {', '.join(map(str, lengths))}", compute, key=key,
                  codec=RETRIEVAL_CODEC, path=path,
                  reused=f"    RULER {method}: already scored with these settings, reused")
-
-
-def _load_average() -> float | None:
-    try:
-        return round(os.getloadavg()[0], 2)
-    except (OSError, AttributeError):  # not every platform has it
-        return None
 
 
 # --------------------------------------------------------------------------- summaries
