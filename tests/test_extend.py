@@ -325,3 +325,15 @@ def test_rescalings_deploy_one_fixed_factor_and_the_oracle_only_on_request(tiny,
     with pytest.raises(LexformerError, match="exclude each other"):
         _cli("--model", str(model), "--methods", "yarn", "--corpus", str(corpus), "--out",
              str(tmp_path / "x"), "--rope-oracle", "--rope-factor", "4", "--no-progress")
+
+
+def test_stage_key_holds_a_device_or_dtype_other_than_cpu_float32():
+    """A run at another dtype is measured again, not reused; one on the CPU in float32 keys
+    its stages as before --dtype existed (saved stages stay reusable)."""
+    from lexformer.experiments.extend import ExtendSettings, stage_settings
+
+    plain = stage_settings(ExtendSettings(), "m", [64], 1, 64)
+    assert "dtype" not in plain and "device" not in plain
+    assert stage_settings(ExtendSettings(device="cpu", dtype="float32"), "m", [64], 1, 64) == plain
+    bf16 = stage_settings(ExtendSettings(dtype="bfloat16"), "m", [64], 1, 64)
+    assert (bf16["device"], bf16["dtype"]) == ("cpu", "bfloat16")
