@@ -49,6 +49,9 @@ class LengthResult:
 
     ``doc_nll`` holds each document's summed NLL at this length (for the paired bootstrap);
     every document contributes the same number of scored tokens, ``tokens / documents``.
+    Where the resampling unit is a block of a document rather than a document
+    (:mod:`lexformer.prefix_eval`), ``doc_nll`` holds the blocks' sums and ``unit_tokens``
+    their target counts.
     """
 
     length: int
@@ -58,16 +61,25 @@ class LengthResult:
     documents: int
     ci95: tuple[float, float] | None = None
     doc_nll: tuple[float, ...] = ()
+    unit_tokens: tuple[int, ...] = ()
 
     @property
     def tokens_per_document(self) -> float:
         return self.tokens / self.documents
 
+    @property
+    def unit_token_counts(self) -> tuple[int, ...] | float:
+        """Targets in each entry of ``doc_nll`` (a sequence, or one count for all)."""
+        return self.unit_tokens or self.tokens_per_document
+
     def to_json(self) -> dict[str, Any]:
-        return {"perplexity": self.perplexity, "nll": self.nll, "tokens": self.tokens,
+        data = {"perplexity": self.perplexity, "nll": self.nll, "tokens": self.tokens,
                 "documents": self.documents,
                 "ci95": list(self.ci95) if self.ci95 is not None else None,
                 "doc_nll": list(self.doc_nll)}
+        if self.unit_tokens:  # absent from results resampled by documents, as before
+            data["unit_tokens"] = list(self.unit_tokens)
+        return data
 
     @classmethod
     def from_json(cls, length: int | str, data: Mapping[str, Any]) -> LengthResult:
@@ -76,7 +88,8 @@ class LengthResult:
                    nll=float(data["nll"]), tokens=int(data["tokens"]),
                    documents=int(data["documents"]),
                    ci95=(float(ci[0]), float(ci[1])) if ci else None,
-                   doc_nll=tuple(float(x) for x in data.get("doc_nll", ())))
+                   doc_nll=tuple(float(x) for x in data.get("doc_nll", ())),
+                   unit_tokens=tuple(int(x) for x in data.get("unit_tokens", ())))
 
 
 @dataclass
@@ -436,21 +449,21 @@ def evaluation_documents(corpus_name: str, tokenizer_or_model: Any, split: str,
                          max_length: int, max_docs: int | None = None,
                          cache_dir: str | None = None) -> list[np.ndarray]:
     """The first ``max_length`` tokens of each document of ``split`` long enough to hold them
-    (at most ``max_docs``, ≥ 1, of them). Takes a tokenizer (lexformer's or a transformers
-    fast tokenizer) or a model that has one; the tokens are cached per tokenizer."""
-    from .config import SPLITS
-    from .data import eval_documents, load_corpus, tokenize_corpus
+    (at most ``max_docs``, ≥ 1, of them). ``split`` ``all``: every document of the user's
+    files, whole (see :func:`lexformer.data.load_split_corpus`). Takes a tokenizer (lexformer's
+    or a transformers fast tokenizer) or a model that has one; the tokens are cached per
+    tokenizer."""
+    from .data import check_split, eval_documents, load_split_corpus, tokenize_corpus
 
     if max_docs is not None and max_docs < 1:
         raise LexformerError(f"max_docs must be at least 1, got {max_docs}")
-    if split not in SPLITS:
-        raise LexformerError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
+    check_split(corpus_name, split)
     tokenizer = _corpus_tokenizer(tokenizer_or_model)
-    corpus = load_corpus(corpus_name, cache_dir=cache_dir)
+    corpus, read = load_split_corpus(corpus_name, split, cache_dir=cache_dir)
     tokens = tokenize_corpus(corpus, tokenizer, cache_dir=cache_dir)
-    if split not in tokens.splits or len(tokens.splits[split].tokens) == 0:
+    if read not in tokens.splits or len(tokens.splits[read].tokens) == 0:
         raise LexformerError(f"corpus {corpus_name!r} has no {split!r} text")
-    docs = eval_documents(tokens.splits[split], max_length)
+    docs = eval_documents(tokens.splits[read], max_length)
     return docs[:max_docs] if max_docs is not None else docs
 
 

@@ -20,7 +20,7 @@ PRETRAINED_DEFAULT_CORPUS = "shakespeare"
 
 
 def add_parser(sub) -> None:
-    from ..config import SPLITS
+    from ..config import ALL_SPLIT, EVAL_SPLITS
 
     p = sub.add_parser(
         "eval", help="perplexity by length, with and without blockwise attention",
@@ -40,7 +40,10 @@ def add_parser(sub) -> None:
                         "of blockwise) and window (W of sliding)")
     p.add_argument("--corpus", help="corpus to evaluate on (default: the training corpus; "
                    f"{PRETRAINED_DEFAULT_CORPUS} for a pretrained model)")
-    p.add_argument("--split", default="test", choices=list(SPLITS))
+    p.add_argument("--split", choices=list(EVAL_SPLITS),
+                   help=f"the documents to score (default: test for a built-in corpus or the "
+                        f"model's training corpus; {ALL_SPLIT} for --corpus PATH: every file or "
+                        f".jsonl record of yours whole, none cut into parts)")
     p.add_argument("--lengths", type=int_list, help="comma-separated lengths "
                    "(default: L/4 … 16·L in powers of two; L/4 … 2·L for a pretrained model)")
     p.add_argument("--attention", type=name_list, default=["full", "blockwise"],
@@ -65,6 +68,10 @@ def check_args(args) -> None:
         check_lengths(args.lengths)
     if args.json:
         ensure_writable_file(args.json, "--json file")
+    if args.corpus and args.split:  # `all` on a built-in corpus, before a model is loaded
+        from ..data import check_split
+
+        check_split(args.corpus, args.split)
     if args.method_options is not None:  # before a pretrained model is downloaded or loaded
         from ..hf.methods import check_option_values
 
@@ -95,6 +102,16 @@ def training_corpus(model, override: str | None) -> str:
     if provenance.get("checkpoint") and not provenance.get("training_corpus"):
         raise LexformerError(f"{model.name} does not record a training corpus; pass --corpus")
     return provenance.get("training_corpus") or PRETRAINED_DEFAULT_CORPUS
+
+
+def evaluation_split(args, corpus: str) -> str:
+    """--split, else every document whole for the user's files given by --corpus, else the
+    held-out test split (a model's own training corpus: its train part was trained on)."""
+    from ..data import default_split
+
+    if args.split:
+        return args.split
+    return default_split(corpus) if args.corpus else "test"
 
 
 def open_checked_model(args):
@@ -136,6 +153,7 @@ def run(args) -> int:
                             else _default_lengths(model), model, args.attention)
     provenance = model_provenance(model)
     corpus = training_corpus(model, args.corpus)
+    args.split = evaluation_split(args, corpus)
     tasks = plan_tasks(args, model, corpus, lengths[-1])  # checks every task before any work
     output = {"model": model.name, "corpus": corpus, "split": args.split,
               "checkpoint": provenance.get("checkpoint") or args.model,

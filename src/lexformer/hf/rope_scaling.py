@@ -54,6 +54,19 @@ def fixed_factor(method: str, options: MethodOptions | None) -> float | None:
     return _OWN_LENGTH_RULE.get(ROPE_TYPES[method])
 
 
+def length_dependent(method: str, options: MethodOptions | None) -> bool:
+    """Does ``method`` compute other outputs for the first n tokens of a longer input than for
+    those n tokens alone? True for dynamic NTK (its base follows the input's length) and for
+    a rescaling whose factor follows the length (the per-length oracle); False for every other
+    method, whose losses on a prefix can be read off one longer pass
+    (:mod:`lexformer.prefix_eval`)."""
+    if method not in ROPE_TYPES:
+        return False
+    if ROPE_TYPES[method] in _OWN_LENGTH_RULE:
+        return True
+    return fixed_factor(method, options) is None and not (options and options.target_length)
+
+
 def chosen_factor(method: str, options: MethodOptions | None, length: int | None,
                   context: int) -> float:
     """The factor ``method`` runs at for an input of ``length`` tokens (module docstring)."""
@@ -163,5 +176,6 @@ def rescaled_rope(model, rotary_owner, method: str, factor: float) -> Iterator[o
         rotary_owner.rotary_emb = original
 
 
-__all__ = ["ROPE_TYPES", "check_rescalable", "chosen_factor", "fixed_factor", "rescaled_rope",
-           "rope_factor", "rope_label", "rope_summary", "scaled_config", "scaled_rope_parameters"]
+__all__ = ["ROPE_TYPES", "check_rescalable", "chosen_factor", "fixed_factor", "length_dependent",
+           "rescaled_rope", "rope_factor", "rope_label", "rope_summary", "scaled_config",
+           "scaled_rope_parameters"]
