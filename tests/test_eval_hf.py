@@ -229,3 +229,21 @@ def test_split_all_on_a_built_in_corpus_is_refused_before_loading(tiny, tmp_path
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert "Loading weights" not in proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_eval_in_bf16_records_its_dtype_and_device(tiny, tmp_path):
+    """--dtype bf16 loads the weights in bf16 and says so in the JSON; the perplexity stays
+    within bf16's rounding of the float32 run (rel 5e-2: docs/reproducibility.md)."""
+    model, corpus, cache = tiny
+    runs = {}
+    for dtype in ("bf16", "fp32"):
+        out = tmp_path / f"{dtype}.json"
+        proc = run_cli("eval", "--model", model, "--attention", "full", "--lengths", "32",
+                       "--corpus", corpus, "--dtype", dtype, "--device", "cpu", "--json", out,
+                       "--no-progress", env={"LEXFORMER_CACHE": str(cache)})
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        runs[dtype] = json.loads(out.read_text())
+    assert runs["bf16"]["dtype"] == "bfloat16" and runs["fp32"]["dtype"] == "float32"
+    assert runs["bf16"]["device"] == "cpu" and runs["bf16"]["devices"] == ["cpu"]
+    ppl = {d: r["results"]["full"]["32"]["perplexity"] for d, r in runs.items()}
+    assert ppl["bf16"] == pytest.approx(ppl["fp32"], rel=5e-2)

@@ -438,3 +438,15 @@ def test_one_long_file_is_measured_whole_by_default(tiny, tmp_path):
     assert saved["split"] == "all" and saved["settings"]["split"] == "all"
     assert saved["results"]["blockwise"]["4096"]["documents"] == 1
     assert "your text, whole" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_stage_key_holds_a_device_or_dtype_other_than_cpu_float32():
+    """A run at another dtype is measured again, not reused; one on the CPU in float32 keys
+    its stages as before --dtype existed (saved stages stay reusable)."""
+    from lexformer.experiments.extend import ExtendSettings, stage_settings
+
+    plain = stage_settings(ExtendSettings(dtype=None), "m", [64], 1, 64)
+    assert "dtype" not in plain and "device" not in plain
+    assert stage_settings(ExtendSettings(device="cpu", dtype="float32"), "m", [64], 1, 64) == plain
+    bf16 = stage_settings(ExtendSettings(dtype="bfloat16"), "m", [64], 1, 64)
+    assert (bf16["device"], bf16["dtype"]) == ("cpu", "bfloat16")
