@@ -363,9 +363,13 @@ def test_ruler_is_scored_beside_perplexity_and_reused(tiny, tmp_path, capfd):
     RULER stages; the report has the retrieval table and names which method serves which
     need."""
     model, corpus = tiny
+    only, tmp_path = tmp_path / "only", tmp_path / "all"
     argv = ("--model", str(model), "--methods", "full,blockwise,sinks", "--corpus", str(corpus),
             "--out", str(tmp_path), "--max-docs", "2", "--ruler-tasks", "niah_single_1,fwe",
             "--ruler-lengths", str(8 * CONTEXT), "--ruler-samples", "2", "--no-progress")
+    assert _cli(*argv, "--ruler-methods", "sinks", "--out", str(only)) == 0
+    assert [p.name for p in (only / "eval").glob("*.ruler.json")] == [
+        "sinks.ruler.json"]
     assert _cli(*argv) == 0
     files = sorted(p.name for p in (tmp_path / "eval").glob("*.ruler.json"))
     assert files == ["blockwise.ruler.json", "sinks.ruler.json"]
@@ -400,6 +404,7 @@ def test_ruler_none_leaves_retrieval_out(tiny, tmp_path):
     (("--ruler-lengths", "0"), "integers ≥ 2"),
     (("--seed", "-1"), "--seed"),
     (("--preset", "huge"), "invalid choice"),
+    (("--methods", "full,sinks", "--ruler-methods", "yarn"), "not a method of this run"),
 ])
 def test_bad_ruler_options_are_refused_before_loading(tmp_path, argv, words, capsys):
     with pytest.raises((SystemExit, LexformerError)) as caught:

@@ -138,6 +138,8 @@ class ExtendSettings:
     ruler_lengths: Sequence[int] | None = field(default=None, metadata=option(
         "--ruler-lengths", "comma-separated lengths of the RULER prompts (default: L × "
                            f"{', '.join(f'{k:g}' for k in DEFAULT_RULER_SCALES)})"))
+    ruler_methods: Sequence[str] | None = field(default=None, metadata=option(
+        "--ruler-methods", "the methods of the run that score RULER too (default: all)"))
     ruler_samples: int = field(default=DEFAULT_EXTEND_RULER_SAMPLES, metadata=option(
         "--ruler-samples", "samples per RULER task and length (the same for every method)"))
     seed: int = field(default=0, metadata=option(
@@ -183,6 +185,11 @@ def check_settings(s: ExtendSettings) -> None:
         raise LexformerError(f"--seed must lie in 0 … {MAX_SEED}, got {s.seed}")
     if s.ruler_samples < 1:
         raise LexformerError(f"--ruler-samples must be at least 1, got {s.ruler_samples}")
+    run = set(s.methods) if s.methods is not None else set(DEFAULT_METHODS)
+    stray = [m for m in (s.ruler_methods or ()) if m not in run]
+    if stray:
+        raise LexformerError(f"--ruler-methods names {', '.join(stray)}, not a method of this "
+                             "run (--methods)")
     if s.ruler_lengths is not None:
         check_lengths(s.ruler_lengths)
     if s.methods is not None and not list(s.methods):
@@ -543,6 +550,8 @@ def plan_retrieval(model, s: ExtendSettings, methods: Sequence[str]
             bare_tokens(t, model.encode, n, ruler_data()) <= n for t in tasks)]
     plan = []
     for method in methods:
+        if s.ruler_methods is not None and method not in s.ruler_methods:
+            continue
         kept, stop = method_lengths(model, method, lengths, s.full_up_to)
         if kept:
             check_ruler(model, method, tasks, kept)
