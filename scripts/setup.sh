@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Creates .venv (first time, or when pyproject.toml changes) and installs lexformer with
 # its test, reference and Hugging Face extras. Sourced by scripts/reproduce.sh and scripts/test.sh.
-# torch is pinned to 2.13.0 in pyproject.toml so pip takes the CPU wheel of this machine
-# instead of resolving a multi-GB CUDA build.
+# torch==2.13.0 (the CPU wheel of this machine) is installed first, on its own: pyproject.toml
+# asks only for a range, which that wheel satisfies, so pip never resolves a multi-GB CUDA build.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
