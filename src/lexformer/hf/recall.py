@@ -88,11 +88,11 @@ def recall_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: Windo
                                       _causal(s), scaling, inv_freq, start))
     if n_full < Tq:
         last_w0 = ((Tk - 1) // s.block - 1) * s.block
-        summary = _summaries(k, s, (last_w0 - s.sinks) // s.recall_block, inv_freq)
+        blocks = _Blocks(k, v, s, (last_w0 - s.sinks) // s.recall_block, inv_freq)
         per_row = k.shape[0] * k.shape[1] * k.shape[-1] * s.recall_blocks * s.recall_block
         for rows in _row_chunks(s.block, start + n_full, Tk, per_row):
             part = q[..., rows.start - start:rows.stop - start, :]
-            parts.append(_recall_rows(part, k, v, s, scaling, inv_freq, rows, summary))
+            parts.append(_recall_rows(part, k, v, s, scaling, inv_freq, rows, blocks))
     return torch.cat(parts, dim=-2)
 
 
@@ -113,14 +113,29 @@ def _row_chunks(h: int, start: int, stop: int, per_row: int) -> list[range]:
     return chunks
 
 
-def _summaries(k, s: WindowSettings, n_blocks: int, inv_freq):
-    """Per-channel (min, max) (B, Hkv, M, D) of each candidate block's keys, turned back to
-    positions 0..b − 1."""
-    S, b = s.sinks, s.recall_block
-    blocks = k[..., S:S + n_blocks * b, :].unflatten(-2, (n_blocks, b))
-    starts = S + b * torch.arange(n_blocks, dtype=torch.int64)
-    blocks = rotate_by(blocks, -starts[:, None], inv_freq)
-    return blocks.amin(dim=-2), blocks.amax(dim=-2)
+class _Blocks:
+    """The candidate blocks of one call: their keys and values, one row of b·D per block
+    (so that gathering a query's blocks copies whole rows), and their summaries: the
+    per-channel (min, max) (B, Hkv, M, D) of each block's keys turned back to 0..b − 1."""
+
+    def __init__(self, k, v, s: WindowSettings, n_blocks: int, inv_freq):
+        B, Hkv, _, D = k.shape
+        S, b = s.sinks, s.recall_block
+        self.n_blocks, self.shape = n_blocks, (B, Hkv, b, D)
+        self.keys, self.values = (x[..., S:S + n_blocks * b, :].reshape(B * Hkv * n_blocks,
+                                                                        b * D) for x in (k, v))
+        starts = S + b * torch.arange(n_blocks, dtype=torch.int64)
+        turned = rotate_by(k[..., S:S + n_blocks * b, :].unflatten(-2, (n_blocks, b)),
+                           -starts[:, None], inv_freq)
+        self.summary = turned.amin(dim=-2), turned.amax(dim=-2)
+
+    def gather(self, chosen: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values (B, Hkv, Tc, k, b, D) of the blocks ``chosen`` (B, Hkv, Tc, k)."""
+        B, Hkv, b, D = self.shape
+        first = self.n_blocks * torch.arange(B * Hkv, device=chosen.device).view(B, Hkv, 1, 1)
+        rows = (first + chosen).flatten()
+        return tuple(x.index_select(0, rows).view(*chosen.shape, b, D)
+                     for x in (self.keys, self.values))
 
 
 def select_blocks(q, summary, s: WindowSettings, w0: int, positions: torch.Tensor, inv_freq):
@@ -140,7 +155,7 @@ def select_blocks(q, summary, s: WindowSettings, w0: int, positions: torch.Tenso
     return bound.amax(dim=2).topk(n, dim=-1).indices.sort(dim=-1).values
 
 
-def _recall_rows(q, k, v, s: WindowSettings, scaling, inv_freq, rows: range, summary):
+def _recall_rows(q, k, v, s: WindowSettings, scaling, inv_freq, rows: range, blocks):
     """Queries q (B, Hq, Tc, D) at positions ``rows`` (one block, all ≥ L) → (B, Hq, Tc, D)."""
     B, Hq, Tc, D = q.shape
     Hkv = k.shape[1]
@@ -148,16 +163,12 @@ def _recall_rows(q, k, v, s: WindowSettings, scaling, inv_freq, rows: range, sum
     w0 = (rows.start // h - 1) * h
     pos = torch.arange(rows.start, rows.stop, dtype=torch.int64)
     qg = q.reshape(B, Hkv, Hq // Hkv, Tc, D)  # query heads grouped by their key head
-    chosen = select_blocks(qg, summary, s, w0, pos, inv_freq)
+    chosen = select_blocks(qg, blocks.summary, s, w0, pos, inv_freq)
     base = w0 - n * b  # where the first recalled key lands
     # sinks: one shift for the whole chunk, to base − S + s
     sink_k = rotate_by(k[..., :S, :], torch.tensor(base - S), inv_freq)
     # recalled blocks: the j-th moves from S + m_j·b to base + j·b; the query turns back
-    n_cand = (w0 - S) // b
-    batch = torch.arange(B, device=k.device)[:, None, None, None]
-    head = torch.arange(Hkv, device=k.device)[None, :, None, None]
-    rec_k, rec_v = (x[..., S:S + n_cand * b, :].unflatten(-2, (n_cand, b))[batch, head, chosen]
-                    for x in (k, v))  # (B, Hkv, Tc, k, b, D)
+    rec_k, rec_v = blocks.gather(chosen)  # (B, Hkv, Tc, k, b, D)
     shift = base + b * torch.arange(n, device=k.device) - (S + b * chosen)
     rec_q = rotate_by(qg[..., None, :], -shift[:, :, None], inv_freq)  # (B, Hkv, G, Tc, k, D)
     win_k, win_v = k[..., w0:rows.stop, :], v[..., w0:rows.stop, :]
