@@ -51,7 +51,8 @@ from .plans import SLIDING, WindowPlan
 from .rotation import rotate_by
 from .windowed import window_attention
 
-#: elements of recalled keys gathered at once (B·Hkv·rows·k·b·D): bounds the memory per step
+#: elements of one chunk's recalled scores and turned queries, B·Hq·rows·U·(b + D) for U ≈ 2k
+#: recalled blocks (the union of the rows' choices): bounds the memory per step
 GATHER_BUDGET = 1 << 23
 
 _forced: list[Callable] = []  # see forced_selection
@@ -89,7 +90,7 @@ def recall_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: Windo
     if n_full < Tq:
         last_w0 = ((Tk - 1) // s.block - 1) * s.block
         blocks = _Blocks(k, v, s, (last_w0 - s.sinks) // s.recall_block, inv_freq)
-        per_row = k.shape[0] * k.shape[1] * k.shape[-1] * s.recall_blocks * s.recall_block
+        per_row = q.shape[0] * q.shape[1] * 2 * s.recall_blocks * (s.recall_block + q.shape[-1])
         for rows in _row_chunks(s.block, start + n_full, Tk, per_row):
             part = q[..., rows.start - start:rows.stop - start, :]
             parts.append(_recall_rows(part, k, v, s, scaling, inv_freq, rows, blocks))
@@ -167,23 +168,43 @@ def _recall_rows(q, k, v, s: WindowSettings, scaling, inv_freq, rows: range, blo
     base = w0 - n * b  # where the first recalled key lands
     # sinks: one shift for the whole chunk, to base − S + s
     sink_k = rotate_by(k[..., :S, :], torch.tensor(base - S), inv_freq)
-    # recalled blocks: the j-th moves from S + m_j·b to base + j·b; the query turns back
-    rec_k, rec_v = blocks.gather(chosen)  # (B, Hkv, Tc, k, b, D)
-    shift = base + b * torch.arange(n, device=k.device) - (S + b * chosen)
-    rec_q = rotate_by(qg[..., None, :], -shift[:, :, None], inv_freq)  # (B, Hkv, G, Tc, k, D)
+    # recalled blocks: the j-th moves from S + m_j·b to base + j·b; the query turns back.
+    # The chunk's queries share the blocks they recall (their union), so that each block's
+    # keys meet all of its queries in one matrix product; a query skips those it did not pick
+    union, picked, rank = _union(chosen, (w0 - S) // b)
+    rec_k, rec_v = (x[:, :, 0] for x in blocks.gather(union[:, :, None]))  # (B, Hkv, U, b, D)
+    shift = base + b * rank - (S + b * union[:, :, None])  # (B, Hkv, Tc, U)
+    rec_q = rotate_by(qg[..., None, :], -shift[:, :, None], inv_freq)  # (B, Hkv, G, Tc, U, D)
+    rec = torch.einsum("zhgtud,zhuxd->zhgtux", rec_q, rec_k).masked_fill(
+        ~picked[:, :, None, :, :, None], float("-inf"))
     win_k, win_v = k[..., w0:rows.stop, :], v[..., w0:rows.stop, :]
     later = torch.arange(w0, rows.stop)[None, :] > pos[:, None]  # causal inside the window
     scores = torch.cat((qg @ sink_k[:, :, None].transpose(-1, -2),
-                        torch.einsum("zhgtjd,zhtjxd->zhgtjx", rec_q, rec_k).flatten(-2),
+                        rec.flatten(-2),
                         (qg @ win_k[:, :, None].transpose(-1, -2)).masked_fill(
                             later.to(q.device), float("-inf"))), dim=-1)
     work = torch.promote_types(q.dtype, torch.float32)
     probs = (scores.to(work) * scaling).softmax(dim=-1).to(v.dtype)
-    p_sink, p_rec, p_win = probs.split((S, n * b, win_k.shape[-2]), dim=-1)
+    p_sink, p_rec, p_win = probs.split((S, rec.shape[-2] * b, win_k.shape[-2]), dim=-1)
     out = (p_sink @ v[..., :S, :][:, :, None]
-           + torch.einsum("zhgtjx,zhtjxd->zhgtd", p_rec.unflatten(-1, (n, b)), rec_v)
+           + torch.einsum("zhgtux,zhuxd->zhgtd", p_rec.unflatten(-1, (-1, b)), rec_v)
            + p_win @ win_v[:, :, None])
     return out.reshape(B, Hq, Tc, D)
+
+
+def _union(chosen: torch.Tensor, n_cand: int):
+    """The blocks any query of the chunk recalls (chosen (B, Hkv, Tc, k)), per key head and
+    padded to one count U: their indices (B, Hkv, U); whether each query picked each
+    (B, Hkv, Tc, U); and its rank j in that query's own (ordered) choice."""
+    B, Hkv, Tc, n = chosen.shape
+    present = torch.zeros(B, Hkv, n_cand, dtype=torch.bool, device=chosen.device)
+    present.scatter_(-1, chosen.flatten(2), True)
+    count = int(present.sum(dim=-1).max()) if present.numel() else 0
+    union = present.to(torch.int8).sort(dim=-1, descending=True, stable=True).indices
+    union = union[..., :count]
+    match = chosen[..., :, None] == union[:, :, None, None, :]  # (B, Hkv, Tc, k, U)
+    rank = (match * torch.arange(n, device=chosen.device)[:, None]).sum(dim=-2)
+    return union, match.any(dim=-2), rank
 
 
 RECALL = WindowPlan(attend=recall_attention, reach=lambda s: s.context,
