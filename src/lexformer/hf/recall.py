@@ -30,7 +30,10 @@ lands. One selection per key head: the maximum of the bound over the query heads
 (GQA). Per query, not per query block: a choice made from the whole block would let a query's
 output depend on later tokens (a perplexity that reads the future), and generating one token
 at a time could not reproduce it without keeping every layer's queries. Cost: O(n/b) scores
-per query beside its at most S + k·b + 2h attended keys.
+per query beside its at most S + k·b + 2h attended keys. A chunk of consecutive queries
+(inside one block) gathers the union of the blocks its queries recall once and meets each
+block's keys in one matrix product, each query masking the blocks it did not pick: the work
+is that of the union, k blocks when neighbouring queries agree, at most min(M, rows·k).
 
 Generation runs on the model's ordinary unbounded cache (every past block stays selectable:
 the key/value memory grows linearly with n).
