@@ -118,28 +118,24 @@ def _row_chunks(h: int, start: int, stop: int, per_row: int) -> list[range]:
 
 
 class _Blocks:
-    """The candidate blocks of one call: their keys and values, one row of b·D per block
-    (so that gathering a query's blocks copies whole rows), and their summaries: the
-    per-channel (min, max) (B, Hkv, M, D) of each block's keys turned back to 0..b − 1."""
+    """The candidate blocks of one call, as views (B, Hkv, M, b, D) of the keys and values
+    (nothing copied), and their summaries: the per-channel (min, max) (B, Hkv, M, D) of each
+    block's keys turned back to positions 0..b − 1."""
 
     def __init__(self, k, v, s: WindowSettings, n_blocks: int, inv_freq):
-        B, Hkv, _, D = k.shape
         S, b = s.sinks, s.recall_block
-        self.n_blocks, self.shape = n_blocks, (B, Hkv, b, D)
-        self.keys, self.values = (x[..., S:S + n_blocks * b, :].reshape(B * Hkv * n_blocks,
-                                                                        b * D) for x in (k, v))
+        self.keys, self.values = (x[..., S:S + n_blocks * b, :].unflatten(-2, (n_blocks, b))
+                                  for x in (k, v))
         starts = S + b * torch.arange(n_blocks, dtype=torch.int64)
-        turned = rotate_by(k[..., S:S + n_blocks * b, :].unflatten(-2, (n_blocks, b)),
-                           -starts[:, None], inv_freq)
+        turned = rotate_by(self.keys, -starts[:, None], inv_freq)
         self.summary = turned.amin(dim=-2), turned.amax(dim=-2)
 
     def gather(self, chosen: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Keys and values (B, Hkv, Tc, k, b, D) of the blocks ``chosen`` (B, Hkv, Tc, k)."""
-        B, Hkv, b, D = self.shape
-        first = self.n_blocks * torch.arange(B * Hkv, device=chosen.device).view(B, Hkv, 1, 1)
-        rows = (first + chosen).flatten()
-        return tuple(x.index_select(0, rows).view(*chosen.shape, b, D)
-                     for x in (self.keys, self.values))
+        """Keys and values (B, Hkv, U, b, D) of the blocks ``chosen`` (B, Hkv, U)."""
+        B, Hkv = chosen.shape[:2]
+        batch = torch.arange(B, device=chosen.device)[:, None, None]
+        head = torch.arange(Hkv, device=chosen.device)[None, :, None]
+        return self.keys[batch, head, chosen], self.values[batch, head, chosen]
 
 
 def select_blocks(q, summary, s: WindowSettings, w0: int, positions: torch.Tensor, inv_freq):
@@ -175,7 +171,7 @@ def _recall_rows(q, k, v, s: WindowSettings, scaling, inv_freq, rows: range, blo
     # The chunk's queries share the blocks they recall (their union), so that each block's
     # keys meet all of its queries in one matrix product; a query skips those it did not pick
     union, picked, rank = _union(chosen, (w0 - S) // b)
-    rec_k, rec_v = (x[:, :, 0] for x in blocks.gather(union[:, :, None]))  # (B, Hkv, U, b, D)
+    rec_k, rec_v = blocks.gather(union)  # (B, Hkv, U, b, D)
     shift = base + b * rank - (S + b * union[:, :, None])  # (B, Hkv, Tc, U)
     rec_q = rotate_by(qg[..., None, :], -shift[:, :, None], inv_freq)  # (B, Hkv, G, Tc, U, D)
     rec = torch.einsum("zhgtud,zhuxd->zhgtux", rec_q, rec_k).masked_fill(
