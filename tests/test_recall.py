@@ -311,3 +311,16 @@ def test_one_layer_call_matches_the_reference():
     got = recall_attention(q, k, v, s, 0.25, inv_freq)
     want = reference_attention(s, inv_freq)(None, q, k, v, None, scaling=0.25)[0]
     assert (got - want.transpose(1, 2)).abs().max().item() <= TOLERANCE
+
+
+def test_a_batch_is_its_sequences_one_by_one():
+    """Each sequence of a batch chooses its own blocks (per key head and query)."""
+    s = resolve_settings("recall", CONTEXT, OPTIONS)
+    gen = torch.Generator().manual_seed(6)
+    q, k, v = (torch.randn(2, h, 150, 16, generator=gen, dtype=torch.float64)
+               for h in (4, 2, 2))
+    inv_freq = 1.0 / 10000 ** (torch.arange(0, 16, 2, dtype=torch.float64) / 16)
+    both = recall_attention(q, k, v, s, 0.25, inv_freq)
+    for i in range(2):
+        alone = recall_attention(q[i:i + 1], k[i:i + 1], v[i:i + 1], s, 0.25, inv_freq)
+        assert (both[i:i + 1] - alone).abs().max().item() <= TOLERANCE
