@@ -73,3 +73,15 @@ def smoke(tmp_path_factory):
         cfg = from_preset("smoke", position="xpos", corpus=str(corpus), tokens=8 * 64 * 10)
         train(cfg, base / "model", progress=False)
     return base, env
+
+
+@pytest.fixture(autouse=True)
+def _no_downloads(monkeypatch):
+    """Tests download nothing: a pinned package fetched by pip (the built-in model, RULER's
+    data) is an error here; a test that means to exercise the fetch replaces this itself."""
+    from lexformer.hf import loading
+
+    def refuse(package, version, *args, **kwargs):
+        raise AssertionError(f"a test tried to download {package}=={version}")
+
+    monkeypatch.setattr(loading, "pip_download_pinned", refuse)

@@ -37,6 +37,10 @@ CASES = [
     ("plots_is_a_file", ["--out", "{base}/plots_is_file"], ["plots", "not a folder"]),
     ("report_is_a_folder", ["--out", "{base}/report_is_folder"], ["report.md", "folder"]),
     ("stage_is_a_folder", ["--out", "{base}/stage_is_folder"], ["yarn.json", "folder"]),
+    ("device_absent", ["--device", "cuda:0"], ["cuda:0", "not available"]),
+    ("device_unknown", ["--device", "tpu"], ["unknown device", "tpu"]),
+    ("dtype_unknown", ["--dtype", "int8"], ["unknown dtype", "int8"]),
+    ("fp16_on_cpu", ["--dtype", "fp16"], ["fp16", "cpu"]),
 ]
 
 

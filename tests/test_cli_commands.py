@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from cli_harness import run_cli
+from cli_harness import assert_clean_failure, run_cli
 
 
 def test_eval_prints_intervals_and_writes_json(smoke):
@@ -120,3 +120,52 @@ def test_eval_takes_a_block_size_for_a_lexformer_model(smoke):
     proc = run_cli("eval", "--checkpoint", base / "model", "--method-options", "sinks=4",
                    "--lengths", "32", env=env)
     assert proc.returncode == 2 and "block and window only" in proc.stderr
+
+
+PLACEMENT_CASES = [
+    (["--device", "cuda"], ["cuda", "not available"]),
+    (["--device", "tpu"], ["unknown device", "tpu"]),
+    (["--dtype", "int8"], ["unknown dtype", "int8"]),
+    (["--dtype", "fp16"], ["fp16", "cpu"]),
+]
+#: each command with the built-in model (analyze: a lexformer folder), in an empty cache
+PLACEMENT_COMMANDS = {
+    "eval": ["eval", "--model", "smollm2", "--no-progress"],
+    "generate": ["generate", "--checkpoint", "smollm2", "--temperature", "0"],
+    "analyze": ["analyze", "--checkpoint", "{base}/model", "--out", "{base}/analysis"],
+}
+
+
+@pytest.mark.parametrize("command", sorted(PLACEMENT_COMMANDS))
+@pytest.mark.parametrize("extra,words", PLACEMENT_CASES, ids=lambda x: "-".join(x))
+def test_bad_device_or_dtype_is_refused_before_loading(tmp_path, command, extra, words):
+    """One line, exit 2, and the built-in model never fetched (the cache stays empty)."""
+    import torch
+
+    if "cuda" in extra and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    args = [a.format(base=tmp_path) for a in PLACEMENT_COMMANDS[command]]
+    cache = tmp_path / "empty-cache"
+    proc = run_cli(*args, *extra, env={"LEXFORMER_CACHE": str(cache),
+                                       "HF_HOME": str(tmp_path / "hf-home")})
+    assert_clean_failure(proc, *words)
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert not cache.exists() and not (tmp_path / "hf-home").exists()
+    assert not (tmp_path / "analysis").exists()
+
+
+@pytest.mark.parametrize("command", ["eval", "analyze", "generate"])
+def test_a_lexformer_model_refuses_another_device_or_dtype(smoke, command):
+    """A lexformer checkpoint runs on the CPU in float32: --dtype bf16 is refused, not
+    ignored; --device cpu --dtype fp32 (the default, spelled out) runs as before."""
+    base, env = smoke
+    flag = "--model" if command == "eval" else "--checkpoint"
+    extra = {"eval": ["--lengths", "64", "--max-docs", "1", "--no-progress"],
+             "analyze": ["--out", str(base / "placement-analysis"), "--max-docs", "1"],
+             "generate": ["--max-new-tokens", "2"]}[command]
+    proc = run_cli(command, flag, base / "model", *extra, "--dtype", "bf16", env=env)
+    assert_clean_failure(proc, "lexformer model", "cpu", "float32")
+    if command == "generate":  # the cheapest full run
+        proc = run_cli(command, flag, base / "model", *extra, "--device", "cpu", "--dtype",
+                       "fp32", env=env)
+        assert proc.returncode == 0, proc.stderr[-2000:]

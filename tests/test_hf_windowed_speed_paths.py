@@ -232,3 +232,54 @@ def test_plan_is_shared_by_layers_and_follows_the_frequencies(monkeypatch):
     assert len(built) == 2
     want = explicit_window_attention(q, k, v, settings, 0, inv_freq)
     assert (changed - want).abs().max().item() <= TOL
+
+
+# --------------------------------------------------------------------------- FlexAttention
+# The CUDA path (attend_part_flex) runs here uncompiled: FlexAttention's forward on the CPU
+# evaluates the same block mask and returns the same lse, so its logic is checked without a
+# GPU; tests/test_cuda.py runs the compiled kernel against the CPU path.
+@pytest.fixture
+def quiet_flex():
+    """FlexAttention warns once that it runs unfused without torch.compile: here on purpose."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="flex_attention called without torch.compile")
+        yield
+
+
+@pytest.mark.parametrize("dtype, tol", [(torch.float64, TOL), (torch.float32, 2e-6)])
+@pytest.mark.parametrize("case", ["mask", "causal", "mask+causal", "none"])
+def test_flex_part_matches_explicit_scores(dtype, tol, case, quiet_flex):
+    """Output and lse, rows that see no key included (lse −inf, output 0). float32: both
+    sides round the same D-term dot products and one softmax, a few u of |out| ≤ max|v|."""
+    q, k, v = (x.to(dtype) for x in qkv(12, 12 if "causal" in case else 30, seed=8))
+    q = q[:, :HKV]
+    mask = None
+    if "mask" in case:
+        visible = torch.rand(12, k.shape[-2], generator=torch.Generator().manual_seed(9)) > 0.5
+        visible[:, 0] = True
+        visible[4] = False  # a row that sees nothing
+        mask = lse_attention.additive_mask(visible, dtype)
+    causal = "causal" in case
+    out, lse = lse_attention.attend_part_flex(q, k, v, SCALE, mask, causal, compiled=False)
+    want_out, want_lse = lse_attention.attend_part_explicit(q, k, v, SCALE, mask, causal)
+    assert out.dtype == dtype and lse.dtype == dtype and lse.shape == (1, HKV, 12)
+    assert torch.equal(torch.isneginf(lse), torch.isneginf(want_lse))
+    seen = torch.isfinite(want_lse)
+    assert (out - want_out).abs().max().item() <= tol
+    assert (lse[seen] - want_lse[seen]).abs().max().item() <= tol
+
+
+@pytest.mark.parametrize("method", WINDOW_METHODS)
+def test_engine_through_flex_attention(method, monkeypatch, quiet_flex):
+    """Every window method with every piece through FlexAttention (as on CUDA)."""
+    def flex(q, k, v, scale, mask=None, causal=False):
+        return lse_attention.attend_part_flex(q, k, v, scale, mask, causal, compiled=False)
+
+    monkeypatch.setattr(windowed, "attend_part", flex)
+    settings = resolve_settings(method, CONTEXT, OPTIONS)
+    q, k, v = qkv(100, 100, seed=10)
+    got = windowed.window_attention(q, k, v, settings, SCALE, INV_FREQ)
+    want = explicit_window_attention(q, k, v, settings, 0)
+    assert (got - want).abs().max().item() <= TOL

@@ -38,6 +38,11 @@ AttentionMode = Literal["full", "blockwise", "sliding"]
 ATTENTION_MODES: tuple[str, ...] = get_args(AttentionMode)
 Split = Literal["train", "validation", "test"]
 SPLITS: tuple[str, ...] = get_args(Split)
+#: the split choice of ``eval`` and ``extend`` that scores every document of the user's own
+#: files whole (no train/validation/test parts): the default for a user corpus there
+ALL_SPLIT = "all"
+#: the splits an evaluation may score: a corpus's three, or all of the user's text whole
+EVAL_SPLITS: tuple[str, ...] = (*SPLITS, ALL_SPLIT)
 Schedule = Literal["cosine", "linear", "polynomial"]
 SCHEDULES: tuple[str, ...] = get_args(Schedule)
 DType = Literal["auto", "fp32", "bf16"]
@@ -429,8 +434,8 @@ class RuntimeOptions:
 
 
 __all__ = [
-    "ADDED_MODEL_FIELDS", "ADDED_TRAIN_FIELDS", "ATTENTION_MODES", "DTYPES", "MAX_SEED",
-    "OBJECTIVES",
+    "ADDED_MODEL_FIELDS", "ADDED_TRAIN_FIELDS", "ALL_SPLIT", "ATTENTION_MODES", "DTYPES",
+    "EVAL_SPLITS", "MAX_SEED", "OBJECTIVES",
     "POSITION_NAMES", "ROTARY_SCHEMES", "SCHEDULES", "SPLITS", "TOKENIZER_KINDS",
     "AttentionMode", "DType", "DataConfig", "ModelConfig", "Objective", "OptimConfig",
     "PositionName", "RuntimeOptions", "Schedule", "Split", "TokenizerKind", "TrainConfig",

@@ -449,21 +449,21 @@ def evaluation_documents(corpus_name: str, tokenizer_or_model: Any, split: str,
                          max_length: int, max_docs: int | None = None,
                          cache_dir: str | None = None) -> list[np.ndarray]:
     """The first ``max_length`` tokens of each document of ``split`` long enough to hold them
-    (at most ``max_docs``, ≥ 1, of them). Takes a tokenizer (lexformer's or a transformers
-    fast tokenizer) or a model that has one; the tokens are cached per tokenizer."""
-    from .config import SPLITS
-    from .data import eval_documents, load_corpus, tokenize_corpus
+    (at most ``max_docs``, ≥ 1, of them). ``split`` ``all``: every document of the user's
+    files, whole (see :func:`lexformer.data.load_split_corpus`). Takes a tokenizer (lexformer's
+    or a transformers fast tokenizer) or a model that has one; the tokens are cached per
+    tokenizer."""
+    from .data import check_split, eval_documents, load_split_corpus, tokenize_corpus
 
     if max_docs is not None and max_docs < 1:
         raise LexformerError(f"max_docs must be at least 1, got {max_docs}")
-    if split not in SPLITS:
-        raise LexformerError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
+    check_split(corpus_name, split)
     tokenizer = _corpus_tokenizer(tokenizer_or_model)
-    corpus = load_corpus(corpus_name, cache_dir=cache_dir)
+    corpus, read = load_split_corpus(corpus_name, split, cache_dir=cache_dir)
     tokens = tokenize_corpus(corpus, tokenizer, cache_dir=cache_dir)
-    if split not in tokens.splits or len(tokens.splits[split].tokens) == 0:
+    if read not in tokens.splits or len(tokens.splits[read].tokens) == 0:
         raise LexformerError(f"corpus {corpus_name!r} has no {split!r} text")
-    docs = eval_documents(tokens.splits[split], max_length)
+    docs = eval_documents(tokens.splits[read], max_length)
     return docs[:max_docs] if max_docs is not None else docs
 
 

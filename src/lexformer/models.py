@@ -24,7 +24,9 @@ from .lm import LanguageModel, LexformerLM
 class ModelSource:
     """A kind of model: ``matches(spec)`` says whether ``spec`` is one (cheaply: no weights
     read), ``open(spec, method_options)`` loads it (``method_options``: the knobs of the
-    model's attention methods, :class:`lexformer.hf.MethodOptions`, or None)."""
+    model's attention methods, :class:`lexformer.hf.MethodOptions`, or None). A device or
+    dtype other than the default is passed as ``open(spec, method_options, device=,
+    dtype=)`` (names of :mod:`lexformer.hf.placement`)."""
 
     name: str
     description: str
@@ -43,7 +45,9 @@ def _is_lexformer_folder(spec: str) -> bool:
 LEXFORMER_OPTIONS = ("block", "window")
 
 
-def _open_lexformer(spec: str, method_options: Any = None) -> LanguageModel:
+def _open_lexformer(spec: str, method_options: Any = None, device: str | None = None,
+                    dtype: Any = None) -> LanguageModel:
+    check_lexformer_placement(spec, device, dtype)
     chosen = {} if method_options is None else {
         f.name: getattr(method_options, f.name) for f in fields(method_options)
         if getattr(method_options, f.name) is not None}
@@ -52,6 +56,18 @@ def _open_lexformer(spec: str, method_options: Any = None) -> LanguageModel:
         raise LexformerError(f"{spec} is a lexformer model: its method options are "
                              f"{' and '.join(LEXFORMER_OPTIONS)} only, got {', '.join(other)}")
     return LexformerLM.from_checkpoint(spec, **chosen)
+
+
+def check_lexformer_placement(spec: str, device: str | None, dtype: Any) -> None:
+    """A lexformer model is evaluated on the CPU in float32, as before --device and --dtype
+    existed (its training runs choose their own); another choice is refused, not ignored."""
+    if device is None and dtype is None:
+        return
+    from .hf.placement import resolve_placement
+
+    if not resolve_placement(device, dtype).is_default:
+        raise LexformerError(f"{spec} is a lexformer model: it is evaluated on the CPU in "
+                             "float32 (--device and --dtype apply to pretrained models)")
 
 
 MODEL_SOURCES: list[ModelSource] = [
@@ -87,13 +103,14 @@ def _is_hf(spec: str) -> bool:
     return is_hf_spec(spec)
 
 
-def _open_hf(spec: str, method_options: Any = None) -> LanguageModel:
+def _open_hf(spec: str, method_options: Any = None, device: str | None = None,
+             dtype: Any = None) -> LanguageModel:
     """A Hugging Face model folder, ``.gguf`` file or built-in name, through
     :func:`lexformer.hf.open_hf_model`."""
     require_transformers()
     from .hf import open_hf_model
 
-    return open_hf_model(spec, options=method_options)
+    return open_hf_model(spec, options=method_options, device=device, dtype=dtype)
 
 
 # Tried first: a transformers folder also holds config.json and model.safetensors, all that
@@ -104,18 +121,22 @@ register_source(ModelSource(
     "built-in pretrained model (smollm2)", _is_hf, _open_hf), first=True)
 
 
-def open_model(spec: str | Path, method_options: Any = None, **options: int) -> LanguageModel:
+def open_model(spec: str | Path, method_options: Any = None, *, device: str | None = None,
+               dtype: Any = None, **options: int) -> LanguageModel:
     """The model that ``spec`` names, from the first source that recognises it.
 
     ``method_options`` (a :class:`lexformer.hf.MethodOptions`), or the same knobs as keywords
     (``open_model(path, block=64)``), tune the attention methods: any of them for a pretrained
-    model; ``block`` (h of blockwise) and ``window`` (W of sliding) for a lexformer one."""
+    model; ``block`` (h of blockwise) and ``window`` (W of sliding) for a lexformer one.
+    ``device``, ``dtype``: where and in which precision (:mod:`lexformer.hf.placement`;
+    None: the CPU in float32)."""
     spec = str(spec)
     if options:
         method_options = _with_options(method_options, options)
+    placement = {k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None}
     for source in MODEL_SOURCES:
         if source.matches(spec):
-            return source.open(spec, method_options)
+            return source.open(spec, method_options, **placement)
     if not Path(spec).exists():
         raise LexformerError(f"model not found: {spec} does not exist")
     raise LexformerError(
@@ -135,5 +156,5 @@ def _with_options(method_options: Any, options: dict[str, int]):
     return replace(method_options or MethodOptions(), **options)
 
 
-__all__ = ["LEXFORMER_OPTIONS", "MODEL_SOURCES", "ModelSource", "open_model",
-           "register_source", "require_transformers"]
+__all__ = ["LEXFORMER_OPTIONS", "MODEL_SOURCES", "ModelSource", "check_lexformer_placement",
+           "open_model", "register_source", "require_transformers"]

@@ -200,30 +200,37 @@ def plot_by_length(path: str | Path, panels: Sequence[LengthPanel], ylabel: str,
                    widths: Mapping[Any, float] | None = None, log_y: bool | None = None,
                    panel_size: tuple[float, float] = (6.5, 4.5), share_y: bool = False,
                    every_legend: bool = True,
-                   xlabel: str = "evaluation length (tokens)") -> Path:
-    """A value against a log2 length axis, one panel per :class:`LengthPanel` side by side,
-    one line per key (with its interval band where one is given).
+                   xlabel: str = "evaluation length (tokens)",
+                   columns: int | None = None) -> Path:
+    """A value against a log2 length axis, one panel per :class:`LengthPanel` side by side
+    (``columns`` per row, default all in one row), one line per key (with its interval band
+    where one is given).
 
     ``styles``: key → plot keywords (e.g. :func:`line_styles`; default: matplotlib's colour
     cycle); ``widths``: key → line width; ``log_y`` None: logarithmic y where the values span
     more than a factor of 10 (pass True for perplexities). With ``share_y`` the panels share
-    the y axis and only the first gets the y label. Legends sit right of their panel, outside
-    it; ``every_legend`` False: one legend for all panels (each label once), right of the last.
+    the y axis and only the first of each row gets the y label. Legends sit right of their
+    panel, outside it; ``every_legend`` False: one legend for all panels (each label once),
+    right of the last.
     """
     plt = pyplot()
+    cols = min(columns or len(panels), len(panels))
+    rows = -(-len(panels) // cols)
     # constrained layout makes room for the legends outside the axes
-    fig, axes = plt.subplots(1, len(panels), figsize=(panel_size[0] * len(panels),
-                                                      panel_size[1]),
+    fig, grid = plt.subplots(rows, cols, figsize=(panel_size[0] * cols, panel_size[1] * rows),
                              squeeze=False, sharey=share_y, layout="constrained")
-    for i, (ax, panel) in enumerate(zip(axes[0], panels)):
+    axes = list(grid.ravel())
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
+    for i, (ax, panel) in enumerate(zip(axes, panels)):
         lengths, values = _draw_curves(ax, panel, styles or {}, widths or {})
         _length_axes(ax, panel, lengths, values, log_y, xlabel)
-        if i == 0 or not share_y:
+        if i % cols == 0 or not share_y:
             ax.set_ylabel(ylabel)
         if every_legend:
             legend_outside(ax)
     if not every_legend:
-        _one_legend(axes[0])
+        _one_legend(axes[:len(panels)])
     return save_figure(fig, path)
 
 

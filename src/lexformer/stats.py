@@ -207,7 +207,35 @@ def ratio_difference_interval(doc_sum_a: Sequence[float], doc_sum_b: Sequence[fl
                         - resampled_ratio(doc_sum_b, doc_count, indices), level)
 
 
+def wilson_interval(successes: int, trials: int, level: float = LEVEL) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion (sound at 0 and at ``trials`` hits,
+    where the normal interval collapses to a point)."""
+    from statistics import NormalDist
+
+    if trials < 1 or not 0 <= successes <= trials:
+        raise LexformerError(f"Wilson interval needs 0 <= successes <= trials >= 1, got "
+                             f"{successes} of {trials}")
+    z = NormalDist().inv_cdf(0.5 + level / 2)
+    p, z2 = successes / trials, z * z / trials
+    centre = (p + z2 / 2) / (1 + z2)
+    half = z * np.sqrt(p * (1 - p) / trials + z2 / (4 * trials)) / (1 + z2)
+    # the ends at 0 and n hits are exactly 0 and 1; the formula leaves rounding there
+    lo = 0.0 if successes == 0 else max(0.0, float(centre - half))
+    hi = 1.0 if successes == trials else min(1.0, float(centre + half))
+    return lo, hi
+
+
+def mean_interval(values: Sequence[float], seed: int = DEFAULT_SEED,
+                  level: float = LEVEL) -> tuple[float, float]:
+    """Percentile bootstrap interval of a mean over samples (a single value: itself)."""
+    x = np.asarray(values, dtype=np.float64)
+    if x.size < 2:
+        return (float(x.mean()), float(x.mean())) if x.size else (np.nan, np.nan)
+    return _percentiles(x[resample_indices(x.size, seed=seed)].mean(axis=1), level)
+
+
 __all__ = ["DEFAULT_RESAMPLES", "DEFAULT_SEED", "TIE_TOLERANCE", "Difference",
            "perplexity_difference", "perplexity_interval", "ratio_difference_interval",
            "ratio_interval", "resample_indices", "resampled_perplexity", "resampled_ratio",
-           "seed_difference", "seed_interval", "t_quantile_975"]
+           "mean_interval", "seed_difference", "seed_interval", "t_quantile_975",
+           "wilson_interval"]

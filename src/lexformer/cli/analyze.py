@@ -5,7 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import LexformerError
-from .options import HelpFormatter, attention_modes, int_list
+from .options import (
+    HelpFormatter,
+    add_placement_options,
+    attention_modes,
+    check_placement,
+    int_list,
+)
 
 
 def add_parser(sub) -> None:
@@ -25,6 +31,7 @@ def add_parser(sub) -> None:
     p.add_argument("--attention", type=attention_modes, default=["full", "blockwise"])
     p.add_argument("--lengths", type=int_list, help="default: L,2L")
     p.add_argument("--max-docs", type=int, default=8, help="≥ 1")
+    add_placement_options(p)
     p.set_defaults(handler=run)
 
 
@@ -37,6 +44,11 @@ def check_args(args) -> None:
     if args.lengths is not None and (not args.lengths or min(args.lengths) < 2):
         raise LexformerError("--lengths must be integers ≥ 2, e.g. --lengths 64,128")
     ensure_writable_dir(args.out, "--out folder")
+    check_placement(args)
+    from ..models import check_lexformer_placement
+
+    # analyze reads lexformer checkpoints only; they run on the CPU in float32
+    check_lexformer_placement(args.checkpoint, args.device, args.dtype)
 
 
 def run(args) -> int:

@@ -7,14 +7,20 @@ from pathlib import Path
 
 from ..errors import LexformerError
 from .eval_tasks import PERPLEXITY, add_task_options, check_task_args, plan_tasks, run_planned_tasks
-from .options import HelpFormatter, int_list, name_list
+from .options import (
+    HelpFormatter,
+    add_placement_options,
+    check_placement,
+    int_list,
+    name_list,
+)
 
 #: the corpus a model without a training corpus (a pretrained one) is evaluated on
 PRETRAINED_DEFAULT_CORPUS = "shakespeare"
 
 
 def add_parser(sub) -> None:
-    from ..config import SPLITS
+    from ..config import ALL_SPLIT, EVAL_SPLITS
 
     p = sub.add_parser(
         "eval", help="perplexity by length, with and without blockwise attention",
@@ -34,7 +40,10 @@ def add_parser(sub) -> None:
                         "of blockwise) and window (W of sliding)")
     p.add_argument("--corpus", help="corpus to evaluate on (default: the training corpus; "
                    f"{PRETRAINED_DEFAULT_CORPUS} for a pretrained model)")
-    p.add_argument("--split", default="test", choices=list(SPLITS))
+    p.add_argument("--split", choices=list(EVAL_SPLITS),
+                   help=f"the documents to score (default: test for a built-in corpus or the "
+                        f"model's training corpus; {ALL_SPLIT} for --corpus PATH: every file or "
+                        f".jsonl record of yours whole, none cut into parts)")
     p.add_argument("--lengths", type=int_list, help="comma-separated lengths "
                    "(default: L/4 … 16·L in powers of two; L/4 … 2·L for a pretrained model)")
     p.add_argument("--attention", type=name_list, default=["full", "blockwise"],
@@ -43,6 +52,7 @@ def add_parser(sub) -> None:
     p.add_argument("--max-docs", type=int, help="use at most this many documents (≥ 1)")
     p.add_argument("--json", help="write the results as JSON here")
     p.add_argument("--no-progress", action="store_true")
+    add_placement_options(p)
     add_task_options(p)
     p.set_defaults(handler=run)
 
@@ -58,10 +68,15 @@ def check_args(args) -> None:
         check_lengths(args.lengths)
     if args.json:
         ensure_writable_file(args.json, "--json file")
+    if args.corpus and args.split:  # `all` on a built-in corpus, before a model is loaded
+        from ..data import check_split
+
+        check_split(args.corpus, args.split)
     if args.method_options is not None:  # before a pretrained model is downloaded or loaded
         from ..hf.methods import check_option_values
 
         check_option_values(args.method_options)
+    check_placement(args)
     check_task_args(args)
 
 
@@ -89,6 +104,16 @@ def training_corpus(model, override: str | None) -> str:
     return provenance.get("training_corpus") or PRETRAINED_DEFAULT_CORPUS
 
 
+def evaluation_split(args, corpus: str) -> str:
+    """--split, else every document whole for the user's files given by --corpus, else the
+    held-out test split (a model's own training corpus: its train part was trained on)."""
+    from ..data import default_split
+
+    if args.split:
+        return args.split
+    return default_split(corpus) if args.corpus else "test"
+
+
 def open_checked_model(args):
     """The model of --model with every --attention name checked against the methods it
     offers (one line naming them otherwise), before any evaluation work."""
@@ -97,7 +122,8 @@ def open_checked_model(args):
 
     if not args.attention:
         raise LexformerError("--attention names no method")
-    model = check_causal(open_model(args.model, args.method_options))
+    model = check_causal(open_model(args.model, args.method_options, device=args.device,
+                                    dtype=args.dtype))
     for attention in args.attention:
         check_attention(model, attention)
     return model
@@ -111,6 +137,11 @@ def _default_lengths(model) -> list[int]:
     return model_default_lengths(model)
 
 
+def _placement(provenance: dict) -> dict:
+    """The device and dtype a pretrained model ran on (a lexformer one records none)."""
+    return {k: provenance[k] for k in ("device", "devices", "dtype") if k in provenance}
+
+
 def run(args) -> int:
     from ..evaluate import check_lengths, evaluate_model, format_table
     from ..fileio import atomic_write_json
@@ -122,6 +153,7 @@ def run(args) -> int:
                             else _default_lengths(model), model, args.attention)
     provenance = model_provenance(model)
     corpus = training_corpus(model, args.corpus)
+    args.split = evaluation_split(args, corpus)
     tasks = plan_tasks(args, model, corpus, lengths[-1])  # checks every task before any work
     output = {"model": model.name, "corpus": corpus, "split": args.split,
               "checkpoint": provenance.get("checkpoint") or args.model,
@@ -135,6 +167,7 @@ def run(args) -> int:
         print("± is half the width of the 95 % paired-bootstrap interval over "
               f"{result.results[args.attention[0]][lengths[-1]].documents} documents")
         output = result.to_json()
+    output.update(_placement(provenance))
     if tasks is not None:
         output.update(run_planned_tasks(args, model, tasks))
     if args.json:

@@ -1,15 +1,16 @@
 """The context-use options of ``lexformer eval``: ``--task`` and the knobs of each task.
 
 ``lexformer eval`` measures perplexity by default; ``--task`` adds (or replaces it with) the
-tasks of :mod:`lexformer.tasks` — ``position-loss``, ``copy``, ``passkey`` — under the same
-attention modes, on the same corpus and split. Task documents are the split's documents that
-hold at least the longest evaluation length (and, for copy, the prefix, the span and the
-longest distance). Every value is checked before any model is scored.
+tasks of :mod:`lexformer.tasks` — ``position-loss``, ``copy``, ``passkey``, ``ruler`` — under
+the same attention modes, on the same corpus and split. Task documents are the split's
+documents that hold at least the longest evaluation length (and, for copy, the prefix, the
+span and the longest distance). Every value is checked before any model is scored.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,21 +27,66 @@ PERPLEXITY = "perplexity"
 
 #: task option (argparse dest) → the task it belongs to
 OPTION_TASK = {"distances": "copy", "span": "copy", "samples": "copy",
-               "passkey_lengths": "passkey", "depths": "passkey", "trials": "passkey"}
+               "passkey_lengths": "passkey", "depths": "passkey", "trials": "passkey",
+               "ruler_tasks": "ruler", "ruler_lengths": "ruler", "ruler_samples": "ruler"}
+RULER = "ruler"
 
 
-def task_names(text: str) -> list[str]:
+class TaskNames(list):
+    """The ``--task`` names (a list, perplexity first, then the registry's order) and, in
+    ``ruler``, the RULER tasks named after ``ruler:`` (None: not named there)."""
+
+    ruler: list[str] | None = None
+
+
+def _ruler_names(names: list[str]) -> list[str]:
+    from ..tasks.ruler import RULER_TASKS
+
+    bad = [n for n in names if n not in RULER_TASKS]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown RULER task(s) {', '.join(bad) or '(none)'}; choose from "
+            + ", ".join(RULER_TASKS))
+    return [n for n in RULER_TASKS if n in names]
+
+
+def _split_ruler(names: list[str]) -> tuple[list[str], list[str] | None]:
+    """``ruler:a,b,passkey`` → (tasks with ``ruler``, [a, b]): the RULER names run from
+    ``ruler:`` up to the next name that is not a RULER task."""
+    from ..tasks.ruler import RULER_TASKS
+
+    tasks, picked, i = [], None, 0
+    while i < len(names):
+        name, i = names[i], i + 1
+        if not name.startswith(RULER + ":"):
+            tasks.append(name)
+            continue
+        run = list(itertools.takewhile(lambda n: n in RULER_TASKS, names[i:]))
+        picked = (picked or []) + _ruler_names([name.split(":", 1)[1].strip(), *run])
+        tasks.append(RULER)
+        i += len(run)
+    return tasks, picked
+
+
+def ruler_task_list(text: str) -> list[str]:
+    return _ruler_names(name_list(text))
+
+
+def task_names(text: str) -> TaskNames:
     """Comma-separated task names, checked at parse time, in a fixed order (perplexity
-    first, then the registry's)."""
+    first, then the registry's); ``ruler:a,b`` runs RULER's tasks a and b."""
     from ..tasks import TASKS
 
     known = (PERPLEXITY, *TASKS)
-    names = name_list(text)
+    names, ruler = _split_ruler(name_list(text))
     bad = [n for n in names if n not in known]
     if bad or not names:
         raise argparse.ArgumentTypeError(
-            f"unknown task(s) {', '.join(bad) or '(none)'}; choose from {', '.join(known)}")
-    return [n for n in known if n in names]
+            f"unknown task(s) {', '.join(bad) or '(none)'}; choose from {', '.join(known)} "
+            "(ruler:TASK,... picks RULER tasks)")
+    chosen = TaskNames(n for n in known if n in names)
+    chosen.ruler = ruler
+    return chosen
 
 
 def float_list(text: str) -> list[float]:
@@ -60,11 +106,14 @@ def add_task_options(p: argparse.ArgumentParser) -> None:
         "max(--lengths) tokens. copy: how much of a span's loss is recovered when it repeats "
         "d tokens later (gain 0: context unused, 1: exact copy); its text holds L/2 + span + "
         "the longest distance tokens of one document. passkey: retrieval of a 5-digit key "
-        "hidden at a depth in filler text (needs the model's tokenizer). L is the model's "
+        "hidden at a depth in filler text (needs the model's tokenizer). ruler: RULER's 13 "
+        "synthetic tasks (needle-in-a-haystack variants, variable tracking, word extraction, "
+        "QA; data fetched once with pip). L is the model's "
         "training (context) length; the tasks run on --corpus/--split under every --attention "
         "method.")
     g.add_argument("--task", type=task_names, default=PERPLEXITY,
-                   help="comma-separated: perplexity, position-loss, copy, passkey")
+                   help="comma-separated: perplexity, position-loss, copy, passkey, ruler "
+                        "(ruler:TASK,... for some of RULER's tasks)")
     keep = argparse.SUPPRESS
     g.add_argument("--distances", type=int_list, default=keep,
                    help="copy distances in tokens (default: L/8, L/4, …, 16·L)")
@@ -77,11 +126,19 @@ def add_task_options(p: argparse.ArgumentParser) -> None:
                    help="passkey key depths in [0, 1] (default 0,0.25,0.5,0.75,1)")
     g.add_argument("--trials", type=int, default=keep,
                    help="passkey prompts per (length, depth) (default 10)")
+    g.add_argument("--ruler-tasks", type=ruler_task_list, default=keep,
+                   help="RULER tasks to run (default: all 13; also --task ruler:a,b)")
+    g.add_argument("--ruler-lengths", type=int_list, default=keep,
+                   help="RULER prompt lengths in tokens, including the tokens to generate "
+                        "(default: --lengths when given, else L/2, L, …, 16·L, those the "
+                        "model can score)")
+    g.add_argument("--ruler-samples", type=int, default=keep,
+                   help="RULER prompts per (task, length) (default 10)")
     g.add_argument("--seed", type=seed_type, default=0,
-                   help="seed of the copy positions and the pass keys")
+                   help="seed of the copy positions, the pass keys and the RULER samples")
     g.add_argument("--plots", metavar="DIR",
                    help="write the task figures (position-loss.png, copy-gain.png, "
-                        "passkey.png) here; without it they go beside --json as "
+                        "passkey.png, ruler.png) here; without it they go beside --json as "
                         "<json name>.<figure>.png, and without --json nowhere")
 
 
@@ -90,7 +147,10 @@ def task_settings(args: argparse.Namespace) -> TaskSettings:
     from ..tasks import TaskSettings
 
     given = {k: getattr(args, k) for k in OPTION_TASK if hasattr(args, k)}
-    for key in ("distances", "passkey_lengths", "depths"):
+    named = getattr(args.task, "ruler", None)
+    if named is not None:  # ruler:a,b and --ruler-tasks together run both lists
+        given["ruler_tasks"] = [*named, *given.get("ruler_tasks", ())]
+    for key in ("distances", "passkey_lengths", "depths", "ruler_tasks", "ruler_lengths"):
         if key in given:
             given[key] = tuple(given[key])
     return TaskSettings(seed=args.seed, **given)
@@ -107,8 +167,8 @@ def check_task_args(args: argparse.Namespace) -> None:
                              f"to --task (now {','.join(args.task)})")
     task_settings(args)
     if args.plots and args.task == [PERPLEXITY]:
-        raise LexformerError("--plots holds the figures of position-loss, copy or passkey; add "
-                             "one of them to --task")
+        raise LexformerError("--plots holds the figures of position-loss, copy, passkey or "
+                             "ruler; add one of them to --task")
     if args.plots:
         ensure_writable_dir(args.plots, "--plots folder")
 
@@ -149,6 +209,9 @@ def plan_tasks(args: argparse.Namespace, model, corpus: str, top: int) -> TaskPl
     if not names:
         return None
     settings = dataclasses.replace(task_settings(args), length=top)
+    if RULER in names and settings.ruler_lengths is None and args.lengths is not None:
+        # `eval --task ruler --lengths 4096,16384` asks RULER at those lengths
+        settings = dataclasses.replace(settings, ruler_lengths=tuple(args.lengths))
     documents: list[np.ndarray] = []
     if any(TASKS[n].needs_documents for n in names):
         need = document_length(names, settings, model.context_length, top)

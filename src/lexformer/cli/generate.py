@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..errors import LexformerError
-from .options import HelpFormatter, seed_type
+from .options import HelpFormatter, add_placement_options, check_placement, seed_type
 
 
 def add_parser(sub) -> None:
@@ -21,6 +21,7 @@ def add_parser(sub) -> None:
     p.add_argument("--top-k", type=int, default=50, help="≥ 1: sample among the k likeliest")
     p.add_argument("--attention", default="blockwise", choices=list(ATTENTION_MODES))
     p.add_argument("--seed", type=seed_type, default=0)
+    add_placement_options(p)
     p.set_defaults(handler=run)
 
 
@@ -33,6 +34,7 @@ def check_args(args) -> None:
         raise LexformerError(f"--temperature must be >= 0 (0 is greedy), got {args.temperature}")
     if args.top_k < 1:
         raise LexformerError(f"--top-k must be at least 1, got {args.top_k}")
+    check_placement(args)
 
 
 def run(args) -> int:
@@ -42,7 +44,7 @@ def run(args) -> int:
     from ..models import open_model
 
     check_args(args)
-    model = check_causal(open_model(args.checkpoint))
+    model = check_causal(open_model(args.checkpoint, device=args.device, dtype=args.dtype))
     check_attention(model, args.attention)
     ids = model.encode(args.prompt)
     if not ids:

@@ -77,6 +77,25 @@ def attention_modes(text: str) -> list[str]:
     return modes
 
 
+def add_placement_options(parser: argparse.ArgumentParser) -> None:
+    """--device and --dtype, for the commands that open a model with ``open_model`` (their
+    names are checked at parse time; the pair by :func:`check_placement`)."""
+    from ..hf.placement import DEVICE_OPTION_HELP, DTYPE_OPTION_HELP, parse_device, parse_dtype
+
+    parser.add_argument("--device", type=_argparse_type(parse_device), metavar="DEVICE",
+                        help=DEVICE_OPTION_HELP)
+    parser.add_argument("--dtype", type=_argparse_type(parse_dtype), metavar="DTYPE",
+                        help=DTYPE_OPTION_HELP)
+
+
+def check_placement(args) -> None:
+    """The --device and --dtype pair (fp16 on the CPU, auto's choice), before any loading."""
+    if args.device is not None or args.dtype is not None:
+        from ..hf.placement import resolve_placement
+
+        resolve_placement(args.device, args.dtype)
+
+
 # --------------------------------------------------------------------------- dataclass options
 def _metadata(cls: type, name: str) -> dict:
     """The option metadata of field ``name``: its own, else that of the nearest base class

@@ -12,10 +12,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..config import ALL_SPLIT, EVAL_SPLITS
 from ..errors import LexformerError
 from .corpus import Corpus
 from .shakespeare import load_milton, load_shakespeare
-from .sword import load_sword
+from .sword import load_sword, load_sword_long
 from .user_files import USER_PATH_KINDS, load_user_corpus
 
 CacheDir = str | os.PathLike | None
@@ -40,6 +41,11 @@ CORPUS_SOURCES: dict[str, CorpusSource] = {
                      load_milton),
         CorpusSource("sword", "King James Bible and two commentaries (Debian SWORD packages)",
                      load_sword),
+        # long documents for long-context evaluation (extend's default corpus)
+        CorpusSource("sword-long", "the same public-domain texts (KJV, Matthew Henry, "
+                     "Spurgeon) as documents of >= 400k characters (~100k SmolLM2 tokens), "
+                     ">= 3 in test, for long-context runs; pretrained models have probably "
+                     "seen these texts", load_sword_long),
     )
 }
 #: The built-in corpus names, in registry order.
@@ -86,5 +92,35 @@ def load_corpus(name_or_path: str | os.PathLike = "shakespeare",
     return resolve_source(name_or_path).load(cache_dir)
 
 
-__all__ = ["BUILTIN_CORPORA", "CORPUS_SOURCES", "CorpusSource", "load_corpus",
-           "resolve_source", "user_source"]
+def default_split(name_or_path: str | os.PathLike) -> str:
+    """The split an evaluation scores unless told: ``test`` (held out) for a built-in corpus,
+    ``all`` (every document whole) for the user's own files."""
+    return "test" if resolve_source(name_or_path).builtin else ALL_SPLIT
+
+
+def check_split(name_or_path: str | os.PathLike, split: str) -> None:
+    """One line for a split an evaluation of this corpus cannot score. ``all`` is refused for
+    a built-in corpus: its documents are already whole, and scoring its train text with the
+    held-out text would mix text a model was trained on into the verdict."""
+    if split not in EVAL_SPLITS:
+        raise LexformerError(f"unknown split {split!r}; choose from {', '.join(EVAL_SPLITS)}")
+    if split == ALL_SPLIT and resolve_source(name_or_path).builtin:
+        raise LexformerError(f"split {ALL_SPLIT!r} is for your own files; the built-in corpus "
+                             f"{os.fspath(name_or_path)!r} keeps its held-out split (choose "
+                             "train, validation or test)")
+
+
+def load_split_corpus(name_or_path: str | os.PathLike, split: str,
+                      cache_dir: CacheDir = None) -> tuple[Corpus, str]:
+    """(corpus, the split of it to read) for an evaluation of ``split``: ``all`` is the user's
+    files with every document whole, read as the test split of that corpus."""
+    check_split(name_or_path, split)
+    if split != ALL_SPLIT:
+        return load_corpus(name_or_path, cache_dir), split
+    return load_user_corpus(os.fspath(name_or_path), whole=True), "test"
+
+
+__all__ = ["BUILTIN_CORPORA", "CORPUS_SOURCES", "CorpusSource",
+           "check_split",
+           "default_split", "load_corpus", "load_split_corpus", "resolve_source",
+           "user_source"]

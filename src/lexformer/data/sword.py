@@ -15,6 +15,12 @@ following ones until a document has at least 20 000 characters. Commentaries: se
 merged (or long ones cut at paragraph breaks) into documents of about 100 000 characters.
 Each module's documents are split with the usual rule
 (:func:`lexformer.data.corpus.split_index`), so every module is in every split.
+
+The ``sword-long`` corpus (:func:`load_sword_long`) reads the same three modules for
+long-context evaluation: each document is a contiguous run of one module's sections in order,
+cut at the first section boundary where it reaches :data:`LONG_DOC_CHARS` (a short tail joins
+the module's last document). The usual rule splits each module's documents, so document 0 of
+every module is held out: the three modules give at least three test documents (checked).
 """
 
 from __future__ import annotations
@@ -40,6 +46,14 @@ MIN_DOC_CHARS = 20_000
 COMMENTARY_DOC_CHARS = 100_000
 #: Bump when parsing or grouping changes, so that cached documents are rebuilt.
 PARSER_VERSION = 1
+#: ``sword-long`` documents reach this many characters: an 8·L run needs every test document
+#: to hold 8·L = 65,536 tokens for L = 8192. Measured with SmolLM2's tokenizer: 4.1
+#: characters a token on these texts; the shortest of the 40 documents has 96,352 tokens.
+LONG_DOC_CHARS = 400_000
+#: Fewest held-out ``sword-long`` documents: paired intervals over documents need several.
+MIN_LONG_TEST_DOCS = 3
+#: Bump when the ``sword-long`` grouping changes (its cache also follows PARSER_VERSION).
+LONG_VERSION = 1
 
 
 # --------------------------------------------------------------------------- documents
@@ -91,15 +105,47 @@ def module_documents(module: SwordModule) -> list[Document]:
     return group_sections(module.name, sections, MIN_DOC_CHARS, target)
 
 
-def library_corpus(library: str | os.PathLike, name: str = "sword") -> Corpus:
-    """A corpus from every compressed module of a SWORD library folder; each module's
-    documents are split by :func:`~lexformer.data.corpus.split_index`."""
+def long_documents(module: str, sections: list[tuple[str, str]],
+                   target_chars: int | None = None) -> list[Document]:
+    """``sword-long`` documents: runs of consecutive sections, each cut at the first section
+    boundary where it holds ``target_chars`` (default :data:`LONG_DOC_CHARS`); a tail that
+    falls short joins the last document, so only a module shorter than the target gives a
+    shorter document. Never cut inside a section."""
+    target = LONG_DOC_CHARS if target_chars is None else target_chars
+    return group_sections(module, sections, min_chars=target)
+
+
+def long_library_corpus(library: str | os.PathLike, name: str = "sword-long") -> Corpus:
+    """The ``sword-long`` corpus of a SWORD library folder: every module's long documents
+    split by :func:`~lexformer.data.corpus.split_index` (document 0 of each is test); fewer
+    than :data:`MIN_LONG_TEST_DOCS` test documents is refused in one line."""
+    splits: dict[str, list[Document]] = {s: [] for s in SPLITS}
+    for module in _modules(library):
+        prefer = 12 if module.driver.endswith("4") else 10
+        sections = read_sections(module.path, module.name, prefer_entry_size=prefer)
+        for split, docs in assign_splits(long_documents(module.name, sections)).items():
+            splits[split] += docs
+    if len(splits["test"]) < MIN_LONG_TEST_DOCS:
+        raise LexformerError(
+            f"{library} gives {len(splits['test'])} held-out {name} document(s), fewer than "
+            f"{MIN_LONG_TEST_DOCS}: it needs the three modules of {', '.join(SWORD_PACKAGES)}; "
+            "delete it and run again")
+    return Corpus(name, splits)
+
+
+def _modules(library: str | os.PathLike) -> list[SwordModule]:
     modules = find_modules(library)
     if not modules:
         raise LexformerError(f"no compressed SWORD modules (mods.d/*.conf with ModDrv zText/zCom) "
                              f"in {library}; delete it and run again")
+    return modules
+
+
+def library_corpus(library: str | os.PathLike, name: str = "sword") -> Corpus:
+    """A corpus from every compressed module of a SWORD library folder; each module's
+    documents are split by :func:`~lexformer.data.corpus.split_index`."""
     splits: dict[str, list[Document]] = {s: [] for s in SPLITS}
-    for module in modules:
+    for module in _modules(library):
         for split, docs in assign_splits(module_documents(module)).items():
             splits[split] += docs
     return Corpus(name, splits)
@@ -160,38 +206,55 @@ def fetch_sword_library(cache: Path) -> Path:
 # --------------------------------------------------------------------------- entry point
 
 
-def _read_parsed(path: Path) -> Corpus | None:
-    """The documents cached by an earlier parse with this :data:`PARSER_VERSION`, if any."""
+def _read_parsed(path: Path, name: str, version) -> Corpus | None:
+    """The documents cached by an earlier parse with this ``version``, if any."""
     if not path.is_file():
         return None
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        if data.get("version") != PARSER_VERSION:
+        if data.get("version") != version:
             return None
-        return Corpus("sword", {s: [Document(n, t) for n, t in data["splits"][s]]
-                                for s in SPLITS})
+        return Corpus(name, {s: [Document(n, t) for n, t in data["splits"][s]]
+                             for s in SPLITS})
     except (OSError, ValueError, KeyError, TypeError):
         return None  # unreadable: parse again
 
 
-def load_sword(cache_dir: str | os.PathLike | None = None) -> Corpus:
-    """The ``sword`` corpus (downloads with apt-get on first use; the parsed documents are
-    cached in ``cache/sword/documents.json``, as parsing takes a few seconds)."""
+def _cached_corpus(cache_dir, file: str, name: str, version, build) -> Corpus:
+    """``cache/sword/<file>`` if it holds this ``version``, else ``build(library)`` (the
+    library fetched once) written there: parsing takes seconds, a cache read milliseconds."""
     cache = resolve_cache_dir(cache_dir)
     (cache / "sword").mkdir(parents=True, exist_ok=True)
-    parsed = cache / "sword" / "documents.json"
-    cached = _read_parsed(parsed)
+    parsed = cache / "sword" / file
+    cached = _read_parsed(parsed, name, version)
     if cached is not None:
         return cached
-    corpus = library_corpus(fetch_sword_library(cache), "sword")
-    data = {"version": PARSER_VERSION,
+    corpus = build(fetch_sword_library(cache))
+    data = {"version": version,
             "splits": {s: [[d.name, d.text] for d in corpus.splits[s]] for s in SPLITS}}
     atomic_write_text(parsed, json.dumps(data, ensure_ascii=False))
     write_split_json(cache, corpus)
     return corpus
 
 
+def load_sword(cache_dir: str | os.PathLike | None = None) -> Corpus:
+    """The ``sword`` corpus (downloads with apt-get on first use; the parsed documents are
+    cached in ``cache/sword/documents.json``, as parsing takes a few seconds)."""
+    return _cached_corpus(cache_dir, "documents.json", "sword", PARSER_VERSION,
+                          lambda library: library_corpus(library, "sword"))
+
+
+def load_sword_long(cache_dir: str | os.PathLike | None = None) -> Corpus:
+    """The ``sword-long`` corpus: the same packages as ``sword`` (fetched once, shared),
+    documents of at least :data:`LONG_DOC_CHARS` characters, cached in
+    ``cache/sword/long-documents.json``."""
+    return _cached_corpus(cache_dir, "long-documents.json", "sword-long",
+                          [PARSER_VERSION, LONG_VERSION],
+                          lambda library: long_library_corpus(library, "sword-long"))
+
+
 __all__ = [
-    "SWORD_PACKAGES", "fetch_sword_library", "group_sections", "library_corpus", "load_sword",
-    "module_documents",
+    "LONG_DOC_CHARS", "MIN_LONG_TEST_DOCS", "SWORD_PACKAGES", "fetch_sword_library",
+    "group_sections", "library_corpus", "load_sword", "load_sword_long", "long_documents",
+    "long_library_corpus", "module_documents",
 ]

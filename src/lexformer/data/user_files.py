@@ -6,7 +6,9 @@
 * any other file (e.g. ``.txt``): one UTF-8 text.
 
 Documents are split by :func:`~lexformer.data.corpus.split_documents` (by document if
-there are enough of them, else each is cut into parts). Nothing is written to the cache.
+there are enough of them, else each is cut into parts); ``whole=True`` (``--split all``) keeps
+every document whole instead, all of them in the ``test`` split, so that an evaluation of the
+user's own text scores the whole of it. Nothing is written to the cache.
 """
 
 from __future__ import annotations
@@ -59,8 +61,9 @@ def load_directory(path: Path) -> list[Document]:
     return [Document(p.relative_to(path).as_posix(), read_text_file(p)) for p in files]
 
 
-def load_user_corpus(path: str | os.PathLike) -> Corpus:
-    """A corpus from a text file, a directory of ``.txt`` files or a ``.jsonl`` file."""
+def load_user_corpus(path: str | os.PathLike, whole: bool = False) -> Corpus:
+    """A corpus from a text file, a directory of ``.txt`` files or a ``.jsonl`` file; with
+    ``whole``, every file or record is one document of the ``test`` split (never cut)."""
     p = Path(path).expanduser()
     if not p.exists():
         raise LexformerError(f"no such file or directory: {path}; give {USER_PATH_KINDS}")
@@ -70,6 +73,8 @@ def load_user_corpus(path: str | os.PathLike) -> Corpus:
         docs = load_jsonl(p)
     else:
         docs = [Document(p.stem, read_text_file(p))]
+    if whole:  # the held-out split is the one evaluations read: there it is every document
+        return Corpus(str(p), {"test": docs})
     return Corpus(str(p), split_documents(docs))
 
 

@@ -10,11 +10,13 @@ at a length only where the paired bootstrap interval of their difference exclude
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 from ..evaluate import LengthResult
 from ..hf.methods import HF_METHODS
 from ..stats import perplexity_difference, resample_indices
+from .extend_retrieval import section_retrieval
 from .reporting import (
     LengthPanel,
     figure_path,
@@ -49,6 +51,14 @@ def _scale(n: int, context: int) -> str:
     return f"{k:g}·L" if k >= 1 else f"L/{context / n:g}"
 
 
+def _split_words(split: str) -> str:
+    """What the scored documents are, for the report's first sentence."""
+    if split == "all":
+        return "every file or record of your text, whole"
+    return ("lexformer's held-out split; a pretrained model may still have seen this public "
+            "text in training")
+
+
 # --------------------------------------------------------------------------- sections
 def section_header(run, out: Path | None = None) -> list[str]:
     from ..prefix_eval import UNIT_TOKENS
@@ -57,8 +67,7 @@ def section_header(run, out: Path | None = None) -> list[str]:
     corpus = s.corpus if out is None else shown_path(s.corpus, out)
     return [f"# Length extension of {run.model_name} (declared context L = {run.context})", "",
             f"Perplexity at length n on the first n tokens of each of {run.documents} "
-            f"{s.split} document(s) of `{corpus}` (lexformer's held-out split, yet a "
-            "pretrained model may have seen this public text in training; "
+            f"{s.split} document(s) of `{corpus}` ({_split_words(s.split)}; "
             f"{run.lengths[-1]} tokens or more each), read as one n-token input with every "
             "token after the first scored. A method whose output at a position does not "
             "depend on the input's length is read once per document at its longest length and "
@@ -113,14 +122,22 @@ def section_position(run) -> list[str]:
 
 
 def section_cost(run) -> list[str]:
+    def load(st) -> str:
+        return f"{st.load_average:.1f}" if st.load_average is not None else "–"
+
+    rows = [[st.method, "perplexity", f"{st.seconds:.1f}", f"{st.peak_rss_mb:.0f}", load(st),
+             "earlier run (reused)" if st.reused else "this run"] for st in run.stages]
+    rows += [[r.method, "RULER", f"{r.seconds:.1f}", "–", load(r),
+              "earlier run (reused)" if r.reused else "this run"] for r in run.retrieval]
     lines = ["## Time and memory", "", *table(
-        ["method", "seconds", "peak RSS (MiB)", "measured"],
-        ([st.method, f"{st.seconds:.1f}", f"{st.peak_rss_mb:.0f}",
-          "earlier run (reused)" if st.reused else "this run"] for st in run.stages))]
+        ["method", "stage", "seconds", "peak RSS (MiB)", "load at end", "measured"], rows)]
     measures = sorted({st.memory_measure for st in run.stages})
     return lines + ["", "Time: wall-clock of the stage's scoring (model loading and "
                     "tokenizing excluded). Memory: " + "; ".join(measures) + ", in MiB "
-                    "(process memory: weights, activations and Python alike).", ""]
+                    "(process memory: weights, activations and Python alike). Load: the "
+                    "machine's 1-minute load average when the stage ended; above the number "
+                    f"of cores ({os.cpu_count()}) other work shared them and the time is "
+                    "slower than the method.", ""]
 
 
 def _same(a: LengthResult, b: LengthResult) -> bool:
@@ -213,8 +230,55 @@ def findings(run) -> list[str]:
     return out
 
 
+def _lowest(cells, n: int, methods) -> str | None:
+    """The method of ``methods`` with the lowest perplexity at n, and the ones the data
+    cannot order against it, as text; None where fewer than one ran there."""
+    here = [m for m in methods if n in cells.get(m, {})]
+    if not here:
+        return None
+    best = min(here, key=lambda m: cells[m][n].perplexity)
+    ties = [m for m in here if m != best and _compare(cells, n, best, m)[0] != "below"]
+    return best + (f" (not distinguishable from {', '.join(ties)})" if ties else "")
+
+
+def needs(run) -> list[str]:
+    """Which method to pick for which need, from the longest length each need was measured
+    at; a method is named alone only where the intervals separate it from the rest."""
+    from .extend_retrieval import mean_score, paired_difference, per_sample
+
+    cells = _cells(run)
+    out = []
+    n = run.lengths[-1]
+    bounded = [st.method for st in run.stages if not HF_METHODS.get(st.method) or
+               not HF_METHODS[st.method].quadratic]
+    if (pick := _lowest(cells, n, bounded)) is not None:
+        out.append(f"Streaming, bounded memory per token (at {n}, {_scale(n, run.context)}): "
+                   f"{pick}.")
+    longest = max(max(per) for per in cells.values())
+    if (pick := _lowest(cells, longest, list(cells))) is not None:
+        out.append(f"Perplexity of long documents at {longest}: {pick}.")
+    ruler = [r for r in run.retrieval if r.lengths]
+    if ruler:
+        n = max(max(r.lengths) for r in ruler)
+        here = [r for r in ruler if n in r.lengths]
+        best = max(here, key=lambda r: mean_score(r, n))
+        ties = [r.method for r in here if r is not best and paired_difference(
+            per_sample(best, n), per_sample(r, n))[1][0] <= 0]
+        out.append(f"Retrieval (RULER) at {n}: {best.method} (mean {mean_score(best, n):.2f}"
+                   + (f"; not distinguishable from {', '.join(ties)}" if ties else "") + ").")
+    return out
+
+
 def section_findings(run) -> list[str]:
-    return ["## What this means", ""] + [f"- {f}" for f in findings(run)] + [""]
+    from .extend_retrieval import retrieval_findings
+
+    lines = ["## What this means", ""] + [f"- {f}" for f in findings(run)]
+    lines += [f"- {f}" for f in retrieval_findings(run)]
+    picks = needs(run)
+    if picks:
+        lines += ["", "Which method for which need (from this run's intervals only):", ""]
+        lines += [f"- {p}" for p in picks]
+    return lines + [""]
 
 
 def section_provenance(run, out: Path | None = None) -> list[str]:
@@ -252,7 +316,8 @@ def write_report(out: Path, run) -> Path:
     write_plot(out, run)
     write_position_plot(out, run)
     lines = (section_header(run, out) + section_methods(run) + section_table(run)
-             + section_plot(run) + section_position(run) + section_cost(run)
+             + section_plot(run) + section_position(run) + section_retrieval(run)
+             + section_cost(run)
              + section_findings(run)
              + section_provenance(run, out))
     return write_report_files(out, lines)

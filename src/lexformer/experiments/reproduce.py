@@ -253,6 +253,7 @@ def merge_task_results(parts: Sequence[TaskResults]) -> TaskResults:
         merged.copy.update(part.copy)
         merged.position_loss.update(part.position_loss)
         merged.passkey.update(part.passkey)
+        merged.ruler.update(part.ruler)
     return merged
 
 

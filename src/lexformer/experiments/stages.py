@@ -15,6 +15,7 @@ the count up front.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -34,6 +35,15 @@ STALE_ERRORS = (KeyError, ValueError, TypeError, AttributeError, OSError, Lexfor
 def say(msg: str) -> None:
     """One progress line on stderr (stdout stays for what a command prints as its result)."""
     print(msg, file=sys.stderr, flush=True)
+
+
+def machine_load() -> float | None:
+    """The machine's 1-minute load average now (None where the platform has none): beside a
+    stage's time it says whether other work shared the cores."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (OSError, AttributeError):
+        return None
 
 
 def command_line() -> str:

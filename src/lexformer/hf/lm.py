@@ -49,28 +49,27 @@ class HFLanguageModel:
 
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        """Where inputs go: the input embedding's device (the first of several when
+        accelerate spreads the model; its hooks move activations from there on)."""
+        return self.model.get_input_embeddings().weight.device
 
     @torch.no_grad()
     def token_nll(self, ids: torch.Tensor, attention: str) -> torch.Tensor:
-        from ..model import lm_loss
-
         check_attention(self, attention)
         ids = ids.to(self.device)
         with use_method(self.model, attention, self.options, length=ids.shape[1]):
             hidden = self.model.base_model(input_ids=ids, use_cache=False).last_hidden_state
         head = self.model.get_output_embeddings()
         hidden, targets = hidden[:, :-1], ids[:, 1:]  # the last position predicts nothing
-        pieces = [lm_loss(head(hidden[:, s:s + LOGIT_SLICE]), targets[:, s:s + LOGIT_SLICE],
-                          reduction="none")
+        pieces = [_slice_nll(head(hidden[:, s:s + LOGIT_SLICE]), targets[:, s:s + LOGIT_SLICE])
                   for s in range(0, targets.shape[1], LOGIT_SLICE)]
-        return torch.cat(pieces, dim=1) if pieces else hidden.new_zeros(ids.shape[0], 0)
+        return torch.cat(pieces, dim=1) if pieces else torch.zeros(ids.shape[0], 0)
 
     @torch.no_grad()
     def score(self, ids: torch.Tensor, targets: torch.Tensor, attention: str) -> TokenScores:
         """NLL and correctness of ``targets[:, t]`` as the token after ``ids[:, : t + 1]``
         (:meth:`lexformer.lm.DescribedModel.score`), logits a slice at a time."""
-        from ..model import IGNORE_INDEX, lm_loss
+        from ..model import IGNORE_INDEX
 
         check_attention(self, attention)
         ids, targets = ids.to(self.device), targets.to(self.device)
@@ -79,15 +78,23 @@ class HFLanguageModel:
         head = self.model.get_output_embeddings()
         nll, correct = [], []
         for s in range(0, ids.shape[1], LOGIT_SLICE):
-            logits, wanted = head(hidden[:, s:s + LOGIT_SLICE]), targets[:, s:s + LOGIT_SLICE]
-            nll.append(lm_loss(logits, wanted, reduction="none"))
-            correct.append((logits.argmax(dim=-1) == wanted) & (wanted != IGNORE_INDEX))
+            logits = head(hidden[:, s:s + LOGIT_SLICE])
+            wanted = targets[:, s:s + LOGIT_SLICE].to(logits.device)
+            nll.append(_slice_nll(logits, wanted))
+            correct.append(((logits.argmax(dim=-1) == wanted) & (wanted != IGNORE_INDEX)).cpu())
         return TokenScores(torch.cat(nll, dim=1), torch.cat(correct, dim=1))
 
     def provenance(self) -> dict[str, Any]:
         return {"model": self.name, "checkpoint": None, "step": None, "training_corpus": None,
                 "context_length": self.context_length, "causal": True,
-                "method_options": asdict(self.options)}
+                "method_options": asdict(self.options), **self.placement()}
+
+    def placement(self) -> dict[str, Any]:
+        """Where the weights are and their dtype: ``device`` (the inputs'), ``devices`` (every
+        one holding weights, more than one when accelerate spread the model) and ``dtype``."""
+        devices = sorted({str(p.device) for p in self.model.parameters()})
+        return {"device": str(self.device), "devices": devices,
+                "dtype": str(self.model.dtype).removeprefix("torch.")}
 
     def default_lengths(self) -> list[int]:
         """L/4 … 2·L of the declared context L (16·L would take days on a CPU)."""
@@ -102,7 +109,7 @@ class HFLanguageModel:
             out = self.model.generate(ids, attention_mask=torch.ones_like(ids),
                                       generation_config=self._greedy_config(max_new_tokens),
                                       cache=self._generation_cache(attention))
-        return out[:, ids.shape[1]:]
+        return out[:, ids.shape[1]:].cpu()
 
     def _generation_cache(self, attention: str):
         """A bounded cache for the window methods that allow one, else None (transformers'
@@ -151,13 +158,26 @@ class HFLanguageModel:
                                                                     self.options)
 
 
-def open_hf_model(spec: str, options: MethodOptions | None = None,
-                  cache_dir=None, dtype: torch.dtype | None = None) -> HFLanguageModel:
-    """Load ``spec`` (model folder, ``.gguf`` file, built-in name; ``hf:`` prefix optional)."""
-    from .loading import load_pretrained, resolve_source
+def _slice_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Token NLL of one slice of logits, on the CPU (where the callers' statistics live),
+    the targets moved to the logits' device (the head's: the last one of a spread model)."""
+    from ..model import lm_loss
 
+    return lm_loss(logits, targets.to(logits.device), reduction="none").cpu()
+
+
+def open_hf_model(spec: str, options: MethodOptions | None = None, cache_dir=None,
+                  dtype: torch.dtype | str | None = None,
+                  device: str | None = None) -> HFLanguageModel:
+    """Load ``spec`` (model folder, ``.gguf`` file, built-in name; ``hf:`` prefix optional)
+    on ``device`` in ``dtype`` (:mod:`lexformer.hf.placement`; None: the CPU in float32),
+    both checked before anything is fetched or loaded."""
+    from .loading import load_pretrained, resolve_source
+    from .placement import resolve_placement
+
+    placement = resolve_placement(device, dtype)
     source = resolve_source(spec, cache_dir)
-    model, tokenizer = load_pretrained(source, dtype)
+    model, tokenizer = load_pretrained(source, placement.torch_dtype, placement.device_map())
     return HFLanguageModel(model, tokenizer, name=source.name, options=options)
 
 

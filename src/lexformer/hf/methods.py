@@ -126,7 +126,7 @@ HF_METHODS: dict[str, HFMethod] = {m.name: m for m in (
              "sliding-window attention (baseline)", plan=plans.SLIDING),
     HFMethod("sinks", "window", "StreamingLLM: S first tokens plus the recent window, positions "
              "counted inside the kept cache", "StreamingLLM — Xiao et al. 2023, arXiv 2309.17453",
-             plan=plans.SINKS, defaults=_sinks_defaults),
+             plan=plans.SINKS, defaults=_sinks_defaults, extend_default=True),
     HFMethod("lambda", "window", "LM-Infinite: the first n_global tokens plus a local window, "
              "distances capped at L", "LM-Infinite — Han et al. 2023, arXiv 2308.16137",
              plan=plans.LAMBDA, check=_check_lambda),
@@ -134,7 +134,7 @@ HF_METHODS: dict[str, HFMethod] = {m.name: m for m in (
     HFMethod("self-extend", "window", "SelfExtend: exact distances inside a neighbour window, "
              "grouped positions floor(j/G) beyond it",
              "Self-Extend — Jin et al. 2024, arXiv 2401.01325", quadratic=True,
-             plan=plans.SELF_EXTEND, max_length=_self_extend_longest),
+             plan=plans.SELF_EXTEND, max_length=_self_extend_longest, extend_default=True),
     HFMethod("blockwise+sinks", "window", "blockwise plus the S first tokens, placed just "
              "before each query block's window",
              "BCA (arXiv 2212.10554) with StreamingLLM sinks (arXiv 2309.17453)",

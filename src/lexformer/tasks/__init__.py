@@ -1,4 +1,4 @@
-"""Does the model use its context? Three measurements through the
+"""Does the model use its context? Four measurements through the
 :class:`~lexformer.lm.LanguageModel` interface, so they apply equally to a lexformer checkpoint
 and a pretrained model, under any attention method it offers:
 
@@ -7,7 +7,9 @@ and a pretrained model, under any attention method it offers:
 * ``copy`` — how much of a span's loss is recovered when it repeats d tokens later
   (:mod:`~lexformer.tasks.copying`);
 * ``passkey`` — retrieval of a pass key hidden at a depth in filler text
-  (:mod:`~lexformer.tasks.passkey`).
+  (:mod:`~lexformer.tasks.passkey`);
+* ``ruler`` — RULER's 13 synthetic tasks, scored as RULER scores them
+  (:mod:`~lexformer.tasks.ruler`).
 
 Typical use::
 

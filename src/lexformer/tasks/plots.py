@@ -1,4 +1,5 @@
-"""Figures of the context-use tasks: loss by position, copy gain by distance, passkey heatmap.
+"""Figures of the context-use tasks: loss by position, copy gain by distance, passkey heatmap,
+RULER score by length.
 
 Each takes ``key → series`` so one figure can hold several models. A key is an attention
 name (the keys of :class:`TaskResults`), a ``"<scheme> / <attention>"`` string, or a
@@ -20,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from ..plots import LengthPanel, legend_label, line_styles, plot_by_length, pyplot, save_figure
-from .results import BinLoss, CopyScore, PasskeyCell, TaskResults
+from .results import BinLoss, CopyScore, PasskeyCell, RulerResults, TaskResults
+from .ruler.core import in_ruler_order
 
 
 def _panel(curves: Mapping[Any, Mapping[int, float]], title: str, train_length: int | None,
@@ -86,10 +88,29 @@ def plot_passkey(path: str | Path,
     return save_figure(fig, path)
 
 
+def plot_ruler(path: str | Path, results: RulerResults, train_length: int | None = None
+               ) -> Path:
+    """RULER score against length (log2 x), one panel per task, one line per key (attention
+    method) with its 95 % interval shaded; the model's context L marked."""
+    tasks = in_ruler_order(t for per in results.values() for t in per)
+    mark = f"context L = {train_length}" if train_length else ""
+    panels = []
+    for task in tasks:
+        cells = {key: per[task] for key, per in results.items() if task in per}
+        panels.append(LengthPanel(
+            {k: {n: c.score for n, c in row.items()} for k, row in cells.items()}, task,
+            train_length, mark, bands={k: {n: c.ci95 for n, c in row.items()}
+                                       for k, row in cells.items()}, guides=(0.0, 1.0)))
+    return plot_by_length(path, panels, "RULER score (recall of the answers)",
+                          styles=line_styles(results), log_y=False, panel_size=(3.6, 3.0),
+                          share_y=True, every_legend=False, xlabel="prompt length (tokens)",
+                          columns=4)
+
+
 def plot_task_results(results: TaskResults, folder: str | Path,
                       train_length: int | None = None, prefix: str = "") -> list[Path]:
     """The figures of every task present in ``results``: ``<prefix>position-loss.png``,
-    ``<prefix>copy-gain.png``, ``<prefix>passkey.png`` in ``folder``."""
+    ``<prefix>copy-gain.png``, ``<prefix>passkey.png``, ``<prefix>ruler.png`` in ``folder``."""
     folder = Path(folder)
     paths = []
     if results.position_loss:
@@ -100,7 +121,10 @@ def plot_task_results(results: TaskResults, folder: str | Path,
                                     train_length))
     if results.passkey:
         paths.append(plot_passkey(folder / f"{prefix}passkey.png", results.passkey))
+    if results.ruler:
+        paths.append(plot_ruler(folder / f"{prefix}ruler.png", results.ruler, train_length))
     return paths
 
 
-__all__ = ["plot_copy_gain", "plot_passkey", "plot_position_loss", "plot_task_results"]
+__all__ = ["plot_copy_gain", "plot_passkey", "plot_position_loss", "plot_ruler",
+           "plot_task_results"]

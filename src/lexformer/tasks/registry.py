@@ -15,6 +15,8 @@ from .copying import copy_at_distance, plan_copy
 from .passkey import passkey_accuracy, resolve_lengths
 from .position_loss import plan_position_loss, position_loss
 from .results import TaskResults
+from .ruler.core import RULER_TASKS
+from .ruler.scores import resolve_ruler_lengths, ruler_data, ruler_scores
 from .settings import TaskSettings
 
 #: (model, attention, documents, settings, show_progress) → one attention method's results
@@ -59,6 +61,17 @@ def _passkey(model, attention, documents, s: TaskSettings, show: bool):
                             show)
 
 
+def _check_ruler(model, attention, documents, s: TaskSettings):
+    resolve_ruler_lengths(model, attention, s.ruler_tasks, s.ruler_lengths)
+
+
+def _ruler(model, attention, documents, s: TaskSettings, show: bool):
+    tasks = s.ruler_tasks or tuple(RULER_TASKS)
+    lengths = resolve_ruler_lengths(model, attention, tasks, s.ruler_lengths)
+    return ruler_scores(model, attention, tasks, lengths, s.ruler_samples, s.seed, show,
+                        ruler_data())
+
+
 TASKS: dict[str, Task] = {
     task.name: task for task in (
         Task("position-loss", "mean token loss by position, in log-spaced bins",
@@ -67,6 +80,8 @@ TASKS: dict[str, Task] = {
              _check_copy, _copy),
         Task("passkey", "retrieval of a pass key hidden in filler text", "passkey", False,
              _check_passkey, _passkey),
+        Task("ruler", "RULER's 13 synthetic retrieval, tracking and aggregation tasks",
+             "ruler", False, _check_ruler, _ruler),
     )
 }
 

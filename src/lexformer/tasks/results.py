@@ -5,9 +5,12 @@ JSON shape (keys are strings, values JSON numbers; a non-finite number is writte
     {"copy":          {attention: {distance: {"gain", "loss_first", "loss_repeat",
                                                "loss_control", "samples"}}},
      "position-loss": {attention: {bin_end: {"loss", "tokens"}}},
-     "passkey":       {attention: {length: {depth: {"accuracy", "trials"}}}}}
+     "passkey":       {attention: {length: {depth: {"accuracy", "trials"}}}},
+     "ruler":         {attention: {task: {length: {"score", "samples", "ci95",
+                                                   "per_sample"}}}}}
 
-A task that was not run has an empty mapping, so the three keys are always there.
+A task that was not run has an empty mapping, so the first three keys are always there;
+``ruler`` is written only when RULER ran (absent reads back as not run).
 
 ``loss_control`` is absent from a copy score measured without a control: files written
 before the control existed read back with it nan and their gain as saved (the old, biased
@@ -19,6 +22,7 @@ and measures such a file again rather than mix the two definitions in one table.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,9 +64,48 @@ class PasskeyCell:
     trials: int
 
 
+@dataclass(frozen=True)
+class RulerCell:
+    """Mean RULER score (0 … 1) over ``samples`` prompts, its 95 % interval (Wilson when
+    every sample scored 0 or 1, else a seeded percentile bootstrap) and the scores."""
+
+    score: float
+    samples: int
+    ci95: tuple[float, float]
+    per_sample: tuple[float, ...]
+
+    @classmethod
+    def of(cls, scores: Sequence[float], seed: int = 0) -> RulerCell:
+        from ..stats import mean_interval, wilson_interval
+
+        scores = tuple(float(s) for s in scores)
+        if not scores:
+            raise LexformerError("a RULER cell needs at least one sample")
+        if all(s in (0.0, 1.0) for s in scores):
+            ci = wilson_interval(int(sum(scores)), len(scores))
+        else:
+            ci = mean_interval(scores, seed)
+        return cls(math.fsum(scores) / len(scores), len(scores), ci, scores)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"score": self.score, "samples": self.samples, "ci95": list(self.ci95),
+                "per_sample": list(self.per_sample)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RulerCell:
+        missing = [k for k in ("score", "samples", "ci95", "per_sample") if k not in data]
+        if missing:
+            raise LexformerError(f"RULER cell JSON lacks {', '.join(missing)}")
+        lo, hi = data["ci95"]
+        return cls(float(data["score"]), int(data["samples"]), (float(lo), float(hi)),
+                   tuple(float(s) for s in data["per_sample"]))
+
+
 PositionLoss = dict[str, dict[int, BinLoss]]
 CopyResults = dict[str, dict[int, CopyScore]]
 PasskeyResults = dict[str, dict[int, dict[float, PasskeyCell]]]
+#: {attention: {RULER task: {length: cell}}}
+RulerResults = dict[str, dict[str, dict[int, RulerCell]]]
 
 
 def _number(value: float) -> float | None:
@@ -87,10 +130,11 @@ class TaskResults:
     copy: CopyResults = field(default_factory=dict)
     position_loss: PositionLoss = field(default_factory=dict)
     passkey: PasskeyResults = field(default_factory=dict)
+    ruler: RulerResults = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """The JSON-ready dict described in the module docstring."""
-        return {
+        data = {
             "copy": {a: {str(d): _copy_json(s) for d, s in per.items()}
                      for a, per in self.copy.items()},
             "position-loss": {a: {str(e): {"loss": _number(b.loss), "tokens": b.tokens}
@@ -101,6 +145,11 @@ class TaskResults:
                             for n, row in per.items()}
                         for a, per in self.passkey.items()},
         }
+        if self.ruler:  # absent when not run, so files without RULER keep their shape
+            data["ruler"] = {a: {t: {str(n): c.to_json() for n, c in row.items()}
+                                 for t, row in per.items()}
+                             for a, per in self.ruler.items()}
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> TaskResults:
@@ -110,7 +159,10 @@ class TaskResults:
         try:
             return cls(copy=_copy_from_json(data.get("copy", {})),
                        position_loss=_bins_from_json(data.get("position-loss", {})),
-                       passkey=_passkey_from_json(data.get("passkey", {})))
+                       passkey=_passkey_from_json(data.get("passkey", {})),
+                       ruler={a: {t: {int(n): RulerCell.from_json(c) for n, c in row.items()}
+                                  for t, row in per.items()}
+                              for a, per in data.get("ruler", {}).items()})
         except (AttributeError, TypeError, ValueError) as e:
             if isinstance(e, LexformerError):
                 raise
@@ -173,4 +225,4 @@ def _passkey_from_json(data: dict[str, Any]) -> PasskeyResults:
 
 
 __all__ = ["BinLoss", "CopyResults", "CopyScore", "PasskeyCell", "PasskeyResults",
-           "PositionLoss", "TaskResults"]
+           "PositionLoss", "RulerCell", "RulerResults", "TaskResults"]

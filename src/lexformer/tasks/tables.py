@@ -2,7 +2,8 @@
 
 * copy: attention methods down, distances across, the copy gain in each cell;
 * position-loss: attention methods down, bin ends across, the mean token loss (nats);
-* passkey: one row per (attention, depth), prompt lengths across, the accuracy.
+* passkey: one row per (attention, depth), prompt lengths across, the accuracy;
+* ruler: one row per (task, attention), lengths across, the score and its 95 % interval.
 
 A cell a task did not measure reads ``-``; a non-finite number reads ``nan``.
 """
@@ -14,6 +15,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from .results import TaskResults
+from .ruler.core import in_ruler_order
 
 
 def _number(value: float, digits: int) -> str:
@@ -59,14 +61,27 @@ def format_passkey_table(results: TaskResults) -> str:
                  lambda n: f"n={n}")
 
 
+def format_ruler_table(results: TaskResults) -> str:
+    """RULER score [95 % interval], (task, attention) × length."""
+    rows = {}
+    tasks = in_ruler_order(t for per in results.ruler.values() for t in per)
+    for task in tasks:
+        for attention, per_task in results.ruler.items():
+            if task in per_task:
+                rows[f"{task} {attention}"] = per_task[task]
+    return _grid("RULER task", rows, lambda c: f"{_number(c.score, 2)} [{_number(c.ci95[0], 2)}"
+                 f"-{_number(c.ci95[1], 2)}]", lambda n: f"n={n}")
+
+
 def format_task_tables(results: TaskResults) -> str:
     """The table of every task present in ``results``, separated by blank lines."""
     tables = [fmt(results) for present, fmt in (
         (results.position_loss, format_position_loss_table),
         (results.copy, format_copy_table),
-        (results.passkey, format_passkey_table)) if present]
+        (results.passkey, format_passkey_table),
+        (results.ruler, format_ruler_table)) if present]
     return "\n\n".join(tables)
 
 
 __all__ = ["format_copy_table", "format_passkey_table", "format_position_loss_table",
-           "format_task_tables"]
+           "format_ruler_table", "format_task_tables"]
