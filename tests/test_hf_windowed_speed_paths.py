@@ -25,7 +25,9 @@ from lexformer.hf.rotation import rotate_by
 CONTEXT = 64
 OPTIONS = MethodOptions(block=16, window=20, sinks=3, global_tokens=3, local_window=20,
                         distance_cap=24, group=3, neighbours=10)
-WINDOW_METHODS = [m for m, spec in HF_METHODS.items() if spec.kind == "window"]
+# position-only plans; recall chooses keys by content and has its own tests (test_recall.py)
+WINDOW_METHODS = [m for m, spec in HF_METHODS.items()
+                  if spec.kind == "window" and spec.plan.build is not None]
 HQ, HKV, D = 6, 2, 8  # grouped-query attention, 3 query heads per key head
 SCALE = D ** -0.5
 INV_FREQ = 1.0 / (10000 ** (torch.arange(0, D, 2, dtype=torch.float64) / D))

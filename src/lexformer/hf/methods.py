@@ -24,7 +24,7 @@ from dataclasses import dataclass, fields
 from typing import Literal
 
 from ..errors import LexformerError
-from . import plans
+from . import plans, recall
 from .options import MethodOptions, WindowSettings, parse_method_options
 from .plans import WindowPlan
 
@@ -81,6 +81,20 @@ def _check_blockwise_sinks(s: WindowSettings) -> None:
                              f"({s.block})")
 
 
+def _recall_defaults(picked: dict, context: int) -> dict:
+    # provisional (not yet measured): h = L/4, b = 64, and k as many blocks as the bound allows
+    bound = context - 2 * picked["block"] - picked["sinks"]
+    return {"block": max(1, context // 4),
+            "recall_blocks": max(0, bound // picked["recall_block"])}
+
+
+def _check_recall(s: WindowSettings) -> None:
+    need = s.sinks + s.recall_blocks * s.recall_block + 2 * s.block
+    if need > s.context:
+        raise LexformerError(f"recall: sinks + recall_blocks·recall_block + 2·block = {need} "
+                             f"must not exceed the declared context L ({s.context})")
+
+
 def _self_extend_longest(context: int, options: MethodOptions) -> int:
     settings = resolve_settings("self-extend", context, options)
     if settings.neighbours > context:  # exact distances up to w − 1 must stay below L
@@ -125,6 +139,11 @@ HF_METHODS: dict[str, HFMethod] = {m.name: m for m in (
              "before each query block's window",
              "BCA (arXiv 2212.10554) with StreamingLLM sinks (arXiv 2309.17453)",
              plan=plans.BLOCKWISE_SINKS, check=_check_blockwise_sinks, extend_default=True),
+    HFMethod("recall", "window", "the model itself up to L; past L, blockwise+sinks plus the "
+             "k past blocks of b keys each query's Quest bound ranks highest, all placed just "
+             "before the window", "block retrieval after Quest (arXiv 2406.10774) and InfLLM "
+             "(arXiv 2402.04617), on BCA with StreamingLLM sinks", plan=recall.RECALL,
+             defaults=_recall_defaults, check=_check_recall),
     _rope("pi", "linear", f"position interpolation (transformers rope_type 'linear'); "
           f"{ORACLE}", "PI — Chen et al. 2023, arXiv 2306.15595"),
     _rope("dynamic-ntk", "dynamic", "dynamic NTK-aware base scaling (rope_type 'dynamic'): "
@@ -161,12 +180,15 @@ def resolve_settings(method: str, context: int, options: MethodOptions | None) -
         "distance_cap": o.distance_cap or context,
         "group": o.group or 8,
         "neighbours": o.neighbours or max(1, context // 4),
+        "recall_block": o.recall_block or 64,
+        "recall_blocks": o.recall_blocks or 1,
     }
     if record is not None and record.defaults is not None:
-        pick.update({name: value for name, value in record.defaults(pick, context).items()
-                     if not getattr(o, name)})
+        for _ in range(2):  # a default may follow another one (recall: k from the resolved h)
+            pick.update({name: value for name, value in record.defaults(pick, context).items()
+                         if not getattr(o, name)})
     check_option_values(o)
-    settings = WindowSettings(method=method, **pick,
+    settings = WindowSettings(method=method, **pick, context=context,
                               plan=None if record is None else record.plan)
     if record is not None and record.check is not None:
         record.check(settings)

@@ -24,6 +24,8 @@ class MethodOptions:
     length the RoPE rescalings aim at (factor = target / L); ``None`` takes each call's
     sequence length (the per-length oracle). rope_factor: the rescalings' factor, fixed before
     the input is seen and the same at every length (dynamic-ntk: its constant, default 1).
+    recall_block / recall_blocks: b and k of ``recall`` (the size of a past block and how many
+    of them each query recalls; defaults 64 and as many as S + k·b + 2h ≤ L allows).
     """
 
     block: int | None = None
@@ -36,6 +38,8 @@ class MethodOptions:
     neighbours: int | None = None
     target_length: int | None = None
     rope_factor: int | None = None
+    recall_block: int | None = None
+    recall_blocks: int | None = None
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,10 @@ class WindowSettings:
     distance_cap: int
     group: int
     neighbours: int
+    recall_block: int = 64
+    recall_blocks: int = 0
+    #: the model's declared context L (0: not given; ``recall`` needs it)
+    context: int = 0
     #: the method's plan (:class:`lexformer.hf.plans.WindowPlan`), filled in by
     #: :func:`lexformer.hf.methods.resolve_settings` from the method's record; not part of the
     #: settings' identity (equality, hash): the name already says which plan it is

@@ -61,14 +61,18 @@ class WindowPlan:
     ``prefix(s)``: leading tokens (sinks, global tokens) every query may see. ``first(s, p)``:
     the earliest key beyond the prefix that a query at p or later can see (``None``: any, so
     no key can ever be dropped). ``block(s)``: the block that query chunks never cross
-    (``None``: no blocks).
+    (``None``: no blocks). ``attend``: for a method whose visible keys depend on their
+    content (``recall``), not on positions alone, the attention function that replaces the
+    branch engine (same arguments as :func:`lexformer.hf.windowed.window_attention`); such a
+    method has no ``build``.
     """
 
-    build: Callable[[WindowSettings, torch.Tensor], list[Branch]]
+    build: Callable[[WindowSettings, torch.Tensor], list[Branch]] | None = None
     reach: Callable[[WindowSettings], int] | None = None
     prefix: Callable[[WindowSettings], int] = lambda s: 0
     first: Callable[[WindowSettings, int], int] | None = None
     block: Callable[[WindowSettings], int] | None = None
+    attend: Callable[..., torch.Tensor] | None = None
 
 
 def _plan(s: WindowSettings) -> WindowPlan:

@@ -36,7 +36,7 @@ from functools import lru_cache
 import torch
 
 from .lse_attention import additive_mask, attend_part, merge_parts
-from .methods import WindowSettings
+from .options import WindowSettings
 from .plans import Branch, branches, prefix_tokens, query_chunks
 from .rotation import apply_turn, rotate_by, turn_table
 
@@ -57,6 +57,8 @@ def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: Windo
     tokens and then a contiguous tail ending at the last query; the keys it dropped were
     never visible to these queries.
     """
+    if s.plan is not None and s.plan.attend is not None:  # a method with an engine of its own
+        return s.plan.attend(q, k, v, s, scaling, inv_freq, q_start)
     Tq, Tk = q.shape[-2], k.shape[-2]
     start = Tk - Tq if q_start is None else q_start
     plan = _plan_for(s, start, Tq, Tk, inv_freq, q.dtype, q.device)
