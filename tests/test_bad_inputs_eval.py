@@ -58,6 +58,10 @@ CASES = [
     (["eval", "--checkpoint", M, "--method-options", "block=0"], ["block", "positive"]),
     (["eval", "--checkpoint", M, "--method-options", "window=-1"], ["window", "positive"]),
     (["eval", "--checkpoint", M, "--method-options", "sinks=2"], ["lexformer model", "sinks"]),
+    # a Hub id: lexformer downloads no model, and says how to get the folder
+    (["eval", "--model", "HuggingFaceTB/SmolLM2-135M"], ["Hub id", "hf download",
+                                                         "--model SmolLM2-135M"]),
+    (["generate", "--checkpoint", "Qwen/Qwen2.5-0.5B", "--prompt", "hi"], ["Hub id"]),
     # generate
     (["generate", "--checkpoint", M, "--top-k", "0"], ["--top-k", "at least 1"]),
     (["generate", "--checkpoint", M, "--temperature", "-1"], ["--temperature", ">= 0"]),

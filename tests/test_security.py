@@ -326,3 +326,11 @@ def test_a_safe_train_state_with_wrong_contents_is_one_line(unfinished_run, tmp_
     damage(state)
     torch.save(state, state_file)
     assert_clean_failure(_resume_cli(corpus, run, env), words, "train state")
+
+
+def test_hub_hint_names_only_what_reads_like_a_hub_id():
+    from lexformer.errors import hub_hint
+
+    assert "hf download Qwen/Qwen2.5-0.5B" in hub_hint("Qwen/Qwen2.5-0.5B")
+    for path in ("model.gguf", "runs/model.gguf", "./a/b", "~/a", "a/b/c", "my/corpus.jsonl", "x"):
+        assert hub_hint(path) == "", path

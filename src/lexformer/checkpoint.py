@@ -27,7 +27,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .config import ModelConfig, TrainConfig
-from .errors import LexformerError
+from .errors import LexformerError, hub_hint
 from .fileio import atomic_write_json, fsync_dir
 from .model import TransformerLM
 
@@ -123,7 +123,8 @@ def resolve_checkpoint_dir(path: str | Path) -> Path:
     """A checkpoint folder from a run folder or a checkpoint folder; clear error otherwise."""
     path = Path(path)
     if not path.exists():
-        raise LexformerError(f"checkpoint not found: {path} does not exist")
+        raise LexformerError(f"checkpoint not found: {path} does not exist"
+                             + hub_hint(str(path)))
     if (path / LINK).exists():
         path = (path / LINK).resolve()
     if not (path / MODEL_FILE).is_file() or not (path / CONFIG_FILE).is_file():

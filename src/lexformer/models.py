@@ -16,7 +16,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from .errors import LexformerError
+from .errors import LexformerError, hub_hint
 from .lm import LanguageModel, LexformerLM
 
 
@@ -138,7 +138,7 @@ def open_model(spec: str | Path, method_options: Any = None, *, device: str | No
         if source.matches(spec):
             return source.open(spec, method_options, **placement)
     if not Path(spec).exists():
-        raise LexformerError(f"model not found: {spec} does not exist")
+        raise LexformerError(f"model not found: {spec} does not exist" + hub_hint(spec))
     raise LexformerError(
         f"{spec} is not a model lexformer can open; expected "
         + "; or ".join(s.description for s in MODEL_SOURCES))
