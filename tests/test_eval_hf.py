@@ -247,3 +247,34 @@ def test_eval_in_bf16_records_its_dtype_and_device(tiny, tmp_path):
     assert runs["bf16"]["device"] == "cpu" and runs["bf16"]["devices"] == ["cpu"]
     ppl = {d: r["results"]["full"]["32"]["perplexity"] for d, r in runs.items()}
     assert ppl["bf16"] == pytest.approx(ppl["fp32"], rel=5e-2)
+
+
+# --------------------------------------------------------------------------- generate
+def test_generate_serves_a_pretrained_model_with_any_of_its_methods(tiny):
+    """--model (alias --checkpoint) takes a HF folder; greedy is the model's own argmax
+    continuation; sampling is seeded (same seed, same text; another seed, other text); every
+    method of the model is accepted, an unknown one refused before loading."""
+    from lexformer.hf import open_hf_model
+
+    model_dir = tiny[0]
+    lm = open_hf_model(str(model_dir))
+    ids = torch.tensor([lm.encode("the king and")])
+    with torch.no_grad():
+        own = lm.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=8,
+                                do_sample=False, pad_token_id=0, eos_token_id=None)
+    want = "the king and" + lm.decode(own[0, ids.shape[1]:].tolist())
+    greedy = run_cli("generate", "--model", model_dir, "--prompt", "the king and",
+                     "--max-new-tokens", "8", "--temperature", "0")
+    assert greedy.returncode == 0, greedy.stderr
+    assert greedy.stdout == want + "\n"
+
+    def sampled(seed: str, attention: str = "sinks") -> str:
+        proc = run_cli("generate", "--checkpoint", model_dir, "--prompt", "the king and",
+                       "--max-new-tokens", "12", "--attention", attention, "--seed", seed)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    assert sampled("1") == sampled("1") and sampled("1") != sampled("2")
+    assert sampled("1", "blockwise+sinks").startswith("the king and")
+    proc = run_cli("generate", "--model", model_dir, "--attention", "warp-drive")
+    assert_clean_failure(proc, "unknown attention method", "warp-drive", "blockwise+sinks")

@@ -102,12 +102,30 @@ class HFLanguageModel:
 
     @torch.no_grad()
     def greedy(self, ids: torch.Tensor, max_new_tokens: int, attention: str) -> torch.Tensor:
+        return self._generate(ids, attention, self._greedy_config(max_new_tokens))
+
+    @torch.no_grad()
+    def sample(self, ids: torch.Tensor, max_new_tokens: int, attention: str,
+               temperature: float = 1.0, top_k: int | None = None,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+        """Sampled continuation (temperature 0: :meth:`greedy`), through transformers' own
+        sampler; seeded from ``generator`` (its seed), the global RNG left as it was."""
+        if temperature == 0:
+            return self.greedy(ids, max_new_tokens, attention)
+        config = self._greedy_config(max_new_tokens)
+        config.do_sample, config.temperature, config.top_k = True, temperature, top_k or 0
+        seed = generator.initial_seed() if generator is not None else torch.initial_seed()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self._generate(ids, attention, config)
+
+    def _generate(self, ids: torch.Tensor, attention: str, config) -> torch.Tensor:
         check_attention(self, attention)
         ids = ids.to(self.device)
-        total = ids.shape[1] + max_new_tokens
+        total = ids.shape[1] + config.max_new_tokens
         with use_method(self.model, attention, self.options, length=total):
             out = self.model.generate(ids, attention_mask=torch.ones_like(ids),
-                                      generation_config=self._greedy_config(max_new_tokens),
+                                      generation_config=config,
                                       cache=self._generation_cache(attention))
         return out[:, ids.shape[1]:].cpu()
 
