@@ -24,7 +24,9 @@ def add_parser(sub) -> None:
                     "ŝ[n] by distance at L and 2L with each attention mode, with R(ŝ). "
                     "Writes analysis.json and plots into --out.",
         formatter_class=HelpFormatter)
-    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--model", "--checkpoint", dest="checkpoint", required=True,
+                   help="a lexformer run or checkpoint folder (attention resolution reads "
+                        "lexformer's own XPOS/RoPE models)")
     p.add_argument("--out", required=True, help="folder for analysis.json and the plots")
     p.add_argument("--corpus", help="text to measure on (default: the training corpus)")
     p.add_argument("--split", default="test", choices=list(SPLITS))
