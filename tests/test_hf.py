@@ -230,7 +230,8 @@ def test_bounded_cache_drops_invisible_keys_only(tiny, method):
         cache = window_cache(lm.model, settings)
         bounded = lm.model.generate(prompt, generation_config=lm._greedy_config(30),
                                     cache=cache)
-        unbounded = lm.model.generate(prompt, generation_config=lm._greedy_config(30))
+        unbounded = lm.model.generate(prompt, generation_config=lm._greedy_config(30),
+                                      cache=transformers.DynamicCache())
     assert torch.equal(bounded, unbounded)
     held = [layer.keys.shape[-2] for layer in cache.layers]
     assert cache.get_seq_length() == 74  # the last new token is never fed back
@@ -508,3 +509,30 @@ def test_placement_key_is_empty_for_cpu_float32():
 
     assert placement_key(None, None) == placement_key("cpu", "fp32") == {}
     assert placement_key("cpu", "bf16") == {"device": "cpu", "dtype": "bfloat16"}
+
+
+@pytest.mark.parametrize("method", ["blockwise", "sliding", "sinks", "lambda",
+                                    "blockwise+sinks"])
+def test_plain_generate_gets_the_bounded_cache(tiny, method):
+    """Under use_method a plain ``model.generate`` (no cache argument) holds at most the
+    method's bound of keys after 300 new tokens, and its tokens are those of full passes
+    (no cache at all); outside the block generate is the model's own again."""
+    from lexformer.hf.plans import prefix_tokens, reach
+
+    lm = tiny[2]
+    settings = resolve_settings(method, CONTEXT, OPTIONS)
+    prompt = ids_of(20, seed=4)
+    config = lm._greedy_config(300)
+    config.return_dict_in_generate = True
+    with torch.no_grad(), use_method(lm.model, method, OPTIONS):
+        out = lm.model.generate(prompt, generation_config=config)
+        config_full = lm._greedy_config(300)
+        config_full.use_cache = False
+        full = lm.model.generate(prompt, generation_config=config_full)
+    cache = out.cache if hasattr(out, "cache") else out.past_key_values
+    total = prompt.shape[1] + 300 - 1  # the last new token is never fed back
+    assert cache.get_seq_length() == total
+    bound = prefix_tokens(settings) + reach(settings, total)
+    assert max(layer.keys.shape[-2] for layer in cache.layers) <= bound < total
+    assert torch.equal(out.sequences, full)
+    assert "generate" not in lm.model.__dict__  # restored

@@ -88,7 +88,49 @@ def patch_model(model, method: str, options: MethodOptions | None = None,
                              "transformers' AttentionInterface; window methods need it")
     previous = model.config._attn_implementation
     model.set_attn_implementation(register_window_attention(model, settings))
-    return lambda: model.set_attn_implementation(previous)
+    undo_generate = _bounded_generate(model, settings)
+
+    def restore() -> None:
+        undo_generate()
+        model.set_attn_implementation(previous)
+
+    return restore
+
+
+#: the names under which transformers' generate takes a cache (``cache`` in v5, the older ones
+#: still accepted); a call that passes any of them keeps its own
+_CACHE_KWARGS = ("cache", "past_key_values")
+
+
+def _bounded_generate(model, settings: WindowSettings) -> Callable[[], None]:
+    """While patched, a plain ``model.generate(...)`` gets the method's bounded cache
+    (:func:`lexformer.hf.cache.window_cache`: only the keys the method can still see) unless
+    the call brings a cache of its own; a method that can need any key (SelfExtend) keeps
+    transformers' default. Returns the undo."""
+    import functools
+
+    from .cache import window_cache
+
+    if window_cache(model, settings) is None:
+        return lambda: None
+    own = model.__dict__.get("generate")  # an instance attribute someone set before us
+    unbound = type(model).generate
+
+    @functools.wraps(unbound)
+    def generate(*args, **kwargs):
+        if not any(kwargs.get(name) is not None for name in _CACHE_KWARGS):
+            kwargs["cache"] = window_cache(model, settings)
+        return (own or functools.partial(unbound, model))(*args, **kwargs)
+
+    model.generate = generate
+
+    def undo() -> None:
+        if own is None:
+            model.__dict__.pop("generate", None)
+        else:
+            model.generate = own
+
+    return undo
 
 
 @contextlib.contextmanager
