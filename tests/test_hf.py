@@ -220,7 +220,7 @@ def test_cached_generation_equals_full_passes(tiny, method):
 
 @pytest.mark.parametrize("method", [m for m in WINDOW_METHODS if m != "self-extend"])
 def test_bounded_cache_drops_invisible_keys_only(tiny, method):
-    from lexformer.hf.cache import window_cache
+    from lexformer.hf import window_cache  # the public name
     from lexformer.hf.plans import prefix_tokens, reach
 
     lm = tiny[2]
