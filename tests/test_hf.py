@@ -536,3 +536,21 @@ def test_plain_generate_gets_the_bounded_cache(tiny, method):
     assert max(layer.keys.shape[-2] for layer in cache.layers) <= bound < total
     assert torch.equal(out.sequences, full)
     assert "generate" not in lm.model.__dict__  # restored
+
+
+@pytest.mark.parametrize("method", WINDOW_METHODS)
+def test_a_padded_batch_is_refused_not_scored_wrongly(tiny, method):
+    """The window engine assumes keys at 0 … n − 1 in every row: a batch with padding (an
+    attention mask with zeros) is refused in one line, in a forward pass and in generate; an
+    all-ones mask (rows of one length) runs."""
+    lm = tiny[2]
+    ids = torch.cat([ids_of(30, seed=5), ids_of(30, seed=6)])
+    mask = torch.ones_like(ids)
+    mask[1, :4] = 0  # left padding
+    with torch.no_grad(), use_method(lm.model, method, OPTIONS):
+        with pytest.raises(LexformerError, match="padded batches"):
+            lm.model(input_ids=ids, attention_mask=mask)
+        with pytest.raises(LexformerError, match="padded batches"):
+            lm.model.generate(ids, attention_mask=mask, generation_config=lm._greedy_config(2))
+        lm.model(input_ids=ids, attention_mask=torch.ones_like(ids))
+    lm.model(input_ids=ids, attention_mask=mask)  # restored: the model's own attention

@@ -89,12 +89,30 @@ def patch_model(model, method: str, options: MethodOptions | None = None,
     previous = model.config._attn_implementation
     model.set_attn_implementation(register_window_attention(model, settings))
     undo_generate = _bounded_generate(model, settings)
+    padding_check = rotary_owner(model).register_forward_pre_hook(  # the base model: every
+        _refuse_padding(method), with_kwargs=True)  # path to the attention goes through it
 
     def restore() -> None:
+        padding_check.remove()
         undo_generate()
         model.set_attn_implementation(previous)
 
     return restore
+
+
+def _refuse_padding(method: str) -> Callable:
+    """A forward pre-hook that refuses a padded batch in one line: the window engine takes
+    every row's keys at positions 0 … n − 1, so a padded row would be scored wrongly without
+    an error (a batch of unpadded rows of one length is fine)."""
+    def hook(module, args, kwargs):
+        mask = kwargs.get("attention_mask")
+        if mask is not None and hasattr(mask, "all") and mask.dim() == 2 and not bool(mask.all()):
+            raise LexformerError(f"{method} does not take padded batches yet (the attention "
+                                 "mask has zeros): run one sequence at a time, e.g. "
+                                 "batch_size=1, or rows of one length without padding")
+        return None
+
+    return hook
 
 
 #: the names under which transformers' generate takes a cache (``cache`` in v5, the older ones
