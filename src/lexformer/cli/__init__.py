@@ -12,12 +12,12 @@ import errno
 import sys
 
 from ..errors import LexformerError
-from . import analyze, extend, generate, reproduce, train
+from . import analyze, export, extend, generate, reproduce, train
 from . import eval as eval_cmd
 from .options import OneLineErrorParser
 
 #: the subcommands, in the order ``--help`` lists them
-SUBCOMMANDS = (train, eval_cmd, generate, reproduce, analyze, extend)
+SUBCOMMANDS = (train, eval_cmd, generate, reproduce, analyze, extend, export)
 
 EXAMPLES = """\
 examples:
