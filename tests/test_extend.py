@@ -455,3 +455,30 @@ def test_stage_key_holds_a_device_or_dtype_other_than_cpu_float32():
     assert stage_settings(ExtendSettings(device="cpu", dtype="float32"), "m", [64], 1, 64) == plain
     bf16 = stage_settings(ExtendSettings(dtype="bfloat16"), "m", [64], 1, 64)
     assert (bf16["device"], bf16["dtype"]) == ("cpu", "bfloat16")
+
+
+def _two_lengths(method: str, short: list[float], long: list[float]) -> StageRecord:
+    cells = {}
+    for n, doc_nll in ((50, short), (200, long)):
+        tokens = len(doc_nll) * (n - 1)
+        cells[n] = LengthResult(n, math.exp(sum(doc_nll) / tokens), sum(doc_nll) / tokens,
+                                tokens, len(doc_nll), perplexity_interval(doc_nll, n - 1),
+                                tuple(doc_nll))
+    result = PerplexityResult(model="m", corpus="c", split="test", results={method: cells})
+    return StageRecord(method, result, 1.0, 10.0, "test")
+
+
+def test_a_gap_within_the_runs_rounding_floor_is_not_an_ordering():
+    """In bf16 two kernels computing the same attention differ by ~0.1 %: at L/4, where
+    blockwise and sinks both see every key, they differ by 0.2 % of NLL here; at 2·L a
+    consistent gap smaller than that is called the same, not an ordering."""
+    from lexformer.experiments.extend_report import rounding_floor
+
+    base = [100.0, 104.0, 98.0, 101.0, 99.0, 103.0]
+    run = ExtendRun(ExtendSettings(), "m", 100, [50, 200], 6, [
+        _two_lengths("blockwise", base, [4 * x for x in base]),
+        _two_lengths("sinks", [x * 1.002 for x in base], [4 * x * 1.0005 for x in base])])
+    assert rounding_floor(run) > 0.0
+    lines = findings(run)
+    assert "sinks score(s) the same up to rounding" in lines[0]
+    assert any(line.startswith("Rounding: at 50 tokens") for line in lines)

@@ -140,22 +140,39 @@ def section_cost(run) -> list[str]:
                     "slower than the method.", ""]
 
 
-def _same(a: LengthResult, b: LengthResult) -> bool:
+def rounding_floor(run) -> float:
+    """The relative perplexity gap that rounding alone makes between two kernels computing the
+    same attention: the spread, at the run's shortest length (≤ L, where every window method
+    sees every key and the model is itself), of the methods that do not rescale positions.
+    In float32 it is ~1e-7 and SAME_RTOL covers it; in bf16 it is ~1e-3, and a difference
+    below it says nothing about the methods."""
+    n = run.lengths[0]
+    if n > run.context:
+        return 0.0
+    here = [st.result.results[st.method][n].perplexity for st in run.stages
+            if n in st.result.results[st.method]
+            and HF_METHODS.get(st.method, HF_METHODS["full"]).kind != "rope"]
+    return max(here) / min(here) - 1.0 if len(here) > 1 else 0.0
+
+
+def _same(a: LengthResult, b: LengthResult, floor: float = 0.0) -> bool:
     """The same score on every document up to float rounding: kernels that compute the same
     attention differ by ~1e-9 relative in the documents' summed NLL (measured on the test
-    model), a real difference between methods by more (reporting.SAME_RTOL)."""
-    return same_scores(a.doc_nll, b.doc_nll)
+    model), a real difference between methods by more (reporting.SAME_RTOL); or, where the
+    run's rounding floor (:func:`rounding_floor`) is larger, perplexities within it."""
+    return (same_scores(a.doc_nll, b.doc_nll)
+            or abs(a.perplexity / b.perplexity - 1.0) <= floor)
 
 
 def _signed(x: float) -> str:
     return f"{x:+.2f}" if abs(x) >= 0.01 or x == 0 else f"{x:+.1e}"
 
 
-def _compare(cells, n: int, best: str, other: str) -> tuple[str, str]:
+def _compare(cells, n: int, best: str, other: str, floor: float = 0.0) -> tuple[str, str]:
     """How ``best`` stands against ``other`` at n — "below" (paired interval of the difference
     excludes zero), "same" (identical up to rounding) or "open" — and the difference as text."""
     a, b = cells[best][n], cells[other][n]
-    if _same(a, b):
+    if _same(a, b, floor):
         return "same", other
     units = len(a.doc_nll)
     indices = resample_indices(units) if units > 1 else None
@@ -167,7 +184,7 @@ def _compare(cells, n: int, best: str, other: str) -> tuple[str, str]:
     return ("open" if d.is_tie else "below"), text
 
 
-def _identical_groups(here: dict[str, LengthResult], exclude: str
+def _identical_groups(here: dict[str, LengthResult], exclude: str, floor: float = 0.0
                       ) -> list[tuple[str, list[str]]]:
     """The methods other than ``exclude``, those with the same scores grouped (first, rest),
     so that methods identical at this length are named once."""
@@ -176,7 +193,7 @@ def _identical_groups(here: dict[str, LengthResult], exclude: str
         if method == exclude:
             continue
         for first, twins in groups:
-            if _same(here[first], here[method]):
+            if _same(here[first], here[method], floor):
                 twins.append(method)
                 break
         else:
@@ -184,14 +201,14 @@ def _identical_groups(here: dict[str, LengthResult], exclude: str
     return groups
 
 
-def _length_finding(run, cells, n: int) -> str | None:
+def _length_finding(run, cells, n: int, floor: float = 0.0) -> str | None:
     here = {m: per[n] for m, per in cells.items() if n in per}
     if len(here) < 2:
         return None
     best = min(here, key=lambda m: here[m].perplexity)
     groups: dict[str, list[str]] = {"below": [], "same": [], "open": []}
-    for first, twins in _identical_groups(here, exclude=best):
-        kind, text = _compare(cells, n, best, first)
+    for first, twins in _identical_groups(here, exclude=best, floor=floor):
+        kind, text = _compare(cells, n, best, first, floor)
         groups[kind].append(" = ".join([first] + twins) + text[len(first):])
     text = (f"At {n} ({_scale(n, run.context)}) {best} has the lowest perplexity "
             f"({here[best].perplexity:.2f}).")
@@ -207,8 +224,9 @@ def _length_finding(run, cells, n: int) -> str | None:
 
 def findings(run) -> list[str]:
     cells = _cells(run)
+    floor = rounding_floor(run)
     out = [f for n in run.lengths if n >= run.context
-           if (f := _length_finding(run, cells, n)) is not None]
+           if (f := _length_finding(run, cells, n, floor)) is not None]
     full = cells.get("full", {})
     beyond = [n for n in full if n > run.context]
     if run.context in full and beyond:
@@ -220,24 +238,29 @@ def findings(run) -> list[str]:
               if method != "full" and run.context in per and max(per) > run.context]
     if growth:
         out.append("Perplexity from L to the longest length each method ran at: "
-                   + ", ".join(growth) + ".")
+                   + ", ".join(growth) + " (the longer prefix also holds other text, so "
+                   "compare methods at one length, not one method across lengths).")
     if not out:
         out.append(f"No length at or past the declared context L = {run.context} was measured "
                    "by two or more methods: nothing to compare there (see the table).")
+    if floor > 1e-5:
+        out.append(f"Rounding: at {run.lengths[0]} tokens the methods that compute the same "
+                   f"attention there differ by up to {100 * floor:.2f} % (the run's precision); "
+                   "differences below that count as the same.")
     if run.documents < 3:
         out.append(f"{run.documents} document(s): the intervals resample blocks of the same "
                    "text; run with more documents (`--max-docs`) before generalising an order.")
     return out
 
 
-def _lowest(cells, n: int, methods) -> str | None:
+def _lowest(cells, n: int, methods, floor: float = 0.0) -> str | None:
     """The method of ``methods`` with the lowest perplexity at n, and the ones the data
     cannot order against it, as text; None where fewer than one ran there."""
     here = [m for m in methods if n in cells.get(m, {})]
     if not here:
         return None
     best = min(here, key=lambda m: cells[m][n].perplexity)
-    ties = [m for m in here if m != best and _compare(cells, n, best, m)[0] != "below"]
+    ties = [m for m in here if m != best and _compare(cells, n, best, m, floor)[0] != "below"]
     return best + (f" (not distinguishable from {', '.join(ties)})" if ties else "")
 
 
@@ -251,11 +274,12 @@ def needs(run) -> list[str]:
     n = run.lengths[-1]
     bounded = [st.method for st in run.stages if not HF_METHODS.get(st.method) or
                not HF_METHODS[st.method].quadratic]
-    if (pick := _lowest(cells, n, bounded)) is not None:
+    floor = rounding_floor(run)
+    if (pick := _lowest(cells, n, bounded, floor)) is not None:
         out.append(f"Streaming, bounded memory per token (at {n}, {_scale(n, run.context)}): "
                    f"{pick}.")
     longest = max(max(per) for per in cells.values())
-    if (pick := _lowest(cells, longest, list(cells))) is not None:
+    if (pick := _lowest(cells, longest, list(cells), floor)) is not None:
         out.append(f"Perplexity of long documents at {longest}: {pick}.")
     ruler = [r for r in run.retrieval if r.lengths]
     if ruler:
