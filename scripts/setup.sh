@@ -15,7 +15,7 @@ if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; 
   [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check "torch==2.13.0" 2>&1 \
     | grep -v "^WARNING: Location" >&2 || true
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$ROOT[dev,ref,hf]" 2>&1 \
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$ROOT[dev,ref,hf,lmeval]" 2>&1 \
     | grep -v "^WARNING: Location" >&2 || true
   # torchscale's XPOS is a parity reference; its declared deps (timm, fairscale, a CUDA
   # torch) are not needed for the one module we import, so install it without them.

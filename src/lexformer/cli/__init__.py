@@ -12,12 +12,12 @@ import errno
 import sys
 
 from ..errors import LexformerError
-from . import analyze, export, extend, generate, reproduce, train
+from . import analyze, export, extend, generate, lm_eval, reproduce, train
 from . import eval as eval_cmd
 from .options import OneLineErrorParser
 
 #: the subcommands, in the order ``--help`` lists them
-SUBCOMMANDS = (train, eval_cmd, generate, reproduce, analyze, extend, export)
+SUBCOMMANDS = (train, eval_cmd, generate, reproduce, analyze, extend, export, lm_eval)
 
 EXAMPLES = """\
 examples:
@@ -65,7 +65,11 @@ def describe_os_error(e: OSError) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["lm-eval"]:  # every later argument is lm-eval's, options included
+        args = argparse.Namespace(command="lm-eval", handler=lm_eval.run, args=argv[1:])
+    else:
+        args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 2

@@ -126,18 +126,36 @@ def export_hf(run: str | Path, out: str | Path, attention: str = "full") -> Path
         raise LexformerError(f"{out} is not empty; export into a new or empty folder "
                              "(nothing was changed)")
     ckpt = load(run)
+    model = _as_transformers(ckpt, attention)
+    ensure_writable_dir(out, "export folder")
+    model.save_pretrained(out)
+    _save_tokenizer(ckpt.tokenizer, out)
+    return out
+
+
+def _as_transformers(ckpt, attention: str) -> LexformerForCausalLM:
     if not ckpt.config.causal:
         raise LexformerError("a bidirectional encoder (causal=false) is not a causal LM; "
                              "only causal lexformer models export as AutoModelForCausalLM")
-    ensure_writable_dir(out, "export folder")
     config = LexformerConfig(lexformer_model=ckpt.config.to_dict(), attention=attention,
                              bos_token_id=None, eos_token_id=None, pad_token_id=None)
     model = LexformerForCausalLM(config)
     model.lm.load_state_dict(ckpt.model.state_dict())
     model.generation_config.use_cache = False
-    model.save_pretrained(out)
-    _save_tokenizer(ckpt.tokenizer, out)
-    return out
+    return model.eval()
+
+
+def in_memory(run: str | Path, attention: str = "full"):
+    """(the exported model, its transformers tokenizer or None) without writing a folder."""
+    from ..checkpoint import load
+
+    ckpt = load(run)
+    tokenizer = None
+    if getattr(ckpt.tokenizer, "kind", None) == "bpe":
+        from transformers import PreTrainedTokenizerFast
+
+        tokenizer = PreTrainedTokenizerFast(tokenizer_object=ckpt.tokenizer._tok)
+    return _as_transformers(ckpt, attention), tokenizer
 
 
 def _save_tokenizer(tokenizer, out: Path) -> None:
@@ -154,4 +172,4 @@ def _save_tokenizer(tokenizer, out: Path) -> None:
 
 
 __all__ = ["EXPORT_ATTENTION", "LexformerConfig", "LexformerForCausalLM", "export_hf",
-           "register"]
+           "in_memory", "register"]
