@@ -117,7 +117,8 @@ def section_position(run) -> list[str]:
         return []
     return ["## Loss along the input", "", f"![loss by position]({POSITION_PLOT})", "",
             "Mean token loss at positions [2^k, 2^(k+1)) of each method's longest input, over "
-            f"every document (x: position, log2; dashed line: L = {run.context}). Where a "
+            "every document, drawn at 2^k (so the point on the dashed line covers the first L "
+            f"positions past L = {run.context}; x: position, log2). Where a "
             "method's curve turns up it has stopped using what lies that far back.", ""]
 
 
