@@ -481,4 +481,4 @@ def test_a_gap_within_the_runs_rounding_floor_is_not_an_ordering():
     assert rounding_floor(run) > 0.0
     lines = findings(run)
     assert "sinks score(s) the same up to rounding" in lines[0]
-    assert any(line.startswith("Rounding: at 50 tokens") for line in lines)
+    assert any(line.startswith("Rounding: up to L") for line in lines)
