@@ -290,6 +290,10 @@ def needs(run) -> list[str]:
         n = max(max(r.lengths) for r in ruler)
         here = [r for r in ruler if n in r.lengths]
         best = max(here, key=lambda r: mean_score(r, n))
+        if mean_score(best, n) == 0:
+            out.append(f"Retrieval (RULER) at {n}: none of the methods run there "
+                       "retrieved anything.")
+            return out
         ties = [r.method for r in here if r is not best and paired_difference(
             per_sample(best, n), per_sample(r, n))[1][0] <= 0]
         out.append(f"Retrieval (RULER) at {n}: {best.method} (mean {mean_score(best, n):.2f}"

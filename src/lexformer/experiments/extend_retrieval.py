@@ -183,6 +183,9 @@ def retrieval_findings(run) -> list[str]:
         if len(here) < 2:
             continue
         best = max(here, key=lambda m: mean_score(here[m], n))
+        if mean_score(here[best], n) == 0:
+            out.append(f"RULER at {n} ({n / run.context:g}·L): every method scores 0.")
+            continue
         below, open_ = [], []
         for method, record in here.items():
             if method == best:
