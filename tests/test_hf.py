@@ -11,6 +11,8 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
+from tiny_hf import sharp_llama  # noqa: E402
+
 from lexformer.errors import LexformerError  # noqa: E402
 from lexformer.hf import (  # noqa: E402
     HF_METHODS,
@@ -41,16 +43,7 @@ ROPE_METHODS = [m for m, spec in HF_METHODS.items() if spec.kind == "rope"]
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """(unpatched model, its folder, the same model loaded through open_hf_model)."""
-    torch.manual_seed(0)
-    config = transformers.LlamaConfig(
-        vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, head_dim=16,
-        max_position_embeddings=CONTEXT, eos_token_id=None, bos_token_id=None, pad_token_id=None)
-    model = transformers.LlamaForCausalLM(config).eval()
-    with torch.no_grad():  # larger q/k weights: sharper attention, so positions matter
-        for layer in model.model.layers:
-            layer.self_attn.q_proj.weight.mul_(4)
-            layer.self_attn.k_proj.weight.mul_(4)
+    model = sharp_llama(VOCAB, CONTEXT)
     folder = tmp_path_factory.mktemp("tiny-llama")
     model.save_pretrained(folder)
     return model, folder, open_hf_model(str(folder), options=OPTIONS)

@@ -12,8 +12,7 @@ import math
 
 import numpy as np
 import pytest
-import torch
-import transformers
+from tiny_hf import sharp_llama
 
 from lexformer.hf import HF_METHODS, MethodOptions, open_hf_model
 from lexformer.hf.rope_scaling import length_dependent
@@ -35,16 +34,7 @@ FIXED = MethodOptions(**{**OPTIONS.__dict__, "rope_factor": 4})
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    torch.manual_seed(0)
-    config = transformers.LlamaConfig(
-        vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, head_dim=16,
-        max_position_embeddings=CONTEXT, eos_token_id=None, bos_token_id=None, pad_token_id=None)
-    model = transformers.LlamaForCausalLM(config).eval()
-    with torch.no_grad():  # sharper attention, so that positions matter
-        for layer in model.model.layers:
-            layer.self_attn.q_proj.weight.mul_(4)
-            layer.self_attn.k_proj.weight.mul_(4)
+    model = sharp_llama(VOCAB, CONTEXT)
     folder = tmp_path_factory.mktemp("tiny-llama")
     model.save_pretrained(folder)
     return folder

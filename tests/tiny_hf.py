@@ -53,3 +53,24 @@ def write_model(folder: Path, corpus: Path, seed: int = 0,
     model.save_pretrained(folder)
     fast.save_pretrained(folder)
     return folder
+
+
+def sharp_llama(vocab: int = 97, context: int = 64):
+    """A seeded 2-layer random Llama (GQA: 4 query heads, 2 key heads, head_dim 16) with its
+    q/k weights ×4, so attention is sharp and positions matter: what the window methods'
+    references are checked on (``test_hf``, ``test_recall``, ``test_prefix_eval``)."""
+    import torch
+    import transformers
+
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(
+        vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+        max_position_embeddings=context, eos_token_id=None, bos_token_id=None,
+        pad_token_id=None)
+    model = transformers.LlamaForCausalLM(config).eval()
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.q_proj.weight.mul_(4)
+            layer.self_attn.k_proj.weight.mul_(4)
+    return model
