@@ -122,18 +122,17 @@ def per_sample(record: RetrievalRecord, length: int) -> np.ndarray | None:
                            for t in tasks])
 
 
-def paired_difference(a: np.ndarray, b: np.ndarray, resamples: int = 1000, seed: int = 0
+def paired_difference(a: np.ndarray, b: np.ndarray, seed: int = 0
                       ) -> tuple[float, tuple[float, float]]:
     """Mean score of a minus b over the same (task, sample) items, with a 95 % percentile
-    bootstrap interval over items (both resampled together)."""
-    from ..stats import resample_indices
+    bootstrap interval over items (both resampled together: the interval of the mean of the
+    per-item differences, :func:`lexformer.stats.mean_interval`); one item: (−inf, inf)."""
+    from ..stats import mean_interval
 
     diff = a - b
     if diff.size < 2:
         return float(diff.mean()), (-np.inf, np.inf)
-    means = diff[resample_indices(diff.size, resamples, seed)].mean(axis=1)
-    lo, hi = np.percentile(means, [2.5, 97.5])
-    return float(diff.mean()), (float(lo), float(hi))
+    return float(diff.mean()), mean_interval(diff, seed)
 
 
 
